@@ -1,0 +1,52 @@
+"""Write-then-rename, so a failed or interrupted run never leaves a half-written output."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from rayline.errors import DataError
+
+
+def _discard(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_output(target: str | os.PathLike[str], *, overwrite: bool = True) -> Iterator[Path]:
+    """Yield a temporary sibling of ``target``; on success it replaces ``target`` in one rename.
+
+    Works for files and folders. The temp path sits in the same folder so the rename never
+    crosses file systems. On any exception the temp path is removed and ``target`` is untouched.
+    """
+    final = Path(target).expanduser().resolve()
+    if final.exists() and not overwrite:
+        raise DataError(f"{final} already exists", hint="pass --overwrite to replace it")
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DataError(f"cannot create folder {final.parent}: {err.strerror}") from None
+    tag = uuid.uuid4().hex[:8]
+    tmp = final.with_name(f".{final.name}.tmp-{tag}")
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise DataError(f"nothing was written for {final}")
+        if final.exists():
+            # A folder can't be replaced by rename(2) while it has files: move it aside first.
+            old = final.with_name(f".{final.name}.old-{tag}")
+            final.rename(old)
+            tmp.rename(final)
+            _discard(old)
+        else:
+            tmp.rename(final)
+    finally:
+        if tmp.exists():
+            _discard(tmp)

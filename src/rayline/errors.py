@@ -1,0 +1,48 @@
+"""One exception tree for everything rayline raises on purpose.
+
+    RaylineError                 base; ``str(err)`` is one line a user can act on
+     +-- SpecError               the spec file, a field in it, or a --set override
+     +-- DataError               an input table / image folder / generated dataset
+     +-- RegistryError           the MLflow run registry (unknown run id, no runs yet)
+     +-- RuntimeStartError       Ray could not be started or joined
+     +-- TrainError              training, tuning or batch inference failed
+     +-- ServeError              the HTTP service could not start or answer
+
+Errors from dependencies (Ray, MLflow, xgboost, torch, pydantic) are mapped to this tree at
+the boundary where they happen, so the CLI and the HTTP edge each map one tree.
+"""
+
+from __future__ import annotations
+
+
+class RaylineError(Exception):
+    """Base class. ``hint`` is an optional short fix appended to the message."""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        self.message = message
+        self.hint = hint
+        super().__init__(message if hint is None else f"{message} ({hint})")
+
+
+class SpecError(RaylineError):
+    """The spec file, one of its fields, or an override is invalid."""
+
+
+class DataError(RaylineError):
+    """Input data is missing, unreadable, or does not match what the spec expects."""
+
+
+class RegistryError(RaylineError):
+    """The run registry cannot answer (unknown run, no runs, unreachable store)."""
+
+
+class RuntimeStartError(RaylineError):
+    """Ray could not be started locally or joined at RAY_ADDRESS."""
+
+
+class TrainError(RaylineError):
+    """Training, tuning or batch inference failed."""
+
+
+class ServeError(RaylineError):
+    """The online service could not start or serve."""

@@ -1,0 +1,358 @@
+"""The run registry, on MLflow tracking (the only module that imports mlflow).
+
+Default store: embedded SQLite at ``RAYLINE_HOME/mlflow.db`` with artifacts in
+``RAYLINE_HOME/mlartifacts``; ``MLFLOW_TRACKING_URI`` points it at the user's server instead.
+One MLflow experiment per spec name. A run carries tags ``rayline.kind`` (train, tune, trial,
+predict, evaluate), ``rayline.family``, ``rayline.spec_hash`` and ``rayline.model`` ("1" when a
+checkpoint was logged under the ``checkpoint/`` artifact path); tune trials are children of
+their tune run through MLflow's ``mlflow.parentRunId`` tag, so ``mlflow ui`` nests them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from rayline.errors import RegistryError
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+    from rayline.spec import Spec
+
+TAG_KIND = "rayline.kind"
+TAG_FAMILY = "rayline.family"
+TAG_SPEC_HASH = "rayline.spec_hash"
+TAG_MODEL = "rayline.model"
+TAG_PARENT = "mlflow.parentRunId"
+CHECKPOINT_PATH = "checkpoint"
+Selector = Literal["best", "latest"] | str
+_BATCH = 900  # MLflow accepts at most 1000 metrics per log_batch call
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A registered run, as read back from MLflow."""
+
+    run_id: str
+    experiment: str
+    name: str
+    kind: str
+    family: str
+    status: str
+    start_time: datetime | None
+    end_time: datetime | None
+    metrics: dict[str, float] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    artifact_uri: str = ""
+
+    @property
+    def parent_id(self) -> str | None:
+        return self.tags.get(TAG_PARENT)
+
+    @property
+    def has_model(self) -> bool:
+        return self.tags.get(TAG_MODEL) == "1"
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.start_time is None or self.end_time is None:
+            return None
+        return (self.end_time - self.start_time).total_seconds()
+
+
+def default_tracking_uri(home: Path) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow.db'}"
+
+
+def _ts(ms: int | None) -> datetime | None:
+    return None if not ms else datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def _clean(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text[:6000]  # MLflow's param value limit
+
+
+def _flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    flat: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = _clean(value)
+    return flat
+
+
+class ActiveRun:
+    """A run being written. Metrics are buffered and sent in batches."""
+
+    def __init__(self, client: MlflowClient, run_id: str) -> None:
+        self._client = client
+        self.run_id = run_id
+        self._pending: list[Any] = []
+        self._step = 0
+        self._history = False
+        self._final_step: int | None = None
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, v) for k, v in _flatten(params).items()]
+        for i in range(0, len(items), 100):
+            self._client.log_batch(self.run_id, params=items[i : i + 100], synchronous=True)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, _clean(v)) for k, v in tags.items()]
+        self._client.log_batch(self.run_id, tags=items, synchronous=True)
+
+    def log_metrics(self, metrics: Mapping[str, float | None], step: int | None = None) -> None:
+        """Queue metrics (sent on ``flush`` or when the run ends).
+
+        Without ``step`` they are final values: they land one step after any history, so they
+        are what MLflow shows as the run's metric (it reports the value at the largest step).
+        """
+        from mlflow.entities import Metric
+
+        if step is None:
+            if self._final_step is None:
+                self._final_step = self._step + 1 if self._history else 0
+            step = self._final_step
+        else:
+            step = int(step)
+            self._step, self._history = max(self._step, step), True
+        now = int(time.time() * 1000)
+        for key, value in metrics.items():
+            if value is None:
+                continue
+            self._pending.append(Metric(key, float(value), now, step))
+        if len(self._pending) >= _BATCH:
+            self.flush()
+
+    def log_history(self, rows: Iterable[Mapping[str, float]], step_key: str) -> None:
+        """Queue a metric history: one mapping per step, the step number under ``step_key``."""
+        for row in rows:
+            step = int(row[step_key])
+            self.log_metrics({k: v for k, v in row.items() if k != step_key}, step=step)
+
+    def flush(self) -> None:
+        while self._pending:
+            chunk, self._pending = self._pending[:_BATCH], self._pending[_BATCH:]
+            self._client.log_batch(self.run_id, metrics=chunk, synchronous=True)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self._client.log_text(self.run_id, text, artifact_file)
+
+    def log_dir(self, local_dir: str | os.PathLike[str], artifact_path: str) -> None:
+        self._client.log_artifacts(self.run_id, str(local_dir), artifact_path)
+
+    def log_checkpoint(self, local_dir: str | os.PathLike[str]) -> None:
+        """Store a model checkpoint folder; marks the run as servable (``--model``)."""
+        self.log_dir(local_dir, CHECKPOINT_PATH)
+        self.set_tags({TAG_MODEL: "1"})
+
+
+class Registry:
+    """Runs of every spec, read and written through one ``MlflowClient``."""
+
+    def __init__(self, home: Path, tracking_uri: str | None = None) -> None:
+        self.home = home
+        self.tracking_uri = tracking_uri or default_tracking_uri(home)
+        self._client: MlflowClient | None = None
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            # Alembic logs every migration step at INFO when a new SQLite store is created.
+            for name in ("alembic", "mlflow.store.db.utils"):
+                logging.getLogger(name).setLevel(logging.WARNING)
+            try:
+                from mlflow.tracking import MlflowClient
+            except ImportError as err:  # pragma: no cover - mlflow is a dependency
+                raise RegistryError("mlflow is not installed") from err
+            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+        return self._client
+
+    @property
+    def is_local(self) -> bool:
+        return self.tracking_uri.startswith("sqlite:")
+
+    def _experiment_id(self, name: str, *, create: bool) -> str | None:
+        try:
+            exp = self.client.get_experiment_by_name(name)
+            if exp is not None:
+                return str(exp.experiment_id)
+            if not create:
+                return None
+            location = (self.home / "mlartifacts" / name).as_uri() if self.is_local else None
+            return str(self.client.create_experiment(name, artifact_location=location))
+        except RegistryError:
+            raise
+        except Exception as err:
+            raise RegistryError(f"run registry at {self.tracking_uri} failed: {_first_line(err)}") from err
+
+    @contextmanager
+    def start_run(
+        self,
+        experiment: str,
+        *,
+        kind: str,
+        family: str,
+        spec: Spec | None = None,
+        run_name: str | None = None,
+        parent_id: str | None = None,
+        tags: Mapping[str, Any] | None = None,
+    ) -> Iterator[ActiveRun]:
+        """Open a run; it ends FINISHED when the block completes and FAILED when it raises."""
+        exp_id = self._experiment_id(experiment, create=True)
+        assert exp_id is not None
+        all_tags: dict[str, Any] = {TAG_KIND: kind, TAG_FAMILY: family, **(tags or {})}
+        if parent_id:
+            all_tags[TAG_PARENT] = parent_id
+        if spec is not None:
+            all_tags[TAG_SPEC_HASH] = spec.fingerprint()
+        try:
+            created = self.client.create_run(
+                exp_id, run_name=run_name, tags={k: _clean(v) for k, v in all_tags.items()}
+            )
+        except Exception as err:
+            raise RegistryError(f"could not create a run in {self.tracking_uri}: {_first_line(err)}") from err
+        run = ActiveRun(self.client, created.info.run_id)
+        if spec is not None:
+            import yaml
+
+            run.log_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False), "spec.yaml")
+        status = "FAILED"
+        try:
+            yield run
+            status = "FINISHED"
+        finally:
+            try:
+                run.flush()
+            finally:
+                self.client.set_terminated(run.run_id, status=status)
+
+    # ----------------------------------------------------------------------------- reading
+    def _record(self, run: Any, experiments: Mapping[str, str]) -> RunRecord:
+        info, data = run.info, run.data
+        return RunRecord(
+            run_id=info.run_id,
+            experiment=experiments.get(info.experiment_id, info.experiment_id),
+            name=info.run_name or "",
+            kind=data.tags.get(TAG_KIND, ""),
+            family=data.tags.get(TAG_FAMILY, ""),
+            status=info.status,
+            start_time=_ts(info.start_time),
+            end_time=_ts(info.end_time),
+            metrics=dict(data.metrics),
+            params=dict(data.params),
+            tags=dict(data.tags),
+            artifact_uri=info.artifact_uri or "",
+        )
+
+    def _experiments(self) -> dict[str, str]:
+        try:
+            return {str(e.experiment_id): e.name for e in self.client.search_experiments()}
+        except Exception as err:
+            raise RegistryError(f"run registry at {self.tracking_uri} failed: {_first_line(err)}") from err
+
+    def list_runs(
+        self, experiment: str | None = None, *, kind: str | None = None, limit: int = 1000
+    ) -> list[RunRecord]:
+        """Runs newest first, optionally of one experiment (spec name) and kind."""
+        experiments = self._experiments()
+        if experiment is not None:
+            ids = [i for i, n in experiments.items() if n == experiment]
+        else:
+            ids = [i for i, n in experiments.items() if n != "Default"]
+        if not ids:
+            return []
+        filters = f"tags.`{TAG_KIND}` = '{kind}'" if kind else ""
+        try:
+            runs = self.client.search_runs(
+                ids, filter_string=filters, max_results=limit, order_by=["attributes.start_time DESC"]
+            )
+        except Exception as err:
+            raise RegistryError(f"run registry at {self.tracking_uri} failed: {_first_line(err)}") from err
+        return [self._record(r, experiments) for r in runs]
+
+    def get(self, run_id: str) -> RunRecord:
+        """A run by id or by a unique id prefix of at least 6 characters."""
+        run_id = run_id.strip()
+        if len(run_id) < 32:
+            matches = [r for r in self.list_runs() if r.run_id.startswith(run_id)] if len(run_id) >= 6 else []
+            if len(matches) == 1:
+                return matches[0]
+            if len(matches) > 1:
+                raise RegistryError(f"run id prefix {run_id!r} matches {len(matches)} runs; give more characters")
+            raise RegistryError(f"no run with id {run_id!r}", hint="see `rayline runs list`")
+        try:
+            run = self.client.get_run(run_id)
+        except Exception:
+            raise RegistryError(f"no run with id {run_id!r}", hint="see `rayline runs list`") from None
+        return self._record(run, self._experiments())
+
+    def resolve(self, experiment: str, selector: Selector, *, metric: str, mode: str) -> RunRecord:
+        """``best`` (by ``metric``/``mode``), ``latest`` or a run id -> a finished run with a model."""
+        if selector not in ("best", "latest"):
+            record = self.get(selector)
+            if not record.has_model:
+                raise RegistryError(f"run {record.run_id} ({record.kind}) has no model checkpoint")
+            return record
+        runs = [r for r in self.list_runs(experiment) if r.has_model and r.status == "FINISHED"]
+        if not runs:
+            raise RegistryError(
+                f"no trained model for spec {experiment!r} in {self.tracking_uri}",
+                hint="run `rayline train` first, or pass --model RUN_ID",
+            )
+        if selector == "latest":
+            return runs[0]
+        scored = [r for r in runs if metric in r.metrics]
+        if not scored:
+            raise RegistryError(f"no run of spec {experiment!r} has metric {metric!r} to pick the best by")
+        return (min if mode == "min" else max)(scored, key=lambda r: r.metrics[metric])
+
+    def checkpoint_dir(self, run_id: str, dst: Path | None = None) -> Path:
+        """Local folder with the run's checkpoint (downloaded when the store is remote)."""
+        record = self.get(run_id)
+        if not record.has_model:
+            raise RegistryError(f"run {record.run_id} has no model checkpoint")
+        local = record.artifact_uri
+        if local.startswith("file://"):
+            from urllib.parse import unquote, urlparse
+
+            path = Path(unquote(urlparse(local).path)) / CHECKPOINT_PATH
+            if path.is_dir():
+                return path
+        target = dst or (self.home / "cache" / "checkpoints" / record.run_id)
+        if (target / CHECKPOINT_PATH).is_dir():
+            return target / CHECKPOINT_PATH
+        target.mkdir(parents=True, exist_ok=True)
+        try:
+            return Path(self.client.download_artifacts(record.run_id, CHECKPOINT_PATH, str(target)))
+        except Exception as err:
+            raise RegistryError(f"could not fetch the checkpoint of run {record.run_id}: {_first_line(err)}") from err
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:300] if text else type(err).__name__
+
+
+def open_registry(home: Path | None = None) -> Registry:
+    """The registry for ``RAYLINE_HOME`` (or ``MLFLOW_TRACKING_URI`` when set)."""
+    from rayline.runtime import home as default_home
+
+    return Registry(home or default_home())

@@ -1,0 +1,356 @@
+"""The declarative spec: pydantic models, YAML loading and ``--set`` overrides.
+
+A spec is validated whole before anything distributed starts, so a typo fails in
+milliseconds with the file, the field path and what was expected, not minutes into a run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from rayline.errors import SpecError
+
+BUILTIN_SOURCES = ("builtin:taxi", "builtin:mnist")
+TAXI_S3_URI = "s3://anonymous@anyscale-training-data/intro-to-ray-air/nyc_taxi_2021.parquet"
+
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# ----------------------------------------------------------------------------------- data
+class ImageSpec(_Strict):
+    """How images are decoded and normalized (image sources only)."""
+
+    mode: Literal["L", "RGB"] = "L"
+    size: tuple[Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)]] | None = Field(
+        default=None, description="(height, width) to resize to; None keeps the size of the images"
+    )
+    mean: float = 0.5
+    std: Annotated[float, Field(gt=0)] = 0.5
+
+
+class DataSpec(_Strict):
+    """Where the data comes from and which column is the label."""
+
+    source: str = Field(
+        description="builtin:taxi, builtin:mnist, a local path (parquet/CSV file or folder, image "
+        "folder) or a URI such as s3://bucket/key; relative paths resolve against the working directory"
+    )
+    format: Literal["auto", "parquet", "csv", "images"] = "auto"
+    label: str | None = Field(
+        default=None, description="label column of a table; image folders take it from the parent folder"
+    )
+    features: list[str] | None = Field(default=None, description="feature columns; default: all but label")
+    categorical: list[str] = Field(default_factory=list, description="feature columns treated as categories")
+    scale: list[str] = Field(default_factory=list, description="columns MinMax-scaled, fitted on train only")
+    rows: Annotated[int, Field(gt=0)] | None = Field(
+        default=None, description="builtin:taxi only: how many trips to generate (default 200,000)"
+    )
+    seed: int = Field(default=0, description="builtin:taxi only: generator seed")
+    image: ImageSpec = Field(default_factory=ImageSpec)
+    shuffle: Literal["none", "files", "blocks", "rows"] = Field(
+        default="none", description="Ray Data shuffle: input files, block order, or all rows globally"
+    )
+    on_bad_file: Literal["fail", "skip"] = "fail"
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("must name a path, a URI or one of " + ", ".join(BUILTIN_SOURCES))
+        if value.startswith("builtin:") and value not in BUILTIN_SOURCES:
+            raise ValueError(f"unknown built-in dataset {value!r}; expected one of {', '.join(BUILTIN_SOURCES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _columns(self) -> DataSpec:
+        if self.rows is not None and self.source != "builtin:taxi":
+            raise ValueError(f"rows={self.rows} only applies to source builtin:taxi, not {self.source!r}")
+        if self.label is not None and self.features is not None and self.label in self.features:
+            raise ValueError(f"label {self.label!r} is also listed in features")
+        return self
+
+    @property
+    def is_uri(self) -> bool:
+        return bool(_URI.match(self.source))
+
+
+class SplitSpec(_Strict):
+    valid_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
+    seed: int = 42
+
+
+# ---------------------------------------------------------------------------------- model
+class XGBoostModelSpec(_Strict):
+    """XGBoost on tables; ``params`` go to xgboost unchanged (max_depth, eta, subsample, ...)."""
+
+    family: Literal["xgboost"]
+    objective: str = Field(
+        default="auto",
+        description="auto (from the label: binary / multiclass / regression) or an xgboost objective",
+    )
+    num_boost_round: Annotated[int, Field(gt=0)] = 100
+    early_stopping_rounds: Annotated[int, Field(gt=0)] | None = 10
+    params: dict[str, Any] = Field(default_factory=lambda: {"max_depth": 6, "eta": 0.3, "tree_method": "hist"})
+
+
+class ResNetModelSpec(_Strict):
+    """torchvision ResNet18 with the first conv matched to the image channels."""
+
+    family: Literal["resnet18"]
+    epochs: Annotated[int, Field(gt=0)] = 2
+    batch_size: Annotated[int, Field(gt=0)] = 64
+    lr: Annotated[float, Field(gt=0)] = 1e-3
+
+
+ModelSpec = Annotated[XGBoostModelSpec | ResNetModelSpec, Field(discriminator="family")]
+FAMILIES = ("xgboost", "resnet18")
+
+
+class TrainSpec(_Strict):
+    report_every: Annotated[int, Field(gt=0)] = Field(
+        default=10, description="rounds (xgboost) or epochs (resnet) between metric reports and checkpoints"
+    )
+    timeout_s: Annotated[float, Field(gt=0)] = 3600.0
+
+
+class ScalingSpec(_Strict):
+    num_workers: Literal["auto"] | Annotated[int, Field(gt=0)] = Field(
+        default="auto", description="auto: one in-process worker for small data, Ray Train workers for big data"
+    )
+    cpus_per_worker: Annotated[float, Field(gt=0)] | None = Field(
+        default=None, description="default: the CPUs Ray has, divided among workers"
+    )
+    use_gpu: bool = False
+    gpus_per_worker: Annotated[float, Field(gt=0)] = 1.0
+
+
+# ----------------------------------------------------------------------------------- tune
+class SearchDomain(_Strict):
+    """Exactly one of: randint [low, high), uniform [low, high], loguniform [low, high], choice [...]."""
+
+    randint: tuple[int, int] | None = None
+    uniform: tuple[float, float] | None = None
+    loguniform: tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]] | None = None
+    choice: Annotated[list[Any], Field(min_length=1)] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> SearchDomain:
+        given = [k for k in ("randint", "uniform", "loguniform", "choice") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of randint, uniform, loguniform, choice (got {given or 'none'})")
+        for key in ("randint", "uniform", "loguniform"):
+            bounds = getattr(self, key)
+            if bounds is not None and not bounds[0] < bounds[1]:
+                raise ValueError(f"{key} needs low < high, got [{bounds[0]}, {bounds[1]}]")
+        return self
+
+
+class TuneSpec(_Strict):
+    num_samples: Annotated[int, Field(gt=0)] = 4
+    scheduler: Literal["fifo", "asha"] = "fifo"
+    max_concurrent: Literal["auto"] | Annotated[int, Field(gt=0)] = "auto"
+    space: dict[str, SearchDomain] = Field(default_factory=dict)
+
+
+# -------------------------------------------------------------------------------- predict
+class PredictSpec(_Strict):
+    batch_size: Annotated[int, Field(gt=0)] | None = Field(default=None, description="default: family's choice")
+    concurrency: Annotated[int, Field(gt=0)] | tuple[Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)]] = Field(
+        default=1, description="actor pool size, or [min, max] for an autoscaling pool"
+    )
+    num_cpus: Annotated[float, Field(gt=0)] = 1.0
+    num_gpus: Annotated[float, Field(ge=0)] = 0.0
+    input: str | None = Field(default=None, description="default: the validation split of data.source")
+    output: str | None = Field(default=None, description="default: RAYLINE_HOME/predictions/<name>/<run>.parquet")
+
+    @field_validator("concurrency")
+    @classmethod
+    def _pool(cls, value: int | tuple[int, int]) -> int | tuple[int, int]:
+        if isinstance(value, tuple) and value[0] > value[1]:
+            raise ValueError(f"[min, max] needs min <= max, got [{value[0]}, {value[1]}]")
+        return value
+
+
+# ---------------------------------------------------------------------------------- serve
+class AutoscalingSpec(_Strict):
+    min_replicas: Annotated[int, Field(ge=0)] = 1
+    max_replicas: Annotated[int, Field(gt=0)] = 2
+    initial_replicas: Annotated[int, Field(ge=0)] | None = None
+    target_ongoing_requests: Annotated[float, Field(gt=0)] = 8.0
+    upscale_delay_s: Annotated[float, Field(ge=0)] = 5.0
+    downscale_delay_s: Annotated[float, Field(ge=0)] = 30.0
+    metrics_interval_s: Annotated[float, Field(gt=0)] = 2.0
+    look_back_period_s: Annotated[float, Field(gt=0)] = 10.0
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscalingSpec:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas={self.min_replicas} is above max_replicas={self.max_replicas}")
+        initial = self.initial_replicas
+        if initial is not None and not self.min_replicas <= initial <= self.max_replicas:
+            raise ValueError(
+                f"initial_replicas={initial} is outside [min_replicas={self.min_replicas}, "
+                f"max_replicas={self.max_replicas}]"
+            )
+        return self
+
+
+class ServeSpec(_Strict):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8000
+    num_replicas: Annotated[int, Field(gt=0)] | None = 1
+    autoscaling: AutoscalingSpec | None = None
+    num_cpus: Annotated[float, Field(gt=0)] = 0.5
+    num_gpus: Annotated[float, Field(ge=0)] = 0.0
+    max_batch_size: Annotated[int, Field(gt=0)] = 32
+    batch_wait_timeout_s: Annotated[float, Field(ge=0)] = 0.0
+    max_ongoing_requests: Annotated[int, Field(gt=0)] = 64
+    max_request_bytes: Annotated[int, Field(gt=0)] = 8 * 1024 * 1024
+    api_key_env: str | None = Field(
+        default=None, description="name of an env var holding a bearer token required on /predict"
+    )
+
+    @model_validator(mode="after")
+    def _replicas(self) -> ServeSpec:
+        if self.autoscaling is not None and "num_replicas" in self.model_fields_set:
+            raise ValueError(f"set either num_replicas={self.num_replicas} or autoscaling, not both")
+        return self
+
+
+# ----------------------------------------------------------------------------------- root
+class Spec(_Strict):
+    """A whole workload: data -> split -> model -> train -> tune -> predict -> serve."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+    data: DataSpec
+    split: SplitSpec = Field(default_factory=SplitSpec)
+    model: ModelSpec
+    metric: str = Field(default="valid_loss", description="metric that picks the best run and tune trial")
+    mode: Literal["min", "max"] = "min"
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    scaling: ScalingSpec = Field(default_factory=ScalingSpec)
+    tune: TuneSpec = Field(default_factory=TuneSpec)
+    predict: PredictSpec = Field(default_factory=PredictSpec)
+    serve: ServeSpec = Field(default_factory=ServeSpec)
+
+    @model_validator(mode="after")
+    def _cross(self) -> Spec:
+        family = self.model.family
+        if family == "xgboost" and self.data.source == "builtin:mnist":
+            raise ValueError("model.family xgboost needs a table; builtin:mnist is images (use resnet18)")
+        if family == "resnet18" and self.data.source == "builtin:taxi":
+            raise ValueError("model.family resnet18 needs images; builtin:taxi is a table (use xgboost)")
+        if family == "xgboost" and self.data.format == "images":
+            raise ValueError("model.family xgboost needs a table, but data.format is images")
+        return self
+
+    def fingerprint(self) -> str:
+        """Stable hash of the validated spec (defaults included), for lineage tags."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+# -------------------------------------------------------------------------------- loading
+def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for i, key in enumerate(keys[:-1]):
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        if not isinstance(child, dict):
+            raise SpecError(f"--set {dotted}: {'.'.join(keys[: i + 1])} is not a section, it is {child!r}")
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``a.b=value`` -> ("a.b", parsed value); the value is read as YAML (``2``, ``[2, 8]``, ``true``)."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*", key):
+        raise SpecError(f"--set {text!r}: expected KEY.PATH=VALUE, e.g. --set model.epochs=2")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def _format_errors(origin: str, err: ValidationError) -> str:
+    parts = []
+    for item in err.errors(include_url=False):
+        # Drop the union tag pydantic inserts (model.xgboost.x -> model.x): users never write it.
+        loc = [str(p) for p in item["loc"] if p not in FAMILIES and not str(p).startswith("function-")]
+        where = ".".join(loc) or "(top level)"
+        msg = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            msg = "unknown field"
+        elif item["type"] == "union_tag_invalid":
+            family = item.get("ctx", {}).get("tag", item["input"])
+            msg = f"unknown model family {family!r}; expected one of {', '.join(FAMILIES)}"
+        elif item["type"] == "union_tag_not_found":
+            msg = f"missing 'family'; expected one of {', '.join(FAMILIES)}"
+        parts.append(f"{where}: {msg}")
+    return f"{origin}: " + "; ".join(parts)
+
+
+def _absolutize(raw: dict[str, Any]) -> None:
+    """Relative local paths become absolute now: Ray workers run with another working directory."""
+    data = raw.get("data")
+    if isinstance(data, dict) and isinstance(data.get("source"), str):
+        src = data["source"].strip()
+        if src and not src.startswith("builtin:") and not _URI.match(src):
+            data["source"] = str(Path(os.path.expanduser(src)).resolve())
+    predict = raw.get("predict")
+    if isinstance(predict, dict):
+        for key in ("input", "output"):
+            val = predict.get(key)
+            if isinstance(val, str) and val and not _URI.match(val):
+                predict[key] = str(Path(os.path.expanduser(val)).resolve())
+
+
+def spec_from_dict(raw: Mapping[str, Any], overrides: Sequence[str] = (), *, origin: str = "spec") -> Spec:
+    """Validate a spec given as a mapping; ``origin`` names it in error messages."""
+    tree: dict[str, Any] = json.loads(json.dumps(raw, default=str))  # deep copy, plain types
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_path(tree, key, value)
+    _absolutize(tree)
+    try:
+        return Spec.model_validate(tree)
+    except ValidationError as err:
+        raise SpecError(_format_errors(origin, err)) from None
+
+
+def load_spec(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> Spec:
+    """Read a YAML spec, apply ``--set`` overrides, validate. Raises SpecError naming file and field."""
+    file = Path(path)
+    if not file.is_file():
+        raise SpecError(f"spec file {str(file)!r} not found", hint="pass the path to a .yaml spec")
+    try:
+        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f" line {mark.line + 1}:" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise SpecError(f"{file}:{line} invalid YAML: {problem}") from None
+    except UnicodeDecodeError:
+        raise SpecError(f"{file}: not a UTF-8 text file") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"{file}: expected a mapping at the top level (name:, data:, model:, ...)")
+    return spec_from_dict(raw, overrides, origin=str(file))

@@ -1,0 +1,34 @@
+"""Shared fixtures: an isolated RAYLINE_HOME per test and one local Ray for the session."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples"
+
+
+@pytest.fixture(autouse=True)
+def rayline_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets an empty RAYLINE_HOME and no cluster or MLflow server from the environment."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("RAYLINE_HOME", str(home))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    return home
+
+
+@pytest.fixture(scope="session")
+def ray_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """One embedded Ray for every test that needs it (starting Ray costs seconds)."""
+    os.environ.setdefault("RAYLINE_NUM_CPUS", "2")
+    os.environ.pop("RAY_ADDRESS", None)
+    from rayline import runtime
+
+    resources = runtime.init()
+    yield resources
+    runtime.shutdown()

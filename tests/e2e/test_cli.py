@@ -1,0 +1,121 @@
+"""The CLI through a real subprocess: outputs, exit codes, and one-line errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from rayline.datasets import TAXI_COLUMNS
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+SCRIPT = Path(sys.executable).with_name("rayline")
+
+
+def rayline(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [str(SCRIPT), *args], capture_output=True, text=True, timeout=300, env=dict(os.environ), check=False
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"rayline {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
+    return proc
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in proc.stderr
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def test_version() -> None:
+    from rayline import __version__
+
+    assert rayline("--version").stdout.strip() == f"rayline {__version__}"
+
+
+def test_data_taxi_writes_exact_rows(tmp_path: Path) -> None:
+    out = tmp_path / "x.parquet"
+    proc = rayline("data", "taxi", "--rows", "200_000", "--out", str(out), "--seed", "3")
+    assert "200,000" in proc.stdout
+    table = pq.read_table(out)
+    assert table.num_rows == 200_000
+    assert tuple(table.column_names) == TAXI_COLUMNS
+
+
+def test_data_taxi_with_truth(tmp_path: Path) -> None:
+    out = tmp_path / "t.parquet"
+    rayline("data", "taxi", "--rows", "100", "--out", str(out), "--with-truth")
+    assert pq.read_schema(out).names == [*TAXI_COLUMNS, "tip_probability"]
+
+
+def test_data_mnist_png(tmp_path: Path) -> None:
+    out = tmp_path / "d"
+    rayline("data", "mnist", "--out", str(out))
+    assert sorted(p.name for p in out.iterdir()) == [str(i) for i in range(10)]
+    assert len(list(out.glob("*/*.png"))) == 5000
+    assert_one_line_error(rayline("data", "mnist", "--out", str(out), check=False), "already exists", "--overwrite")
+
+
+def test_data_mnist_parquet(tmp_path: Path) -> None:
+    out = tmp_path / "m.parquet"
+    rayline("data", "mnist", "--out", str(out), "--format", "parquet")
+    assert pq.read_metadata(out).num_rows == 5000
+
+
+def test_bad_format_is_one_line(tmp_path: Path) -> None:
+    proc = rayline("data", "mnist", "--out", str(tmp_path / "m"), "--format", "jpeg", check=False)
+    assert_one_line_error(proc, "--format 'jpeg'", "png or parquet")
+    assert proc.returncode == 2
+    assert not (tmp_path / "m").exists()
+
+
+def test_runs_list_empty_is_friendly() -> None:
+    proc = rayline("runs", "list")
+    assert "no runs yet" in proc.stdout
+
+
+def test_runs_show_unknown_id() -> None:
+    assert_one_line_error(rayline("runs", "show", "0123456789abcdef", check=False), "no run with id")
+
+
+def test_validate_example_and_override() -> None:
+    proc = rayline("validate", str(EXAMPLES / "mnist.yaml"), "--set", "model.epochs=1")
+    assert "epochs: 1" in proc.stdout and "valid" in proc.stderr
+
+
+def test_spec_errors_are_one_line(tmp_path: Path) -> None:
+    proc = rayline("validate", str(EXAMPLES / "taxi.yaml"), "--set", "model.max_dept=3", check=False)
+    assert_one_line_error(proc, "taxi.yaml", "model.max_dept: unknown field")
+    assert proc.returncode == 2
+    assert_one_line_error(rayline("validate", str(tmp_path / "none.yaml"), check=False), "not found")
+
+
+def test_debug_shows_traceback(tmp_path: Path) -> None:
+    proc = rayline("--debug", "validate", str(tmp_path / "none.yaml"), check=False)
+    assert proc.returncode == 2 and "Traceback" in proc.stderr
+
+
+def test_usage_error_exit_code(tmp_path: Path) -> None:
+    proc = rayline("data", "taxi", "--rows", "0", "--out", str(tmp_path / "x.parquet"), check=False)
+    assert proc.returncode == 2 and "--rows" in proc.stderr
+    assert not (tmp_path / "x.parquet").exists()
+
+
+def test_doctor(rayline_home: Path) -> None:
+    proc = rayline("doctor")
+    for key in ("python", "ray", "torch", "xgboost", "cpus", "gpus", "RAY_ADDRESS", "RAYLINE_HOME"):
+        assert key in proc.stdout
+    assert str(rayline_home) in proc.stdout
+
+
+@pytest.mark.parametrize("args", [["--help"], ["data", "--help"], ["runs", "--help"]])
+def test_help(args: list[str]) -> None:
+    assert "Usage" in rayline(*args).stdout

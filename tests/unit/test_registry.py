@@ -1,0 +1,96 @@
+"""The registry against a real MLflow tracking store (SQLite in a temp folder)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rayline import RegistryError, spec_from_dict
+from rayline.registry import Registry
+
+SPEC = spec_from_dict(
+    {"name": "reg", "data": {"source": "builtin:taxi", "label": "is_big_tip"}, "model": {"family": "xgboost"}}
+)
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Registry:
+    return Registry(tmp_path / "home")
+
+
+def train_run(registry: Registry, tmp_path: Path, loss: float, *, model: bool = True) -> str:
+    ckpt = tmp_path / f"ckpt-{loss}"
+    ckpt.mkdir()
+    (ckpt / "model.ubj").write_bytes(b"booster")
+    with registry.start_run("reg", kind="train", family="xgboost", spec=SPEC) as run:
+        run.log_params({"max_depth": 4, "nested": {"eta": 0.1}})
+        run.log_history([{"round": i, "valid_loss": loss + 1.0 / (i + 1)} for i in range(50)], step_key="round")
+        run.log_metrics({"valid_loss": loss})
+        if model:
+            run.log_checkpoint(ckpt)
+        return run.run_id
+
+
+def test_empty_registry(registry: Registry) -> None:
+    assert registry.list_runs() == []
+    with pytest.raises(RegistryError, match="no trained model for spec 'reg'"):
+        registry.resolve("reg", "best", metric="valid_loss", mode="min")
+
+
+def test_log_and_read_back(registry: Registry, tmp_path: Path) -> None:
+    run_id = train_run(registry, tmp_path, 0.5)
+    record = registry.get(run_id)
+    assert record.experiment == "reg" and record.kind == "train" and record.family == "xgboost"
+    assert record.status == "FINISHED" and record.has_model
+    assert record.params == {"max_depth": "4", "nested.eta": "0.1"}
+    assert record.metrics["valid_loss"] == pytest.approx(0.5)
+    assert record.tags["rayline.spec_hash"] == SPEC.fingerprint()
+    history = registry.client.get_metric_history(run_id, "valid_loss")
+    assert len(history) == 51
+    ckpt = registry.checkpoint_dir(run_id)
+    assert (ckpt / "model.ubj").read_bytes() == b"booster"
+    assert (Path(record.artifact_uri.removeprefix("file://")) / "spec.yaml").is_file()
+
+
+def test_resolve_best_latest_and_id(registry: Registry, tmp_path: Path) -> None:
+    good = train_run(registry, tmp_path, 0.2)
+    newest = train_run(registry, tmp_path, 0.4)
+    train_run(registry, tmp_path, 0.01, model=False)  # no checkpoint: never servable
+    assert registry.resolve("reg", "best", metric="valid_loss", mode="min").run_id == good
+    assert registry.resolve("reg", "best", metric="valid_loss", mode="max").run_id == newest
+    assert registry.resolve("reg", "latest", metric="valid_loss", mode="min").run_id == newest
+    assert registry.resolve("reg", good, metric="valid_loss", mode="min").run_id == good
+    assert registry.get(good[:8]).run_id == good
+
+
+def test_failed_run_is_marked_and_not_servable(registry: Registry, tmp_path: Path) -> None:
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "model.ubj").write_bytes(b"x")
+    with pytest.raises(ValueError), registry.start_run("reg", kind="train", family="xgboost") as run:
+        run.log_checkpoint(ckpt)
+        raise ValueError("training blew up")
+    assert registry.get(run.run_id).status == "FAILED"
+    with pytest.raises(RegistryError, match="no trained model"):
+        registry.resolve("reg", "latest", metric="valid_loss", mode="min")
+
+
+def test_parent_child_and_kind_filter(registry: Registry) -> None:
+    with registry.start_run("reg", kind="tune", family="xgboost") as parent:
+        for i in range(3):
+            with registry.start_run("reg", kind="trial", family="xgboost", parent_id=parent.run_id) as trial:
+                trial.log_metrics({"valid_loss": i})
+    trials = registry.list_runs("reg", kind="trial")
+    assert len(trials) == 3 and all(t.parent_id == parent.run_id for t in trials)
+    assert [r.run_id for r in registry.list_runs("reg", kind="tune")] == [parent.run_id]
+
+
+def test_unknown_ids(registry: Registry, tmp_path: Path) -> None:
+    train_run(registry, tmp_path, 0.3)
+    with pytest.raises(RegistryError, match="no run with id"):
+        registry.get("0" * 32)
+    with pytest.raises(RegistryError, match="no run with id"):
+        registry.get("zzzzzzzz")
+    with pytest.raises(RegistryError, match="no run with id"):
+        registry.resolve("reg", "abc", metric="valid_loss", mode="min")
