@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import traceback
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -32,7 +34,8 @@ runs_app = typer.Typer(help="The run registry (MLflow).", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(runs_app, name="runs")
 
-out = Console(highlight=False, soft_wrap=True)
+# Piped output (CI logs, scripts) gets wide lines instead of rich's 80-column default.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 SpecArg = Annotated[Path, typer.Argument(help="spec file (YAML)", show_default=False)]
@@ -102,6 +105,108 @@ def validate(spec: SpecArg, set_: SetOpt = None) -> None:
     loaded = load_spec(spec, set_ or [])
     out.print(yaml.safe_dump(loaded.model_dump(mode="json"), sort_keys=False).rstrip())
     err.print(f"{spec}: valid (spec hash {loaded.fingerprint()})")
+
+
+# ------------------------------------------------------------------------------- lifecycle
+ModelOpt = Annotated[str, typer.Option("--model", help="best, latest, or a run id")]
+
+
+def _metric_line(metrics: Mapping[str, float]) -> str:
+    shown = {k: v for k, v in metrics.items() if k.startswith("valid_") and k != "valid_error"}
+    step = next((f"{k} {int(metrics[k])}" for k in ("round", "epoch") if k in metrics), "")
+    return "  ".join([step, *(f"{k}={v:.4f}" for k, v in sorted(shown.items()))]).strip()
+
+
+@app.command("train")
+def train_cmd(spec: SpecArg, set_: SetOpt = None) -> None:
+    """Train the spec's model once and register it."""
+    from rayline.spec import load_spec
+    from rayline.train import train
+
+    loaded = load_spec(spec, set_ or [])
+    started = time.perf_counter()
+    with err.status(f"training {loaded.name} ({loaded.model.family})") as status:
+
+        def progress(metrics: Mapping[str, float]) -> None:
+            elapsed = time.perf_counter() - started
+            status.update(f"training {loaded.name}: {_metric_line(metrics)}  [{elapsed:.0f} s]")
+
+        result = train(loaded, on_report=progress)
+    out.print(f"run {result.run_id}  ({result.path}, {result.seconds['total']:.1f} s)")
+    out.print(f"  {_metric_line(result.metrics)}")
+
+
+@app.command("tune")
+def tune_cmd(spec: SpecArg, set_: SetOpt = None) -> None:
+    """Search the spec's tune.space; register every trial and the best model."""
+    from rayline.spec import load_spec
+    from rayline.tune import tune
+
+    loaded = load_spec(spec, set_ or [])
+    started = time.perf_counter()
+    with err.status(f"tuning {loaded.name}: {loaded.tune.num_samples} trials") as status:
+
+        def progress(metrics: Mapping[str, float]) -> None:
+            done = int(metrics.get("trials_done", 0))
+            elapsed = time.perf_counter() - started
+            status.update(
+                f"tuning {loaded.name}: {done}/{loaded.tune.num_samples} trials done; latest {_metric_line(metrics)}"
+                f"  [{elapsed:.0f} s]"
+            )
+
+        result = tune(loaded, on_report=progress)
+    out.print(f"tune run {result.run_id}: {result.trials} trials in {result.seconds:.1f} s")
+    out.print(f"  best trial run {result.best_run_id}: {result.best_config}")
+    out.print(f"  {_metric_line(result.best_metrics)}")
+
+
+@app.command("predict")
+def predict_cmd(
+    spec: SpecArg,
+    model: ModelOpt = "best",
+    input_path: Annotated[
+        str | None, typer.Option("--input", help="rows to predict (default: the validation split)")
+    ] = None,
+    out_path: Annotated[str | None, typer.Option("--out", help="output parquet (a folder of part files)")] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Batch inference on an actor pool; writes parquet with prediction columns."""
+    from rayline.predict import predict
+    from rayline.spec import load_spec
+
+    loaded = load_spec(spec, set_ or [])
+    with err.status(f"predicting with {loaded.name} model {model}"):
+        result = predict(loaded, model=model, input=input_path, output=out_path)
+    out.print(f"wrote {result.rows:,} rows to {result.output}  ({result.seconds:.1f} s, model {result.model_run_id})")
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    spec: SpecArg,
+    model: ModelOpt = "best",
+    input_path: Annotated[
+        str | None, typer.Option("--input", help="labelled rows (default: the validation split)")
+    ] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Metrics, per-class accuracy and confusion matrix of a model; stored on its run."""
+    from rayline.evaluate import evaluate
+    from rayline.spec import load_spec
+
+    loaded = load_spec(spec, set_ or [])
+    with err.status(f"evaluating {loaded.name} model {model}"):
+        result = evaluate(loaded, model=model, input=input_path)
+    out.print(f"model {result.model_run_id} on {result.rows:,} rows ({result.seconds:.1f} s)")
+    for key, value in result.metrics.items():
+        out.print(f"  {key:>10}  {value:.4f}")
+    if result.per_class:
+        out.print("  per-class accuracy: " + ", ".join(f"{k}={v:.3f}" for k, v in sorted(result.per_class.items())))
+    if result.confusion:
+        labels = sorted(result.confusion)
+        table = Table("true \\ predicted", *labels, show_edge=False)
+        for truth in labels:
+            table.add_row(truth, *(str(result.confusion[truth].get(p, 0)) for p in labels))
+        out.print(table)
 
 
 # ------------------------------------------------------------------------------------ runs

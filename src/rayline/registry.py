@@ -244,6 +244,20 @@ class Registry:
             finally:
                 self.client.set_terminated(run.run_id, status=status)
 
+    def annotate(self, run_id: str, metrics: Mapping[str, float], files: Mapping[str, str] | None = None) -> None:
+        """Add metrics (at step 0) and text artifacts to an existing, possibly finished, run."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
+        try:
+            if items:
+                self.client.log_batch(run_id, metrics=items, synchronous=True)
+            for name, text in (files or {}).items():
+                self.client.log_text(run_id, text, name)
+        except Exception as err:
+            raise RegistryError(f"could not update run {run_id}: {_first_line(err)}") from err
+
     # ----------------------------------------------------------------------------- reading
     def _record(self, run: Any, experiments: Mapping[str, str]) -> RunRecord:
         info, data = run.info, run.data

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from rayline.errors import RuntimeStartError
 
 _GIB = 1024**3
+T = TypeVar("T")
 
 
 def home() -> Path:
@@ -82,14 +85,23 @@ def local_cpus() -> int:
     return os.cpu_count() or 1
 
 
-def init(*, quiet: bool = True) -> Resources:
-    """Start (or join) Ray once per process and return the cluster's resources."""
+def init(*, quiet: bool | None = None) -> Resources:
+    """Start (or join) Ray once per process and return the cluster's resources.
+
+    ``quiet`` (default: unless ``RAYLINE_VERBOSE=1``) keeps worker logs out of the terminal.
+    """
     import ray
+
+    if quiet is None:
+        quiet = os.environ.get("RAYLINE_VERBOSE") != "1"
 
     if not ray.is_initialized():
         kwargs: dict[str, Any] = {
-            "logging_level": logging.WARNING if quiet else logging.INFO,
-            "log_to_driver": True,
+            # Quiet: Ray's start-up notices (token auth, progress bars off) are not the user's concern.
+            "logging_level": logging.ERROR if quiet else logging.INFO,
+            # Worker logs (Train/Data progress chatter) stay in Ray's log files unless asked for;
+            # failures still surface as exceptions with their messages.
+            "log_to_driver": not quiet,
             # Workers inherit the driver's environment; rayline's paths must stay absolute there.
             "runtime_env": {"env_vars": {"RAYLINE_HOME": str(home())}},
         }
@@ -108,8 +120,52 @@ def init(*, quiet: bool = True) -> Resources:
             where = f"the Ray cluster at RAY_ADDRESS={address}" if address else "a local Ray"
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise RuntimeStartError(f"could not start {where}: {first}") from err
+    if quiet:
+        import ray.data
+
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        for name in ("ray.data", "ray.train", "ray.tune", "ray.serve"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     res = ray.cluster_resources()
     return Resources(cpus=float(res.get("CPU", 0.0)), gpus=float(res.get("GPU", 0.0)))
+
+
+def data_reserve(total_cpus: float) -> float:
+    """CPUs kept free for Ray Data's read/map tasks next to long-lived actors and Train workers.
+
+    Actors hold their CPUs for their whole life; if they take every CPU, the tasks feeding them
+    (1 CPU each by default) can never be scheduled and the pipeline hangs.
+    """
+    return 1.0 if total_cpus <= 16 else 2.0
+
+
+def cpus_per_actor(total_cpus: float, requested: float, actors: int) -> float:
+    """``requested`` CPUs per actor, shrunk (fractionally) so ``actors`` of them leave the reserve."""
+    room = max(0.1, total_cpus - data_reserve(total_cpus))
+    return round(max(0.05, min(requested, room / max(1, actors))), 3)
+
+
+def call_with_timeout(fn: Callable[[], T], timeout_s: float, what: str) -> T:
+    """Run a blocking call with a deadline: a hang becomes a clear error, not a silent stall."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as err:  # re-raised in the caller's thread
+            box["error"] = err
+
+    thread = threading.Thread(target=target, name=f"rayline-{what}", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        from rayline.errors import TrainError
+
+        raise TrainError(f"{what} did not finish within {timeout_s:.0f} s", hint="raise the spec's timeout_s")
+    if "error" in box:
+        raise box["error"]
+    value: T = box["value"]
+    return value
 
 
 def shutdown() -> None:

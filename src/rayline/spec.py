@@ -176,6 +176,7 @@ class PredictSpec(_Strict):
     num_gpus: Annotated[float, Field(ge=0)] = 0.0
     input: str | None = Field(default=None, description="default: the validation split of data.source")
     output: str | None = Field(default=None, description="default: RAYLINE_HOME/predictions/<name>/<run>.parquet")
+    timeout_s: Annotated[float, Field(gt=0)] = 3600.0
 
     @field_validator("concurrency")
     @classmethod

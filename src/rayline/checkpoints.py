@@ -1,0 +1,51 @@
+"""Checkpoint folders as in-memory blobs, so Ray actors on any node can load them.
+
+A registry checkpoint is a local folder on the driver (or an MLflow download). Actors for batch
+inference and serving may run on other nodes, so the folder travels by value: a mapping of
+relative path -> bytes, written out once per actor process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import tempfile
+from pathlib import Path
+
+Blob = dict[str, bytes]
+Portable = Blob | str  # a blob, or a folder path when every actor shares this machine's disk
+_MAX_BYTES = 2 * 1024**3
+
+
+def portable(folder: Path) -> Portable:
+    """A form of the checkpoint that actors can load: the path locally, the bytes on a cluster."""
+    from rayline.runtime import cluster_address
+
+    return pack(folder) if cluster_address() else str(folder)
+
+
+def local_folder(ckpt: Portable) -> Path:
+    return Path(ckpt) if isinstance(ckpt, str) else unpack(ckpt)
+
+
+def pack(folder: Path) -> Blob:
+    files = {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    if sum(len(b) for b in files.values()) > _MAX_BYTES:
+        raise ValueError(f"checkpoint {folder} is over 2 GiB; pass it by path instead")
+    return files
+
+
+def unpack(blob: Blob) -> Path:
+    """Write the blob to a per-content temp folder (reused within one process) and return it."""
+    digest = hashlib.sha256(b"".join(k.encode() + v for k, v in sorted(blob.items()))).hexdigest()[:16]
+    folder = Path(tempfile.gettempdir()) / f"rayline-ckpt-{digest}"
+    if not folder.is_dir():
+        staging = Path(tempfile.mkdtemp(prefix=f"rayline-ckpt-{digest}-"))
+        for name, data in blob.items():
+            target = staging / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        # If another process on this node won the race, its copy is identical: keep it.
+        with contextlib.suppress(OSError):
+            staging.rename(folder)
+    return folder

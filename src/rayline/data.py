@@ -1,0 +1,241 @@
+"""Tables: resolve the spec's source, validate the schema before any work, split reproducibly.
+
+Two readers, one contract. Small local tables are read with pyarrow in the driver process (no
+Ray start-up cost); URIs and big tables go through Ray Data. Both apply the same validation and
+the same content-hash split, so a row lands on the same side of the split whichever path ran.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from rayline.errors import DataError
+from rayline.spec import Spec
+
+if TYPE_CHECKING:
+    import ray.data
+
+TableFormat = Literal["parquet", "csv"]
+# Columns pandas writes for its index; never features.
+_INDEX_COLUMNS = ("__index_level_0__", "index_level_0")
+_MAX_CLASSES = 50
+
+
+def resolve_source(spec: Spec) -> str:
+    """A readable path or URI for the spec's data (``builtin:`` sources are generated once)."""
+    source = spec.data.source
+    if source.startswith("builtin:"):
+        from rayline.datasets import materialize
+        from rayline.runtime import home
+
+        return str(materialize(source, data_dir=home() / "data", rows=spec.data.rows, seed=spec.data.seed))
+    if not spec.data.is_uri and not Path(source).exists():
+        raise DataError(f"data.source {source} does not exist")
+    return source
+
+
+def table_format(source: str, declared: str) -> TableFormat:
+    if declared in ("parquet", "csv"):
+        return declared  # type: ignore[return-value]
+    if declared == "images":
+        raise DataError(f"data.format is images, but {source} is read as a table here")
+    lowered = source.lower().rstrip("/")
+    if lowered.endswith((".csv", ".csv.gz")):
+        return "csv"
+    if lowered.endswith((".parquet", ".pq")):
+        return "parquet"
+    path = Path(source)
+    if path.is_dir():
+        suffixes = {p.suffix.lower() for p in path.rglob("*") if p.is_file() and not p.name.startswith((".", "_"))}
+        if ".csv" in suffixes and ".parquet" not in suffixes:
+            return "csv"
+    return "parquet"
+
+
+# ---------------------------------------------------------------------------------- layout
+@dataclass(frozen=True)
+class TableLayout:
+    """What the model sees: feature columns, their kinds, the label and its task."""
+
+    features: list[str]
+    label: str
+    task: Literal["binary", "multiclass", "regression"]
+    classes: list[Any] = field(default_factory=list)  # label values by class index
+    categorical: dict[str, list[Any]] = field(default_factory=dict)  # column -> categories
+    dtypes: dict[str, str] = field(default_factory=dict)  # column -> arrow type name
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> TableLayout:
+        return cls(**raw)
+
+
+def _is_numeric(t: pa.DataType) -> bool:
+    return bool(pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_decimal(t))
+
+
+def check_schema(schema: pa.Schema, spec: Spec, source: str) -> tuple[list[str], str]:
+    """Features and label from the schema; fails naming the column and the fix."""
+    label = spec.data.label
+    if not label:
+        raise DataError("data.label is not set: name the column to predict", hint="e.g. --set data.label=is_big_tip")
+    names = [n for n in schema.names if n not in _INDEX_COLUMNS]
+    if label not in names:
+        raise DataError(f"{source}: label column {label!r} not found; columns are {', '.join(names)}")
+    features = list(spec.data.features) if spec.data.features else [n for n in names if n != label]
+    missing = [f for f in features + spec.data.categorical + spec.data.scale if f not in names]
+    if missing:
+        raise DataError(f"{source}: column {missing[0]!r} named in the spec is not in the data")
+    if not features:
+        raise DataError(f"{source}: no feature columns besides label {label!r}")
+    for name in features:
+        kind = schema.field(name).type
+        if name in spec.data.categorical:
+            continue
+        if not _is_numeric(kind):
+            raise DataError(
+                f"{source}: feature column {name!r} is {kind}, expected numbers",
+                hint="list it in data.categorical or leave it out of data.features",
+            )
+    for name in spec.data.scale:
+        if name in spec.data.categorical or not _is_numeric(schema.field(name).type):
+            raise DataError(f"{source}: data.scale column {name!r} must be numeric")
+    return features, label
+
+
+def infer_task(labels: pd.Series, objective: str) -> tuple[Literal["binary", "multiclass", "regression"], list[Any]]:
+    """Binary / multiclass / regression from the label values, unless the spec says."""
+    values = labels.dropna()
+    uniques = pd.unique(values)
+    is_float = pd.api.types.is_float_dtype(values)
+    if objective in ("regression",) or objective.startswith("reg:"):
+        return "regression", []
+    forced_class = objective in ("binary", "multiclass") or objective.startswith(("binary:", "multi:"))
+    if not forced_class and is_float and not set(np.unique(uniques)).issubset({0.0, 1.0}):
+        return "regression", []
+    if not forced_class and pd.api.types.is_integer_dtype(values) and len(uniques) > _MAX_CLASSES:
+        return "regression", []
+    if len(uniques) > _MAX_CLASSES:
+        raise DataError(f"label has {len(uniques)} distinct values; at most {_MAX_CLASSES} classes are supported")
+    classes = sorted(uniques.tolist(), key=lambda v: (str(type(v)), v))
+    if len(classes) < 2:
+        raise DataError(f"label has a single value ({classes[0]!r} only); nothing to learn")
+    task: Literal["binary", "multiclass"] = "binary" if len(classes) == 2 else "multiclass"
+    if objective.startswith("multi") or objective == "multiclass":
+        task = "multiclass"
+    return task, classes
+
+
+def _check_values(frame: pd.DataFrame, features: list[str], label: str, source: str) -> None:
+    if frame.empty:
+        raise DataError(f"{source}: the table has no rows")
+    counts = frame[features].notna().sum()
+    empty = [name for name, n in counts.items() if n == 0]
+    if empty:
+        raise DataError(f"{source}: feature column {empty[0]!r} has no values (all NaN or null)")
+    missing_labels = int(frame[label].isna().sum())
+    if missing_labels:
+        raise DataError(f"{source}: label column {label!r} has {missing_labels} missing values")
+
+
+def build_layout(frame: pd.DataFrame, schema: pa.Schema, spec: Spec, source: str) -> TableLayout:
+    features, label = check_schema(schema, spec, source)
+    _check_values(frame, features, label, source)
+    objective = spec.model.objective if spec.model.family == "xgboost" else "auto"
+    task, classes = infer_task(frame[label], objective)
+    categorical = {name: sorted(pd.unique(frame[name].dropna()).tolist(), key=str) for name in spec.data.categorical}
+    dtypes = {name: str(schema.field(name).type) for name in [*features, label]}
+    return TableLayout(features, label, task, classes, categorical, dtypes)
+
+
+# ----------------------------------------------------------------------------------- split
+def _hash_key(seed: int) -> str:
+    return hashlib.sha256(str(seed).encode()).hexdigest()[:16]
+
+
+def valid_mask(frame: pd.DataFrame, valid_fraction: float, seed: int) -> np.ndarray:
+    """Rows for validation, chosen by a seeded hash of each row's content.
+
+    Independent of row order and of how the table is split into blocks or files, so the local
+    and the Ray Data paths agree; identical rows always land on the same side (no leakage).
+    """
+    hashed = pd.util.hash_pandas_object(frame, index=False, hash_key=_hash_key(seed)).to_numpy()
+    mask: np.ndarray = (hashed % np.uint64(1_000_000)) < np.uint64(round(valid_fraction * 1_000_000))
+    return mask
+
+
+def split_frame(frame: pd.DataFrame, spec: Spec) -> tuple[pd.DataFrame, pd.DataFrame]:
+    mask = valid_mask(frame, spec.split.valid_fraction, spec.split.seed)
+    train, valid = frame[~mask], frame[mask]
+    if train.empty or valid.empty:
+        raise DataError(
+            f"split.valid_fraction={spec.split.valid_fraction} leaves {len(train)} train and {len(valid)} "
+            "valid rows; need at least one of each"
+        )
+    return train.reset_index(drop=True), valid.reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------------- reading
+def _arrow_error(source: str, err: Exception) -> DataError:
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return DataError(f"{source}: cannot read the table ({first[:200]})")
+
+
+def read_local(source: str, fmt: TableFormat, columns: list[str] | None = None) -> pa.Table:
+    """A local parquet/CSV file or folder, read by pyarrow in this process."""
+    import pyarrow.dataset as pads
+
+    try:
+        dataset = pads.dataset(source, format=fmt, exclude_invalid_files=False)
+        table = dataset.to_table(columns=columns)
+    except (pa.ArrowException, OSError, ValueError) as err:
+        raise _arrow_error(source, err) from None
+    return table
+
+
+def local_schema(source: str, fmt: TableFormat) -> tuple[pa.Schema, int | None]:
+    """Schema and (for parquet) row count from metadata, without reading the data."""
+    import pyarrow.dataset as pads
+
+    try:
+        dataset = pads.dataset(source, format=fmt)
+        schema = dataset.schema
+        rows = dataset.count_rows() if fmt == "parquet" else None
+    except (pa.ArrowException, OSError, ValueError) as err:
+        raise _arrow_error(source, err) from None
+    if not schema.names:
+        raise DataError(f"{source}: no table found (empty file or folder)")
+    return schema, rows
+
+
+def read_ray(source: str, fmt: TableFormat, *, shuffle_files: bool = False) -> ray.data.Dataset:
+    """A parquet/CSV file, folder or URI as a Ray Dataset (Ray must be initialised)."""
+    import ray.data
+
+    try:
+        if fmt == "csv":
+            return ray.data.read_csv(source, shuffle="files" if shuffle_files else None)
+        return ray.data.read_parquet(source, shuffle="files" if shuffle_files else None)
+    except Exception as err:  # Ray wraps Arrow/S3 errors in several exception types
+        raise _arrow_error(source, err) from None
+
+
+def fingerprint(source: str, schema: pa.Schema, rows: int) -> dict[str, Any]:
+    """What the model was trained on, for the registry's lineage."""
+    info: dict[str, Any] = {"source": source, "rows": rows, "columns": len(schema.names)}
+    info["schema"] = ", ".join(f"{f.name}:{f.type}" for f in schema)
+    path = Path(source)
+    if path.is_file():
+        stat = path.stat()
+        info["bytes"] = stat.st_size
+        info["mtime"] = int(stat.st_mtime)
+    return info

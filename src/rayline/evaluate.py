@@ -1,0 +1,143 @@
+"""Evaluate a registered model on labelled rows with Ray Data aggregates; store it on the run.
+
+Per-row terms (correct, log loss, squared error) are added on the actor pool's output and
+reduced with ``Dataset.mean``; per-class accuracy uses ``groupby(label).map_groups`` (the
+course's lesson 4) and the confusion matrix ``groupby([label, predicted_label]).count()``.
+AUC is computed from per-batch score histograms (10,000 bins), so nothing is collected row by row.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from rayline import runtime
+from rayline.data import TableLayout
+from rayline.errors import DataError
+from rayline.predict import _layout, _map_error, input_dataset, predictions, resolve_model
+from rayline.registry import Registry, open_registry
+from rayline.spec import Spec
+
+_BINS = 10_000
+_EPS = 1e-15
+
+
+@dataclass
+class Evaluation:
+    model_run_id: str
+    rows: int
+    metrics: dict[str, float]
+    per_class: dict[str, float] = field(default_factory=dict)
+    confusion: dict[str, dict[str, int]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+class _RowTerms:
+    def __init__(self, layout: TableLayout) -> None:
+        self.layout = layout
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        lay = self.layout
+        truth = batch[lay.label]
+        out = pd.DataFrame({"label": truth.astype(str)})
+        if lay.task == "regression":
+            err = batch["prediction"].to_numpy(dtype=np.float64) - truth.to_numpy(dtype=np.float64)
+            out["sq_err"], out["abs_err"] = err**2, np.abs(err)
+            return out
+        out["predicted_label"] = batch["predicted_label"].astype(str)
+        out["correct"] = (batch["predicted_label"].astype(str) == truth.astype(str)).astype(np.float64)
+        index = pd.Categorical(truth, categories=lay.classes).codes
+        if lay.task == "binary":
+            p1 = batch["probability"].to_numpy(dtype=np.float64)
+            p_true = np.where(index == 1, p1, 1.0 - p1)
+            out["score"], out["positive"] = p1, (index == 1).astype(np.int8)
+        else:
+            probs = np.stack(batch["probabilities"].to_numpy())
+            p_true = probs[np.arange(len(index)), index]
+        out["logloss"] = -np.log(np.clip(p_true, _EPS, 1.0))
+        return out
+
+
+def _histograms(batch: pd.DataFrame) -> pd.DataFrame:
+    bins = np.minimum((batch["score"].to_numpy() * _BINS).astype(np.int64), _BINS - 1)
+    pos = np.bincount(bins[batch["positive"].to_numpy() == 1], minlength=_BINS)
+    neg = np.bincount(bins[batch["positive"].to_numpy() == 0], minlength=_BINS)
+    return pd.DataFrame({"pos": [pos.tolist()], "neg": [neg.tolist()]})
+
+
+def auc_from_histograms(pos: np.ndarray, neg: np.ndarray) -> float:
+    """Mann-Whitney AUC from score histograms (ties within a bin count one half)."""
+    n_pos, n_neg = pos.sum(), neg.sum()
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    neg_below = np.cumsum(neg) - neg
+    return float((pos * (neg_below + 0.5 * neg)).sum() / (n_pos * n_neg))
+
+
+def _class_accuracy(group: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({"label": group["label"].iloc[:1], "accuracy": [group["correct"].mean()]})
+
+
+def evaluate(
+    spec: Spec, *, model: str = "best", input: str | None = None, registry: Registry | None = None
+) -> Evaluation:
+    """Metrics of a registered model on labelled rows (default: the validation split)."""
+    start = time.perf_counter()
+    registry = registry or open_registry()
+    record, family, checkpoint = resolve_model(spec, model, registry)
+    layout = _layout(checkpoint)
+    if layout is None:
+        raise DataError(f"run {record.run_id}: checkpoint has no table layout to evaluate with")
+    runtime.init()
+    ds = input_dataset(spec, family, input or spec.predict.input)
+    if layout.label not in ds.schema().names:
+        raise DataError(f"evaluation input has no label column {layout.label!r}")
+    try:
+        terms = predictions(spec, family, checkpoint, ds).map_batches(_RowTerms(layout), batch_format="pandas")
+        terms = runtime.call_with_timeout(terms.materialize, spec.predict.timeout_s, "evaluation")
+        rows = terms.count()
+        if rows == 0:
+            raise DataError("evaluation input has no rows")
+        metrics: dict[str, float] = {}
+        per_class: dict[str, float] = {}
+        confusion: dict[str, dict[str, int]] = {}
+        if layout.task == "regression":
+            metrics["rmse"] = float(np.sqrt(terms.mean("sq_err")))
+            metrics["mae"] = float(terms.mean("abs_err"))
+        else:
+            metrics["accuracy"] = float(terms.mean("correct"))
+            metrics["logloss"] = float(terms.mean("logloss"))
+            groups = terms.groupby("label").map_groups(_class_accuracy, batch_format="pandas").to_pandas()
+            per_class = {str(r.label): float(r.accuracy) for r in groups.itertuples()}
+            for row in terms.groupby(["label", "predicted_label"]).count().take_all():
+                confusion.setdefault(str(row["label"]), {})[str(row["predicted_label"])] = int(row["count()"])
+            if layout.task == "binary":
+                hist = terms.map_batches(_histograms, batch_format="pandas").take_all()
+                pos = np.sum([h["pos"] for h in hist], axis=0)
+                neg = np.sum([h["neg"] for h in hist], axis=0)
+                metrics["auc"] = auc_from_histograms(np.asarray(pos), np.asarray(neg))
+    except DataError:
+        raise
+    except Exception as err:
+        raise _map_error(err) from err
+    result = Evaluation(record.run_id, rows, metrics, per_class, confusion, time.perf_counter() - start)
+    _store(registry, record.run_id, result)
+    return result
+
+
+def _store(registry: Registry, run_id: str, result: Evaluation) -> None:
+    """Evaluation metrics go on the model's own run as ``eval_*`` (best-run picking ignores them)."""
+    values: dict[str, Any] = {f"eval_{k}": v for k, v in result.metrics.items()}
+    values["eval_rows"] = result.rows
+    payload = {
+        "rows": result.rows,
+        "metrics": result.metrics,
+        "per_class_accuracy": result.per_class,
+        "confusion_matrix": result.confusion,
+    }
+    registry.annotate(run_id, values, {"evaluation/evaluation.json": json.dumps(payload, indent=2)})

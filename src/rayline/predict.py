@@ -1,0 +1,180 @@
+"""Batch inference: a callable predictor class on a Ray Data actor pool, written as parquet.
+
+The model loads once per actor (``__init__``) and is reused for every batch (``__call__``),
+the course's lesson-4 pattern. Output keeps the input columns and adds the family's columns
+(probability, predicted_label, ...). It is written to a temporary folder and renamed when done.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from rayline import checkpoints, runtime
+from rayline.atomic import atomic_output
+from rayline.errors import DataError, TrainError
+from rayline.families.base import Family, get_family
+from rayline.registry import Registry, RunRecord, open_registry
+from rayline.spec import Spec
+
+if TYPE_CHECKING:
+    import ray.data
+
+
+# A one-file table is one block, so a pool of two actors gets one input; that is fine, not a problem.
+warnings.filterwarnings("ignore", message="The minimum number of concurrent actors")
+
+
+class BatchPredictor:
+    """Loads a checkpoint once per actor; maps pandas batches to batches with prediction columns."""
+
+    def __init__(self, family: str, checkpoint: checkpoints.Portable, cpus: int) -> None:
+        self.predictor = get_family(family).load(checkpoints.local_folder(checkpoint), cpus=cpus)
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        outputs = self.predictor.predict(batch)
+        outputs.index = batch.index
+        return pd.concat([batch, outputs], axis=1)
+
+
+@dataclass
+class PredictResult:
+    run_id: str
+    model_run_id: str
+    output: Path
+    rows: int
+    seconds: float
+
+
+def resolve_model(spec: Spec, model: str, registry: Registry) -> tuple[RunRecord, Family, Path]:
+    record = registry.resolve(spec.name, model, metric=spec.metric, mode=spec.mode)
+    return record, get_family(record.family), registry.checkpoint_dir(record.run_id)
+
+
+def input_dataset(spec: Spec, family: Family, source: str | None) -> ray.data.Dataset:
+    """The rows to predict: ``source``, or else the validation split of the spec's data."""
+    from rayline import data as tables
+    from rayline.prepare import _SplitFilter
+
+    if family.data_kind != "table":
+        raise DataError(f"family {family.name}: batch inference on images is not available yet")
+    if source is not None:
+        path = source
+        if "://" not in path and not Path(path).exists():
+            raise DataError(f"--input {path} does not exist")
+        return tables.read_ray(path, tables.table_format(path, "auto"))
+    path = tables.resolve_source(spec)
+    ds = tables.read_ray(path, tables.table_format(path, spec.data.format))
+    columns = [c for c in ds.schema().names if c not in ("__index_level_0__",)]
+    return ds.map_batches(
+        _SplitFilter(columns, spec.split.valid_fraction, spec.split.seed, valid=True), batch_format="pandas"
+    )
+
+
+def _check_columns(ds: ray.data.Dataset, needed: list[str], where: str) -> None:
+    names = ds.schema().names
+    missing = [c for c in needed if c not in names]
+    if missing:
+        raise DataError(f"{where}: column {missing[0]!r} is missing; the model needs {', '.join(needed)}")
+
+
+def predictions(spec: Spec, family: Family, checkpoint: Path, ds: ray.data.Dataset) -> ray.data.Dataset:
+    """``ds`` with the family's prediction columns added, computed on an actor pool."""
+    import ray
+    import ray.data
+
+    meta_layout = _layout(checkpoint)
+    if meta_layout is not None:
+        _check_columns(ds, meta_layout.features, "input")
+    pool = spec.predict.concurrency
+    largest = pool if isinstance(pool, int) else pool[1]
+    num_cpus = runtime.cpus_per_actor(ray.cluster_resources().get("CPU", 1.0), spec.predict.num_cpus, largest)
+    compute = (
+        ray.data.ActorPoolStrategy(size=pool)
+        if isinstance(pool, int)
+        else ray.data.ActorPoolStrategy(min_size=pool[0], max_size=pool[1])
+    )
+    return ds.map_batches(
+        BatchPredictor,
+        fn_constructor_kwargs={
+            "family": family.name,
+            "checkpoint": checkpoints.portable(checkpoint),
+            "cpus": max(1, round(num_cpus)),
+        },
+        compute=compute,
+        batch_size=spec.predict.batch_size or family.predict_batch_size,
+        num_cpus=num_cpus,
+        num_gpus=spec.predict.num_gpus or None,
+        batch_format="pandas",
+    )
+
+
+def _layout(checkpoint: Path) -> Any:
+    import json
+
+    from rayline.data import TableLayout
+
+    meta = checkpoint / "meta.json"
+    if not meta.is_file():
+        return None
+    raw = json.loads(meta.read_text()).get("layout")
+    return TableLayout.from_dict(raw) if raw else None
+
+
+def default_output(spec: Spec, run_id: str) -> Path:
+    return runtime.home() / "predictions" / spec.name / f"{run_id}.parquet"
+
+
+def predict(
+    spec: Spec,
+    *,
+    model: str = "best",
+    input: str | None = None,
+    output: str | None = None,
+    registry: Registry | None = None,
+) -> PredictResult:
+    """Predict every input row with a registered model; write parquet; register the job."""
+    start = time.perf_counter()
+    registry = registry or open_registry()
+    record, family, checkpoint = resolve_model(spec, model, registry)
+    target = Path(output or spec.predict.output or default_output(spec, record.run_id))
+    runtime.init()
+    ds = input_dataset(spec, family, input or spec.predict.input)
+    result = predictions(spec, family, checkpoint, ds)
+    with atomic_output(target) as tmp:
+        try:
+            runtime.call_with_timeout(lambda: result.write_parquet(str(tmp)), spec.predict.timeout_s, "batch inference")
+        except (DataError, TrainError):
+            raise
+        except Exception as err:
+            raise _map_error(err) from err
+    import pyarrow.dataset as pads
+
+    rows = pads.dataset(str(target), format="parquet").count_rows()
+    seconds = time.perf_counter() - start
+    with registry.start_run(
+        spec.name,
+        kind="predict",
+        family=family.name,
+        parent_id=record.run_id,
+        tags={"rayline.model_run": record.run_id},
+    ) as run:
+        run.log_params({"input": input or spec.predict.input or "valid split", "output": str(target)})
+        run.log_metrics({"rows": rows, "time_total_s": seconds, "rows_per_s": rows / max(seconds, 1e-9)})
+    return PredictResult(run.run_id, record.run_id, target, rows, seconds)
+
+
+def _map_error(err: BaseException) -> Exception:
+    """Ray wraps a worker's exception; surface rayline's own errors with their message."""
+    cause: BaseException | None = err
+    while cause is not None:
+        if isinstance(cause, DataError):
+            return DataError(cause.message, hint=cause.hint)
+        cause = cause.__cause__
+    text = str(err).strip().splitlines()
+    return TrainError(f"batch inference failed: {text[-1] if text else type(err).__name__}"[:400])

@@ -1,0 +1,181 @@
+"""Train stage: spec -> data -> the family's loop (in-process or Ray Train workers) -> registry.
+
+Execution path by size (``scaling.num_workers``):
+- ``auto`` and a local table that fits: the loop runs in this process with every CPU as native
+  threads. A Ray Train run costs ~10-13 s of start-up here, more than training 1M rows.
+- a number, or remote/big data: a Ray Train ``DataParallelTrainer`` with that many workers,
+  fed by Ray Data shards, reporting sparsely.
+Both paths write the same checkpoint format and the same registry entry.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rayline import prepare, runtime
+from rayline.contexts import LocalContext, TrainWorkerContext
+from rayline.errors import RaylineError, TrainError
+from rayline.families.base import Family, get_family
+from rayline.registry import Registry, open_registry
+from rayline.spec import Spec
+
+ProgressFn = Callable[[Mapping[str, float]], None]
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    metrics: dict[str, float]
+    history: list[dict[str, float]]
+    path: str  # "local" or "ray-train:<N>"
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def model_params(spec: Spec) -> dict[str, Any]:
+    """What the registry records as the run's params."""
+    dumped = spec.model_dump(mode="json")
+    params = {f"model.{k}": v for k, v in dumped["model"].items() if k != "params"}
+    params.update({f"model.params.{k}": v for k, v in dumped["model"].get("params", {}).items()})
+    params.update({f"split.{k}": v for k, v in dumped["split"].items()})
+    params["data.source"] = spec.data.source
+    return params
+
+
+def _train_worker(config: dict[str, Any]) -> None:
+    """Entry point of every Ray Train worker."""
+    family = get_family(config["family"])
+    family.train_loop(config, TrainWorkerContext(cpus=int(config["worker_cpus"])))
+
+
+def worker_resources(spec: Spec, total_cpus: float) -> tuple[int, float]:
+    """(workers, CPUs each), leaving a slice of CPU free so Ray Data tasks can still be scheduled."""
+    workers = 1 if spec.scaling.num_workers == "auto" else int(spec.scaling.num_workers)
+    if spec.scaling.cpus_per_worker is not None:
+        return workers, spec.scaling.cpus_per_worker
+    return workers, runtime.cpus_per_actor(total_cpus, float("inf"), workers)
+
+
+def run_local(spec: Spec, family: Family, data: prepare.Prepared, on_report: ProgressFn | None) -> LocalContext:
+    workdir = Path(tempfile.mkdtemp(prefix="rayline-train-", dir=runtime.home()))
+    ctx = LocalContext(data.frames, cpus=runtime.local_cpus(), workdir=workdir, on_report=on_report)
+    family.train_loop(data.config, ctx)
+    if ctx.checkpoint is None:
+        raise TrainError(f"the {family.name} loop finished without a checkpoint")
+    return ctx
+
+
+def run_ray_train(
+    spec: Spec, family: Family, data: prepare.Prepared, total_cpus: float
+) -> tuple[dict[str, float], list[dict[str, float]], Path]:
+    """Fit with Ray Train V2; returns final metrics, history and a local copy of the final checkpoint."""
+    import ray.train
+
+    workers, cpus_each = worker_resources(spec, total_cpus)
+    config = {**data.config, "worker_cpus": max(1, int(cpus_each))}
+    resources: dict[str, float] = {"CPU": cpus_each}
+    if spec.scaling.use_gpu:
+        resources["GPU"] = spec.scaling.gpus_per_worker
+    trainer = family.trainer(
+        _train_worker,
+        train_loop_config=config,
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=workers, use_gpu=spec.scaling.use_gpu, resources_per_worker=resources
+        ),
+        run_config=ray.train.RunConfig(
+            name=f"{spec.name}-train-{int(time.time())}",
+            storage_path=runtime.storage_path(),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=None),
+        ),
+        datasets=data.datasets,
+    )
+    try:
+        result = trainer.fit()
+    except Exception as err:  # TrainingFailedError wraps the worker's exception
+        raise TrainError(f"Ray Train run failed: {_root_cause(err)}") from err
+    if result.checkpoint is None:
+        raise TrainError("Ray Train run finished without a checkpoint")
+    history = [dict(m) for _, m in (result.best_checkpoints or [])]
+    local = Path(tempfile.mkdtemp(prefix="rayline-train-", dir=runtime.home())) / "checkpoint"
+    shutil.copytree(result.checkpoint.to_directory(), local)
+    return dict(result.metrics or {}), history, local
+
+
+def _root_cause(err: BaseException) -> str:
+    while err.__cause__ is not None:
+        err = err.__cause__
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[-1] if text else ''}"[:400]
+
+
+def log_run(
+    registry: Registry,
+    spec: Spec,
+    family: Family,
+    *,
+    metrics: Mapping[str, float],
+    history: list[dict[str, float]],
+    checkpoint: Path,
+    data: prepare.Prepared,
+    path: str,
+    seconds: Mapping[str, float],
+    kind: str = "train",
+    parent_id: str | None = None,
+    extra_params: Mapping[str, Any] | None = None,
+) -> str:
+    step_key = "epoch" if family.data_kind == "images" else "round"
+    with registry.start_run(
+        spec.name, kind=kind, family=family.name, spec=spec, parent_id=parent_id, tags={"rayline.path": path}
+    ) as run:
+        run.log_params({**model_params(spec), **(extra_params or {})})
+        run.set_tags({f"rayline.data.{k}": v for k, v in data.fingerprint.items()})
+        run.log_history([h for h in history if step_key in h and h is not history[-1]], step_key=step_key)
+        run.log_metrics({k: v for k, v in metrics.items() if k != step_key})
+        run.log_metrics({f"time_{k}_s": v for k, v in seconds.items()})
+        run.log_checkpoint(checkpoint)
+        return run.run_id
+
+
+def train(spec: Spec, *, on_report: ProgressFn | None = None, registry: Registry | None = None) -> TrainResult:
+    """Train the spec's model once and register it. Returns the run id and final metrics."""
+    start = time.perf_counter()
+    family = get_family(spec.model.family)
+    local = prepare.wants_local(spec)
+    try:
+        if local:
+            data = prepare.prepare_local(spec, family)
+            t0 = time.perf_counter()
+            ctx = run_local(spec, family, data, on_report)
+            fit_s = time.perf_counter() - t0
+            metrics, history, checkpoint, path = ctx.history[-1], ctx.history, ctx.checkpoint, "local"
+        else:
+            resources = runtime.init()
+            data = prepare.prepare_ray(spec, family)
+            t0 = time.perf_counter()
+            metrics, history, checkpoint = run_ray_train(spec, family, data, resources.cpus)
+            fit_s = time.perf_counter() - t0
+            path = f"ray-train:{worker_resources(spec, resources.cpus)[0]}"
+        assert checkpoint is not None
+        seconds = {"data": data.seconds, "fit": fit_s, "total": time.perf_counter() - start}
+        run_id = log_run(
+            registry or open_registry(),
+            spec,
+            family,
+            metrics=metrics,
+            history=history,
+            checkpoint=checkpoint,
+            data=data,
+            path=path,
+            seconds=seconds,
+        )
+        shutil.rmtree(checkpoint.parent, ignore_errors=True)
+    except RaylineError:
+        raise
+    except MemoryError:
+        raise TrainError("out of memory while training; set scaling.num_workers to use Ray Train workers") from None
+    return TrainResult(run_id=run_id, metrics=dict(metrics), history=history, path=path, seconds=seconds)

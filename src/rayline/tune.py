@@ -1,0 +1,282 @@
+"""Tune stage: a search space from the spec, a Tuner over a function trainable, trials -> registry.
+
+Current Ray (Train V2) no longer accepts ``Tuner(trainer)``: each trial is a function trainable
+that reports with ``ray.tune.report``. For data that fits in memory the trial runs the family's
+training loop itself (the table goes to the object store once and every trial reads it
+zero-copy); a Train run per trial would cost ~10 s of start-up each. For big data each trial
+launches the family's Ray Train trainer, whose reports flow back through ``TuneReportCallback``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback
+
+from rayline import prepare, runtime
+from rayline.contexts import TuneTrialContext
+from rayline.errors import SpecError, TrainError
+from rayline.families.base import Family, get_family
+from rayline.registry import Registry, open_registry
+from rayline.spec import SearchDomain, Spec
+from rayline.train import _root_cause, _train_worker, log_run, worker_resources
+
+ProgressFn = Callable[[Mapping[str, float]], None]
+
+
+@dataclass
+class TuneResult:
+    run_id: str
+    best_run_id: str
+    best_config: dict[str, Any]
+    best_metrics: dict[str, float]
+    trials: int
+    seconds: float
+    trial_seconds: list[float] = field(default_factory=list)
+
+
+def search_space(spec: Spec, family: Family) -> dict[str, Any]:
+    """The spec's ``tune.space`` as Ray Tune domains; names are checked against the family."""
+
+    allowed = family.tunable(spec)
+    space: dict[str, Any] = {}
+    for name, domain in spec.tune.space.items():
+        if "*" not in allowed and name not in allowed:
+            raise SpecError(f"tune.space.{name}: {family.name} cannot tune {name!r}; expected one of {sorted(allowed)}")
+        space[name] = _domain(domain)
+    if not space:
+        raise SpecError("tune.space is empty: name at least one parameter, e.g. max_depth: {randint: [2, 12]}")
+    return space
+
+
+def _domain(d: SearchDomain) -> Any:
+    from ray import tune
+
+    if d.randint is not None:
+        return tune.randint(*d.randint)
+    if d.uniform is not None:
+        return tune.uniform(*d.uniform)
+    if d.loguniform is not None:
+        return tune.loguniform(*d.loguniform)
+    assert d.choice is not None
+    return tune.choice(d.choice)
+
+
+def _local_trial(config: dict[str, Any], *, base: dict[str, Any], frames: dict[str, Any], cpus: int) -> None:
+    """One trial on in-memory data: apply the sampled values, run the loop here."""
+    spec = Spec.model_validate(base["spec"])
+    family = get_family(base["family"])
+    trial_spec = family.with_trial(spec, config)
+    loop_config = {**base, "spec": trial_spec.model_dump(mode="json")}
+    with tempfile.TemporaryDirectory(prefix="rayline-trial-") as tmp:
+        family.train_loop(loop_config, TuneTrialContext(frames, cpus=cpus, workdir=Path(tmp)))
+
+
+def _train_trial(config: dict[str, Any], *, base: dict[str, Any], datasets: dict[str, Any], cpus: float) -> None:
+    """One trial on big data: launch a Ray Train run; its reports become the trial's reports."""
+    import ray.train
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    spec = Spec.model_validate(base["spec"])
+    family = get_family(base["family"])
+    trial_spec = family.with_trial(spec, config)
+    workers, cpus_each = worker_resources(trial_spec, cpus)
+    trainer = family.trainer(
+        _train_worker,
+        train_loop_config={**base, "spec": trial_spec.model_dump(mode="json"), "worker_cpus": max(1, int(cpus_each))},
+        scaling_config=ray.train.ScalingConfig(num_workers=workers, resources_per_worker={"CPU": cpus_each}),
+        run_config=ray.train.RunConfig(
+            storage_path=runtime.storage_path(),
+            callbacks=[TuneReportCallback()],  # type: ignore[list-item]
+            name=f"trial-{time.time_ns()}",
+        ),
+        datasets=datasets,
+    )
+    trainer.fit()
+
+
+def _concurrency(spec: Spec, total_cpus: float, local: bool) -> tuple[int, float]:
+    """(trials at once, CPUs per trial) so trials never oversubscribe the cores or starve Ray Data."""
+    if spec.tune.max_concurrent != "auto":
+        at_once = min(spec.tune.num_samples, int(spec.tune.max_concurrent))
+    elif local:
+        at_once = min(spec.tune.num_samples, max(1, int(total_cpus)))
+    else:
+        workers = 1 if spec.scaling.num_workers == "auto" else int(spec.scaling.num_workers)
+        at_once = max(1, min(spec.tune.num_samples, int((total_cpus - runtime.data_reserve(total_cpus)) // workers)))
+    return at_once, (total_cpus / at_once if local else 0.0)
+
+
+def _scheduler(spec: Spec, family: Family) -> Any:
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if spec.tune.scheduler == "fifo":
+        return FIFOScheduler()
+    model = spec.model
+    steps: int = getattr(model, "num_boost_round", None) or getattr(model, "epochs", None) or 1
+    reports = max(1, math.ceil(steps / spec.train.report_every))
+    return ASHAScheduler(time_attr="training_iteration", max_t=reports, grace_period=1, reduction_factor=2)
+
+
+class _Progress(Callback):  # type: ignore[misc]
+    """A Tune callback forwarding trial results to the CLI's progress line."""
+
+    def __init__(self, on_report: ProgressFn) -> None:
+        self.on_report: ProgressFn | None = on_report
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its callbacks with the experiment state; the CLI's display can't be.
+        return {"on_report": None}
+
+    def on_trial_result(
+        self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
+    ) -> None:
+        if self.on_report is None:
+            return
+        done = sum(1 for t in trials if t.status in ("TERMINATED", "ERROR"))
+        self.on_report({**{k: v for k, v in result.items() if isinstance(v, int | float)}, "trials_done": done})
+
+
+def tune(spec: Spec, *, on_report: ProgressFn | None = None, registry: Registry | None = None) -> TuneResult:
+    """Run the spec's search; register the tune run, every trial, and the best trial's checkpoint."""
+    from ray import tune as ray_tune
+
+    start = time.perf_counter()
+    family = get_family(spec.model.family)
+    space = search_space(spec, family)
+    if os.environ.get("RAYLINE_VERBOSE") != "1":
+        # Tune's rich console tables would interleave with rayline's own progress line.
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    local = prepare.wants_local(spec)
+    resources = runtime.init()
+    data = prepare.prepare_local(spec, family) if local else prepare.prepare_ray(spec, family)
+    at_once, cpus_per_trial = _concurrency(spec, resources.cpus, local)
+    if local:
+        trainable = ray_tune.with_parameters(
+            _local_trial, base=data.config, frames=data.frames, cpus=max(1, int(cpus_per_trial))
+        )
+        trainable = ray_tune.with_resources(trainable, {"cpu": cpus_per_trial})
+    else:
+        trainable = ray_tune.with_parameters(
+            _train_trial, base=data.config, datasets=data.datasets, cpus=resources.cpus
+        )
+        trainable = ray_tune.with_resources(trainable, {"cpu": 0})
+    tuner = ray_tune.Tuner(
+        trainable,
+        param_space=space,
+        tune_config=ray_tune.TuneConfig(
+            metric=spec.metric,
+            mode=spec.mode,
+            num_samples=spec.tune.num_samples,
+            max_concurrent_trials=at_once,
+            scheduler=_scheduler(spec, family),
+            time_budget_s=spec.train.timeout_s,
+        ),
+        run_config=ray_tune.RunConfig(
+            name=f"{spec.name}-tune-{int(time.time())}",
+            storage_path=runtime.storage_path(),
+            verbose=0,
+            callbacks=[_Progress(on_report)] if on_report else None,
+        ),
+    )
+    try:
+        grid = tuner.fit()
+    except Exception as err:
+        raise TrainError(f"tuning failed: {_root_cause(err)}") from err
+    if grid.num_errors == len(grid):
+        first = next((grid[i].error for i in range(len(grid)) if grid[i].error is not None), None)
+        raise TrainError(f"every tune trial failed; first error: {_root_cause(first) if first else 'unknown'}")
+    try:
+        best = grid.get_best_result(metric=spec.metric, mode=spec.mode)
+    except RuntimeError as err:
+        raise TrainError(f"no trial reported metric {spec.metric!r}: {err}") from None
+    return _register(spec, family, data, grid, best, registry or open_registry(), time.perf_counter() - start)
+
+
+def _register(
+    spec: Spec, family: Family, data: prepare.Prepared, grid: Any, best: Any, registry: Registry, seconds: float
+) -> TuneResult:
+    step_key = "epoch" if family.data_kind == "images" else "round"
+    best_run_id = ""
+    trial_seconds: list[float] = []
+    with registry.start_run(spec.name, kind="tune", family=family.name, spec=spec) as parent:
+        parent.log_params(
+            {
+                "tune.num_samples": spec.tune.num_samples,
+                "tune.scheduler": spec.tune.scheduler,
+                **{f"tune.space.{k}": v.model_dump(exclude_none=True) for k, v in spec.tune.space.items()},
+            }
+        )
+        for result in (grid[i] for i in range(len(grid))):
+            if result.metrics is None or spec.metric not in result.metrics:
+                continue
+            config = dict(result.config or {})
+            frame = result.metrics_dataframe
+            history = frame.to_dict("records") if frame is not None else [dict(result.metrics)]
+            history = [
+                {k: v for k, v in h.items() if isinstance(v, int | float) and k.startswith(("valid_", step_key))}
+                for h in history
+            ]
+            trial_seconds.append(float(result.metrics.get("time_total_s", 0.0)))
+            is_best = result.path == best.path
+            ckpt = Path(result.checkpoint.to_directory()) if (is_best and result.checkpoint) else None
+            trial_spec = family.with_trial(spec, config)
+            run_id = _log_trial(registry, trial_spec, family, result, history, ckpt, data, parent.run_id, config)
+            if is_best:
+                best_run_id = run_id
+        parent.log_metrics({f"best_{spec.metric}": float(best.metrics[spec.metric]), "trials": float(len(grid))})
+        parent.log_metrics({"time_total_s": seconds})
+        parent.set_tags({"rayline.best_trial_run": best_run_id})
+    return TuneResult(
+        run_id=parent.run_id,
+        best_run_id=best_run_id,
+        best_config=dict(best.config or {}),
+        best_metrics={k: float(v) for k, v in best.metrics.items() if isinstance(v, int | float)},
+        trials=len(grid),
+        seconds=seconds,
+        trial_seconds=trial_seconds,
+    )
+
+
+def _log_trial(
+    registry: Registry,
+    spec: Spec,
+    family: Family,
+    result: Any,
+    history: list[dict[str, float]],
+    checkpoint: Path | None,
+    data: prepare.Prepared,
+    parent_id: str,
+    config: dict[str, Any],
+) -> str:
+    metrics = {k: float(v) for k, v in result.metrics.items() if isinstance(v, int | float) and k.startswith("valid_")}
+    if checkpoint is not None:
+        return log_run(
+            registry,
+            spec,
+            family,
+            metrics=metrics,
+            history=history,
+            checkpoint=checkpoint,
+            data=data,
+            path="tune-trial",
+            seconds={"total": float(result.metrics.get("time_total_s", 0.0))},
+            kind="trial",
+            parent_id=parent_id,
+            extra_params={f"trial.{k}": v for k, v in config.items()},
+        )
+    with registry.start_run(spec.name, kind="trial", family=family.name, parent_id=parent_id) as run:
+        run.log_params({f"trial.{k}": v for k, v in config.items()})
+        step_key = "epoch" if family.data_kind == "images" else "round"
+        run.log_history([h for h in history if step_key in h], step_key=step_key)
+        run.log_metrics(metrics)
+        if result.error is not None:
+            run.set_tags({"rayline.error": str(result.error)[:500]})
+        return run.run_id
