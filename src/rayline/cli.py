@@ -209,6 +209,39 @@ def evaluate_cmd(
         out.print(table)
 
 
+@app.command("serve")
+def serve_cmd(
+    spec: SpecArg,
+    model: ModelOpt = "best",
+    host: Annotated[str | None, typer.Option("--host", help="interface to listen on (default 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="HTTP port (default 8000)")] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Serve a registered model over HTTP (FastAPI on Ray Serve) until Ctrl-C."""
+    import signal
+
+    from rayline.serve.runner import shutdown, start
+    from rayline.spec import load_spec
+
+    loaded = load_spec(spec, set_ or [])
+    # SIGTERM (docker stop, kill) shuts down as cleanly as Ctrl-C.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        with err.status(f"starting {loaded.name} service"):
+            service = start(loaded, model=model, host=host, port=port)
+        out.print(f"serving {loaded.name} model {service.model_run_id}")
+        out.print(f"  predict  POST {service.url}/predict")
+        out.print(f"  health   GET  {service.url}/healthz")
+        out.print(f"  docs          {service.url}/docs")
+        out.print("press Ctrl-C to stop")
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        err.print("stopping")
+    finally:
+        shutdown()
+
+
 # ------------------------------------------------------------------------------------ runs
 def _fmt_metrics(metrics: dict[str, float], limit: int = 3) -> str:
     keys = sorted(k for k in metrics if k.startswith("valid_")) or sorted(metrics)

@@ -112,8 +112,12 @@ def check_schema(schema: pa.Schema, spec: Spec, source: str) -> tuple[list[str],
     return features, label
 
 
-def infer_task(labels: pd.Series, objective: str) -> tuple[Literal["binary", "multiclass", "regression"], list[Any]]:
+def infer_task(
+    labels: pd.Series, objective: str, source: str = ""
+) -> tuple[Literal["binary", "multiclass", "regression"], list[Any]]:
     """Binary / multiclass / regression from the label values, unless the spec says."""
+    where = f"{source}: " if source else ""
+    what = f"label column {labels.name!r}" if labels.name is not None else "label"
     values = labels.dropna()
     uniques = pd.unique(values)
     is_float = pd.api.types.is_float_dtype(values)
@@ -125,10 +129,12 @@ def infer_task(labels: pd.Series, objective: str) -> tuple[Literal["binary", "mu
     if not forced_class and pd.api.types.is_integer_dtype(values) and len(uniques) > _MAX_CLASSES:
         return "regression", []
     if len(uniques) > _MAX_CLASSES:
-        raise DataError(f"label has {len(uniques)} distinct values; at most {_MAX_CLASSES} classes are supported")
+        raise DataError(
+            f"{where}{what} has {len(uniques)} distinct values; at most {_MAX_CLASSES} classes are supported"
+        )
     classes = sorted(uniques.tolist(), key=lambda v: (str(type(v)), v))
     if len(classes) < 2:
-        raise DataError(f"label has a single value ({classes[0]!r} only); nothing to learn")
+        raise DataError(f"{where}{what} has a single value ({classes[0]!r} only); nothing to learn")
     task: Literal["binary", "multiclass"] = "binary" if len(classes) == 2 else "multiclass"
     if objective.startswith("multi") or objective == "multiclass":
         task = "multiclass"
@@ -151,7 +157,7 @@ def build_layout(frame: pd.DataFrame, schema: pa.Schema, spec: Spec, source: str
     features, label = check_schema(schema, spec, source)
     _check_values(frame, features, label, source)
     objective = spec.model.objective if spec.model.family == "xgboost" else "auto"
-    task, classes = infer_task(frame[label], objective)
+    task, classes = infer_task(frame[label], objective, source)
     categorical = {name: sorted(pd.unique(frame[name].dropna()).tolist(), key=str) for name in spec.data.categorical}
     dtypes = {name: str(schema.field(name).type) for name in [*features, label]}
     return TableLayout(features, label, task, classes, categorical, dtypes)

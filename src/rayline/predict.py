@@ -70,9 +70,12 @@ def input_dataset(spec: Spec, family: Family, source: str | None) -> ray.data.Da
         return tables.read_ray(path, tables.table_format(path, "auto"))
     path = tables.resolve_source(spec)
     ds = tables.read_ray(path, tables.table_format(path, spec.data.format))
-    columns = [c for c in ds.schema().names if c not in ("__index_level_0__",)]
+    # Hash the rows on the columns training hashed (features, then label): hashing every column
+    # in file order picks other rows whenever the label is not last or data.features is a subset.
+    features, label = tables.check_schema(ds.schema().base_schema, spec, path)
     return ds.map_batches(
-        _SplitFilter(columns, spec.split.valid_fraction, spec.split.seed, valid=True), batch_format="pandas"
+        _SplitFilter([*features, label], spec.split.valid_fraction, spec.split.seed, valid=True, keep_all=True),
+        batch_format="pandas",
     )
 
 

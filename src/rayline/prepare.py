@@ -88,6 +88,10 @@ def prepare_local(spec: Spec, family: Family) -> Prepared:
 _LABEL_PROBE = 10_000  # distinct label values kept per batch; past 50 the task is regression anyway
 
 
+def _native(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
+
+
 class _BatchStats:
     """Per-batch row count, non-null counts, label values and categories, as one JSON row."""
 
@@ -102,8 +106,9 @@ class _BatchStats:
             "rows": len(batch),
             "notna": {c: int(batch[c].notna().sum()) for c in self.features},
             "label_missing": int(batch[self.label].isna().sum()),
-            "labels": [v.item() if hasattr(v, "item") else v for v in labels],
-            "categories": {c: [str(v) for v in pd.unique(batch[c].dropna())] for c in self.categorical},
+            "labels": [_native(v) for v in labels],
+            # Native values (ints stay ints), as the local path keeps them: categories are matched by value.
+            "categories": {c: [_native(v) for v in pd.unique(batch[c].dropna())] for c in self.categorical},
             "minmax": {c: [train[c].min(), train[c].max()] for c in self.scale if len(train)},
         }
         return pd.DataFrame({"stats": [json.dumps(stats, default=str)]})
@@ -125,20 +130,24 @@ def _merge_stats(parts: list[dict[str, Any]], features: list[str], categorical: 
         "notna": {c: sum(p["notna"][c] for p in parts) for c in features},
         "label_missing": sum(p["label_missing"] for p in parts),
         "labels": list(labels),
-        "categories": {c: sorted({v for p in parts for v in p["categories"][c]}) for c in categorical},
+        "categories": {c: sorted({v for p in parts for v in p["categories"][c]}, key=str) for c in categorical},
     }
 
 
 class _SplitFilter:
-    """Keeps one side of the content-hash split (a Ray Data batch function)."""
+    """Keeps one side of the content-hash split (a Ray Data batch function).
 
-    def __init__(self, columns: list[str], fraction: float, seed: int, valid: bool) -> None:
+    Rows are hashed on ``columns`` (features then label, as training hashed them); the output
+    keeps only those columns unless ``keep_all`` (batch inference keeps every input column).
+    """
+
+    def __init__(self, columns: list[str], fraction: float, seed: int, valid: bool, *, keep_all: bool = False) -> None:
         self.columns, self.fraction, self.seed, self.valid = columns, fraction, seed, valid
+        self.keep_all = keep_all
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        batch = batch[self.columns]
-        mask = tables.valid_mask(batch, self.fraction, self.seed)
-        return batch[mask if self.valid else ~mask]
+        mask = tables.valid_mask(batch[self.columns], self.fraction, self.seed)
+        return (batch if self.keep_all else batch[self.columns])[mask if self.valid else ~mask]
 
 
 def prepare_ray(spec: Spec, family: Family) -> Prepared:
@@ -171,7 +180,7 @@ def prepare_ray(spec: Spec, family: Family) -> Prepared:
         raise DataError(f"{source}: label column {label!r} has {stats['label_missing']} missing values")
     objective = spec.model.objective if spec.model.family == "xgboost" else "auto"
     label_dtype = schema.field(label).type.to_pandas_dtype()
-    task, classes = tables.infer_task(pd.Series(stats["labels"], dtype=label_dtype), objective)
+    task, classes = tables.infer_task(pd.Series(stats["labels"], dtype=label_dtype, name=label), objective, source)
     layout = tables.TableLayout(
         features=features,
         label=label,

@@ -85,7 +85,7 @@ def local_cpus() -> int:
     return os.cpu_count() or 1
 
 
-def init(*, quiet: bool | None = None) -> Resources:
+def init(*, quiet: bool | None = None, setup_hook: str | None = None) -> Resources:
     """Start (or join) Ray once per process and return the cluster's resources.
 
     ``quiet`` (default: unless ``RAYLINE_VERBOSE=1``) keeps worker logs out of the terminal.
@@ -105,6 +105,8 @@ def init(*, quiet: bool | None = None) -> Resources:
             # Workers inherit the driver's environment; rayline's paths must stay absolute there.
             "runtime_env": {"env_vars": {"RAYLINE_HOME": str(home())}},
         }
+        if setup_hook:
+            kwargs["runtime_env"]["worker_process_setup_hook"] = setup_hook
         address = cluster_address()
         if address is None:
             kwargs.update(

@@ -221,6 +221,11 @@ class ServeSpec(_Strict):
     batch_wait_timeout_s: Annotated[float, Field(ge=0)] = 0.0
     max_ongoing_requests: Annotated[int, Field(gt=0)] = 64
     max_request_bytes: Annotated[int, Field(gt=0)] = 8 * 1024 * 1024
+    ingress: Literal["haproxy", "proxy", "direct"] = Field(
+        default="haproxy",
+        description="haproxy: HAProxy load-balances replicas that serve HTTP themselves (fastest); "
+        "proxy: Ray Serve's Python proxy; direct: replicas on their own ports for an external balancer",
+    )
     api_key_env: str | None = Field(
         default=None, description="name of an env var holding a bearer token required on /predict"
     )

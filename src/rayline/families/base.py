@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
+    from pydantic import BaseModel
 
     from rayline.spec import Spec
 
@@ -54,6 +55,15 @@ class Predictor(Protocol):
 
     def predict(self, batch: pd.DataFrame) -> pd.DataFrame:
         """Output columns for each input row (probability, predicted_label, ...)."""
+
+    def request_model(self) -> type[BaseModel]:
+        """The pydantic body of ``POST /predict`` (shown in /docs with the real fields)."""
+
+    def request_items(self, body: Any) -> list[Any]:
+        """One item per record/image of a validated body; items from many requests batch together."""
+
+    def predict_items(self, items: list[Any]) -> list[dict[str, Any]]:
+        """One JSON-ready result per item."""
 
 
 class Family(Protocol):

@@ -10,10 +10,11 @@ import json
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, RootModel, create_model
 
 from rayline.data import TableLayout
 from rayline.errors import DataError, TrainError
@@ -21,6 +22,7 @@ from rayline.families.base import DataKind, LoopContext
 from rayline.spec import Spec, XGBoostModelSpec
 
 MODEL_FILE = "model.ubj"
+MAX_RECORDS = 10_000  # per request; bigger jobs belong to `rayline predict`
 META_FILE = "meta.json"
 
 # Per-round metrics are cheap ones; AUC (a sort of the validation set) is computed once at the end.
@@ -182,6 +184,7 @@ class XGBoostPredictor:
         self.scaler: dict[str, list[float]] = self.meta.get("scaler", {})
         self.booster = xgboost.Booster(model_file=str(checkpoint / MODEL_FILE))
         self.booster.set_param({"nthread": cpus})
+        self._index = {name: i for i, name in enumerate(self.layout.features)}
 
     def predict(self, batch: pd.DataFrame) -> pd.DataFrame:
         import xgboost
@@ -209,6 +212,62 @@ class XGBoostPredictor:
                 "probabilities": list(probs),
             }
         )
+
+    # ------------------------------------------------------------------------------ serving
+    def request_model(self) -> type[BaseModel]:
+        """``[{feature: value, ...}, ...]``: one object per row, every feature required, typed."""
+        fields: dict[str, Any] = {}
+        for name in self.layout.features:
+            fields[name] = (_python_type(name, self.layout), Field(...))
+        label_type = _python_type(self.layout.label, self.layout)
+        note = "ignored; allowed so rows can be sent as they are"
+        fields[self.layout.label] = (label_type | None, Field(None, description=note))
+        record = create_model("Record", __config__=ConfigDict(extra="forbid"), **fields)
+        rows = Annotated[list[record], Field(min_length=1, max_length=MAX_RECORDS)]  # type: ignore[valid-type]
+        return type("PredictRequest", (RootModel[rows],), {"__doc__": "A JSON array of feature records."})
+
+    def request_items(self, body: Any) -> list[Any]:
+        return list(body.root)
+
+    def predict_items(self, items: list[Any]) -> list[dict[str, Any]]:
+        names = self.layout.features
+        if self.layout.categorical:
+            frame = pd.DataFrame([{n: getattr(r, n) for n in names} for r in items])
+            out = self.predict(frame)
+        else:
+            # Hot path of online serving: records -> float32 matrix -> inplace_predict, no DataFrame.
+            matrix = np.array([[getattr(r, n) for n in names] for r in items], dtype=np.float32)
+            for col, (lo, hi) in self.scaler.items():
+                j = self._index[col]
+                matrix[:, j] = (matrix[:, j] - lo) / ((hi - lo) or 1.0)
+            out = self.outputs(np.asarray(self.booster.inplace_predict(matrix)))
+        return _records(out, self.layout)
+
+
+def _python_type(name: str, layout: TableLayout) -> type:
+    if name in layout.categorical:
+        return str
+    dtype = layout.dtypes.get(name, "double")
+    if dtype == "bool":
+        return bool
+    if dtype.startswith(("int", "uint")):
+        return int
+    if dtype in ("string", "large_string"):
+        return str
+    return float
+
+
+def _records(out: pd.DataFrame, layout: TableLayout) -> list[dict[str, Any]]:
+    if layout.task == "regression":
+        return [{"prediction": float(v)} for v in out["prediction"]]
+    rows = []
+    for i, (p, label) in enumerate(zip(out["probability"], out["predicted_label"], strict=True)):
+        row: dict[str, Any] = {"label": label.item() if hasattr(label, "item") else label, "probability": float(p)}
+        if layout.task == "multiclass":
+            probs = out["probabilities"][i]
+            row["probabilities"] = {str(c): float(v) for c, v in zip(layout.classes, probs, strict=True)}
+        rows.append(row)
+    return rows
 
 
 class XGBoostFamily:

@@ -1,0 +1,135 @@
+"""The FastAPI app each serving replica exposes: /predict, /healthz, /docs, /openapi.json.
+
+Built inside the replica (``__serve_build_asgi_app__``) after the model has loaded, so the
+request schema in /docs has the trained model's real fields.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+class FastJSON(Response):
+    """Compact JSON without FastAPI's generic encoder walk (results are already JSON-ready)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, separators=(",", ":"), allow_nan=False).encode()
+
+
+class BodyLimit:
+    """Pure ASGI middleware: 413 before reading a body over ``limit`` bytes (no per-request task)."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for key, value in scope.get("headers", ()):
+                if key == b"content-length" and value.isdigit() and int(value) > self.limit:
+                    response = JSONResponse(
+                        {"error": f"request body of {int(value)} bytes is over the {self.limit}-byte limit"},
+                        status_code=413,
+                    )
+                    await response(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
+def error_response(errors: list[Any]) -> JSONResponse:
+    """400 for a body that is not JSON, 422 naming the first bad field otherwise."""
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return JSONResponse({"error": "request body is not valid JSON", "detail": _jsonable(errors)}, 400)
+    first = errors[0] if errors else {}
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    where = ".".join(loc) or "body"
+    message = f"{where}: {first.get('msg', 'invalid')}"
+    return JSONResponse({"error": message, "detail": _jsonable(errors)}, 422)
+
+
+def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return error_response(list(exc.errors()))
+
+
+def _jsonable(errors: Any) -> Any:
+    return json.loads(json.dumps(errors, default=str))
+
+
+def _replica_id() -> str:
+    try:
+        from ray import serve
+
+        return str(serve.get_replica_context().replica_id.unique_id)
+    except Exception:  # outside a Serve replica (plain uvicorn in tests and benchmarks)
+        return "local"
+
+
+def build_api(
+    *,
+    title: str,
+    body_model: type[Any],
+    predict: Callable[[Any], Awaitable[list[dict[str, Any]]]],
+    info: dict[str, Any],
+    api_key: str | None,
+    max_request_bytes: int,
+) -> Any:
+    """The ingress app. ``predict`` takes a validated body and returns one result per item."""
+    app = FastAPI(
+        title=title,
+        version=str(info.get("rayline_version", "")),
+        description=f"Predictions from {info.get('family')} model run {info.get('model_run_id')}.",
+        default_response_class=FastJSON,
+    )
+    app.add_exception_handler(RequestValidationError, _validation_error)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", **info, "replica": _replica_id()}
+
+    schema = body_model.model_json_schema(ref_template="#/components/schemas/{model}")
+    definitions = schema.pop("$defs", {})
+
+    @app.post(
+        "/predict",
+        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}},
+    )
+    async def predict_route(request: Request) -> Any:
+        if api_key is not None:
+            given = request.headers.get("authorization", "")
+            if not secrets.compare_digest(given, f"Bearer {api_key}"):
+                return JSONResponse({"error": "missing or wrong bearer token"}, 401)
+        # pydantic parses and validates the raw bytes in one pass (faster than FastAPI's
+        # json.loads + validate), and any content type is accepted: curl -d sends form-encoded.
+        try:
+            body = body_model.model_validate_json(await request.body())
+        except ValidationError as err:
+            return error_response(list(err.errors(include_url=False)))
+        results = await predict(body)
+        return {"model": info.get("model_run_id"), "predictions": results}
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            document.setdefault("components", {}).setdefault("schemas", {}).update(definitions)
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    app.add_middleware(BodyLimit, limit=max_request_bytes)
+    return app

@@ -1,0 +1,30 @@
+"""Spec ``serve`` section -> Ray Serve deployment options and ingress settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rayline.spec import ServeSpec
+
+
+def deployment_options(serve: ServeSpec) -> dict[str, Any]:
+    """Options for ``Deployment.options``: replicas or autoscaling, fractional resources, queueing."""
+    options: dict[str, Any] = {
+        "ray_actor_options": {"num_cpus": serve.num_cpus, "num_gpus": serve.num_gpus},
+        "max_ongoing_requests": serve.max_ongoing_requests,
+    }
+    if serve.autoscaling is not None:
+        auto = serve.autoscaling
+        options["autoscaling_config"] = {
+            "min_replicas": auto.min_replicas,
+            "max_replicas": auto.max_replicas,
+            "initial_replicas": auto.initial_replicas,
+            "target_ongoing_requests": auto.target_ongoing_requests,
+            "upscale_delay_s": auto.upscale_delay_s,
+            "downscale_delay_s": auto.downscale_delay_s,
+            "metrics_interval_s": auto.metrics_interval_s,
+            "look_back_period_s": auto.look_back_period_s,
+        }
+    else:
+        options["num_replicas"] = serve.num_replicas or 1
+    return options

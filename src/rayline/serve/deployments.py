@@ -1,0 +1,80 @@
+"""The serving deployment: one replica = FastAPI ingress + model + dynamic request batching.
+
+For a table model the ingress and the model live in one replica: a second deployment hop costs
+a Serve handle call per request, which on a 2-core box costs more than the prediction itself.
+Concurrent requests are merged by ``@serve.batch`` into one ``predict_items`` call.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ray import serve
+
+from rayline import __version__, checkpoints
+from rayline.families.base import get_family
+from rayline.serve.app import build_api
+
+
+@serve.deployment(name="model")
+@serve.ingress()
+class ModelServer:
+    """Loads one registered model; serves it over HTTP and to Python deployment handles."""
+
+    def __init__(
+        self,
+        *,
+        family: str,
+        checkpoint: checkpoints.Portable,
+        model_run_id: str,
+        spec_name: str,
+        max_batch_size: int,
+        batch_wait_timeout_s: float,
+        api_key_env: str | None,
+        max_request_bytes: int,
+    ) -> None:
+        self.predictor = get_family(family).load(checkpoints.local_folder(checkpoint), cpus=1)
+        self.body_model = self.predictor.request_model()
+        self.info = {
+            "spec": spec_name,
+            "family": family,
+            "model_run_id": model_run_id,
+            "rayline_version": __version__,
+        }
+        self.api_key = os.environ.get(api_key_env) if api_key_env else None
+        self.max_request_bytes = max_request_bytes
+        self._predict_batch.set_max_batch_size(max_batch_size)
+        self._predict_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
+
+    def __serve_build_asgi_app__(self) -> Any:
+        return build_api(
+            title=f"rayline: {self.info['spec']}",
+            body_model=self.body_model,
+            predict=self._predict_body,
+            info=self.info,
+            api_key=self.api_key,
+            max_request_bytes=self.max_request_bytes,
+        )
+
+    async def _predict_body(self, body: Any) -> list[dict[str, Any]]:
+        items = self.predictor.request_items(body)
+        results: list[dict[str, Any]] = await self._predict_batch(items)
+        return results
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
+    async def _predict_batch(self, requests: list[list[Any]]) -> list[list[dict[str, Any]]]:
+        flat = [item for items in requests for item in items]
+        results = self.predictor.predict_items(flat)
+        out, start = [], 0
+        for items in requests:
+            out.append(results[start : start + len(items)])
+            start += len(items)
+        return out
+
+    async def predict(self, records: Any) -> list[dict[str, Any]]:
+        """For Python callers: ``await handle.predict.remote([{...}, ...])`` (validated like HTTP)."""
+        return await self._predict_body(self.body_model.model_validate(records))
+
+    def healthz(self) -> dict[str, Any]:
+        return {"status": "ok", **self.info}

@@ -1,0 +1,121 @@
+"""Start, wait for, and stop a rayline service on Ray Serve."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+from rayline import checkpoints, runtime
+from rayline.errors import ServeError
+from rayline.registry import Registry, open_registry
+from rayline.serve.config import deployment_options
+from rayline.serve.ingress import ingress_env, stop_haproxy
+from rayline.spec import Spec
+
+
+@dataclass
+class Service:
+    """A running service: its URL, the model it serves, and a Python handle to it."""
+
+    name: str
+    url: str
+    model_run_id: str
+    handle: Any
+
+    def stop(self) -> None:
+        from ray import serve
+
+        serve.delete(self.name)
+
+
+def _check_port(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        # As servers do: connections of a previous server in TIME_WAIT must not count as "in use".
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as err:
+            raise ServeError(f"cannot listen on {host}:{port}: {err.strerror}", hint="pick another --port") from None
+
+
+def wait_healthy(url: str, timeout_s: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=5) as resp:
+                if resp.status == 200:
+                    info: dict[str, Any] = json.loads(resp.read())
+                    return info
+                last = f"HTTP {resp.status}"
+        except (urllib.error.URLError, OSError) as err:
+            last = str(getattr(err, "reason", err))
+        time.sleep(0.25)
+    raise ServeError(f"service at {url} did not become healthy within {timeout_s:.0f} s (last: {last})")
+
+
+def start(
+    spec: Spec,
+    *,
+    model: str = "best",
+    host: str | None = None,
+    port: int | None = None,
+    registry: Registry | None = None,
+    timeout_s: float = 180.0,
+) -> Service:
+    """Deploy the spec's model on Ray Serve and return once /healthz answers."""
+    from ray import serve
+
+    from rayline.serve.deployments import ModelServer
+
+    registry = registry or open_registry()
+    record = registry.resolve(spec.name, model, metric=spec.metric, mode=spec.mode)
+    checkpoint = registry.checkpoint_dir(record.run_id)
+    host = host or spec.serve.host
+    port = spec.serve.port if port is None else port
+    hook = None
+    if runtime.cluster_address() is None:
+        _check_port(host, port)  # a taken port would otherwise surface as a health-check timeout
+        # Serve reads its ingress flags at import in every Ray process: set them before Ray starts.
+        os.environ.update(ingress_env(spec.serve.ingress, host))
+        hook = "rayline.serve.ingress.loopback_haproxy"
+    runtime.init(setup_hook=hook)
+    serve.start(http_options={"host": host, "port": port})
+    app = ModelServer.options(**deployment_options(spec.serve)).bind(
+        family=record.family,
+        checkpoint=checkpoints.portable(checkpoint),
+        model_run_id=record.run_id,
+        spec_name=spec.name,
+        max_batch_size=spec.serve.max_batch_size,
+        batch_wait_timeout_s=spec.serve.batch_wait_timeout_s,
+        api_key_env=spec.serve.api_key_env,
+        max_request_bytes=spec.serve.max_request_bytes,
+    )
+    try:
+        handle = serve.run(app, name=spec.name, route_prefix="/", blocking=False)
+    except Exception as err:
+        raise ServeError(f"could not deploy {spec.name}: {str(err).strip().splitlines()[-1][:300]}") from err
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+    probe = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    wait_healthy(f"http://{probe}:{port}", timeout_s)
+    return Service(name=spec.name, url=url, model_run_id=record.run_id, handle=handle)
+
+
+def shutdown() -> None:
+    """Stop Serve and the embedded Ray (``serve.shutdown`` alone would start Ray if it is not up)."""
+    import ray
+    from ray import serve
+
+    if not ray.is_initialized():
+        return
+    try:
+        serve.shutdown()
+    finally:
+        runtime.shutdown()
+        stop_haproxy()

@@ -1,0 +1,161 @@
+"""`rayline serve` on a trained table model: a real subprocess, real HTTP, real Ray Serve."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+SCRIPT = Path(sys.executable).with_name("rayline")
+RECORD = {
+    "passenger_count": 1,
+    "trip_distance": 2.5,
+    "fare_amount": 12.0,
+    "trip_duration": 600,
+    "hour": 18,
+    "day_of_week": 3,
+}
+SETS = ["--set", "data.rows=4000", "--set", "model.num_boost_round=15", "--set", "serve.num_replicas=2"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def call(url: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    method = "POST" if body is not None else "GET"
+    request = urllib.request.Request(url, data=body, headers=headers or {}, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            raw = resp.read()
+            return resp.status, json.loads(raw) if resp.headers.get_content_type() == "application/json" else raw
+    except urllib.error.HTTPError as err:
+        raw = err.read()
+        try:
+            return err.code, json.loads(raw)
+        except ValueError:  # e.g. HAProxy's HTML 503 page while replicas start
+            return err.code, raw
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    home = tmp_path_factory.mktemp("serve-home")
+    env = {**os.environ, "RAYLINE_HOME": str(home)}
+    env.pop("RAY_ADDRESS", None)
+    subprocess.run([str(SCRIPT), "train", str(EXAMPLES / "taxi.yaml"), *SETS], env=env, check=True, timeout=300)
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(SCRIPT), "serve", str(EXAMPLES / "taxi.yaml"), "--model", "best", "--port", str(port), *SETS],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"rayline serve exited early:\n{proc.stderr.read() if proc.stderr else ''}")
+        try:
+            if call(f"{url}/healthz")[0] == 200:
+                break
+        except (urllib.error.URLError, ConnectionError):
+            pass
+        time.sleep(1)
+    else:
+        proc.kill()
+        raise AssertionError("service did not become healthy")
+    yield url, proc
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_predict_good_records(service: tuple[str, Any]) -> None:
+    url, _ = service
+    status, body = call(f"{url}/predict", json.dumps([RECORD, {**RECORD, "fare_amount": 80.0}]).encode())
+    assert status == 200
+    assert len(body["predictions"]) == 2
+    for pred in body["predictions"]:
+        assert 0.0 <= pred["probability"] <= 1.0 and isinstance(pred["label"], bool)
+    assert body["predictions"][0]["probability"] != body["predictions"][1]["probability"]
+
+
+@pytest.mark.parametrize(
+    ("payload", "status", "needle"),
+    [
+        (b'[{"trip_dist', 400, "not valid JSON"),
+        (json.dumps([{"trip_distance": "far"}]).encode(), 422, "passenger_count"),
+        (json.dumps([{**RECORD, "trip_distance": "far"}]).encode(), 422, "0.trip_distance"),
+        (json.dumps([{**RECORD, "tip": 3}]).encode(), 422, "0.tip"),
+        (json.dumps([]).encode(), 422, "at least 1"),
+        (json.dumps({"records": [RECORD]}).encode(), 422, "valid array"),
+    ],
+)
+def test_bad_input_is_4xx_json(service: tuple[str, Any], payload: bytes, status: int, needle: str) -> None:
+    url, _ = service
+    got, body = call(f"{url}/predict", payload)
+    assert got == status
+    assert needle in json.dumps(body)
+    assert call(f"{url}/healthz")[0] == 200  # still healthy afterwards
+
+
+def test_oversized_body_413(service: tuple[str, Any]) -> None:
+    url, _ = service
+    status, body = call(f"{url}/predict", b"[" + b" " * (9 * 1024 * 1024) + b"]")
+    assert status == 413 and "limit" in body["error"]
+
+
+def test_docs_show_the_real_fields(service: tuple[str, Any]) -> None:
+    url, _ = service
+    status, doc = call(f"{url}/openapi.json")
+    assert status == 200
+    record = doc["components"]["schemas"]["Record"]
+    assert set(record["required"]) == set(RECORD)
+    assert record["properties"]["trip_distance"]["type"] == "number"
+    assert call(f"{url}/docs")[0] == 200
+
+
+def test_several_replicas_answer(service: tuple[str, Any]) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    url, _ = service
+    # HAProxy balances by least connections: concurrent requests spread over the replicas.
+    with ThreadPoolExecutor(16) as pool:
+        replicas = set(pool.map(lambda _: call(f"{url}/healthz")[1]["replica"], range(200)))
+    assert len(replicas) == 2
+
+
+def test_listens_on_loopback_only(service: tuple[str, Any]) -> None:
+    url, _ = service
+    port = int(url.rsplit(":", 1)[1])
+    out = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True, check=False).stdout
+    if not out:
+        pytest.skip("ss is not available")
+    listeners = [line.split()[3] for line in out.splitlines() if line.split()[3].endswith(f":{port}")]
+    assert listeners and all(addr.startswith("127.0.0.1:") for addr in listeners)
+
+
+def test_ctrl_c_stops_cleanly(service: tuple[str, subprocess.Popen[str]]) -> None:
+    url, proc = service
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=90) == 0
+    with pytest.raises((urllib.error.URLError, ConnectionError)):
+        call(f"{url}/healthz")
