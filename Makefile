@@ -14,11 +14,13 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/rayline doctor
-	$(BIN)/rayline validate examples/taxi.yaml > /dev/null
 	$(BIN)/rayline validate examples/mnist.yaml > /dev/null
-	$(BIN)/rayline data taxi --rows 200000 --out .rayline/data/taxi-demo.parquet
-	$(BIN)/rayline data mnist --out .rayline/data/mnist-demo --overwrite
-	$(BIN)/rayline runs list
+	$(BIN)/rayline train examples/taxi.yaml
+	$(BIN)/rayline tune examples/taxi.yaml
+	$(BIN)/rayline predict examples/taxi.yaml --model best
+	$(BIN)/rayline evaluate examples/taxi.yaml --model best
+	$(BIN)/rayline runs list --spec taxi
+	@echo "serve it: $(BIN)/rayline serve examples/taxi.yaml --model best   (then open http://127.0.0.1:8000/docs)"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

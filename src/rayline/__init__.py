@@ -1,7 +1,20 @@
 """rayline: from data to a served model on Ray, from one declarative spec.
 
-The Python API mirrors the CLI. Heavy dependencies (ray, torch, mlflow) load on first use.
+The Python API mirrors the CLI::
+
+    spec = rayline.load_spec("examples/taxi.yaml", ["model.num_boost_round=50"])
+    run = rayline.train(spec)              # rayline train
+    best = rayline.tune(spec)              # rayline tune
+    out = rayline.predict(spec, model="best")   # rayline predict
+    report = rayline.evaluate(spec)        # rayline evaluate
+    service = rayline.serve(spec)          # rayline serve (returns once healthy)
+
+Heavy dependencies (ray, torch, mlflow) load on first use, not on ``import rayline``.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from rayline.errors import (
     DataError,
@@ -14,6 +27,13 @@ from rayline.errors import (
 )
 from rayline.registry import Registry, RunRecord, open_registry
 from rayline.spec import Spec, load_spec, spec_from_dict
+
+if TYPE_CHECKING:
+    from rayline.evaluation import Evaluation
+    from rayline.inference import PredictResult
+    from rayline.serve.runner import Service
+    from rayline.training import TrainResult
+    from rayline.tuning import TuneResult
 
 __version__ = "0.1.0"
 
@@ -29,7 +49,47 @@ __all__ = [
     "SpecError",
     "TrainError",
     "__version__",
+    "evaluate",
     "load_spec",
     "open_registry",
+    "predict",
+    "serve",
     "spec_from_dict",
+    "train",
+    "tune",
 ]
+
+
+def train(spec: Spec, **kwargs: Any) -> TrainResult:
+    """Train once and register the run (see ``rayline.training.train``)."""
+    from rayline.training import train as _train
+
+    return _train(spec, **kwargs)
+
+
+def tune(spec: Spec, **kwargs: Any) -> TuneResult:
+    """Search ``spec.tune.space`` and register every trial (see ``rayline.tuning.tune``)."""
+    from rayline.tuning import tune as _tune
+
+    return _tune(spec, **kwargs)
+
+
+def predict(spec: Spec, **kwargs: Any) -> PredictResult:
+    """Batch inference to parquet (see ``rayline.inference.predict``)."""
+    from rayline.inference import predict as _predict
+
+    return _predict(spec, **kwargs)
+
+
+def evaluate(spec: Spec, **kwargs: Any) -> Evaluation:
+    """Metrics of a registered model, stored on its run (see ``rayline.evaluation.evaluate``)."""
+    from rayline.evaluation import evaluate as _evaluate
+
+    return _evaluate(spec, **kwargs)
+
+
+def serve(spec: Spec, **kwargs: Any) -> Service:
+    """Deploy a registered model on Ray Serve; returns once /healthz answers."""
+    from rayline.serve.runner import start
+
+    return start(spec, **kwargs)

@@ -121,7 +121,7 @@ def _metric_line(metrics: Mapping[str, float]) -> str:
 def train_cmd(spec: SpecArg, set_: SetOpt = None) -> None:
     """Train the spec's model once and register it."""
     from rayline.spec import load_spec
-    from rayline.train import train
+    from rayline.training import train
 
     loaded = load_spec(spec, set_ or [])
     started = time.perf_counter()
@@ -140,7 +140,7 @@ def train_cmd(spec: SpecArg, set_: SetOpt = None) -> None:
 def tune_cmd(spec: SpecArg, set_: SetOpt = None) -> None:
     """Search the spec's tune.space; register every trial and the best model."""
     from rayline.spec import load_spec
-    from rayline.tune import tune
+    from rayline.tuning import tune
 
     loaded = load_spec(spec, set_ or [])
     started = time.perf_counter()
@@ -171,7 +171,7 @@ def predict_cmd(
     set_: SetOpt = None,
 ) -> None:
     """Batch inference on an actor pool; writes parquet with prediction columns."""
-    from rayline.predict import predict
+    from rayline.inference import predict
     from rayline.spec import load_spec
 
     loaded = load_spec(spec, set_ or [])
@@ -190,7 +190,7 @@ def evaluate_cmd(
     set_: SetOpt = None,
 ) -> None:
     """Metrics, per-class accuracy and confusion matrix of a model; stored on its run."""
-    from rayline.evaluate import evaluate
+    from rayline.evaluation import evaluate
     from rayline.spec import load_spec
 
     loaded = load_spec(spec, set_ or [])

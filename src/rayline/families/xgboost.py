@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -139,6 +140,7 @@ def train_booster(config: Mapping[str, Any], ctx: LoopContext) -> None:
     history: dict[str, Any] = {}
     meta = {"family": "xgboost", "layout": layout.to_dict(), "scaler": scaler, "objective": params["objective"]}
     reporter = _reporter(ctx, layout.task, spec.train.report_every, model.num_boost_round, meta)
+    boost_start = time.perf_counter()
     try:
         booster = xgboost.train(
             params,
@@ -153,10 +155,11 @@ def train_booster(config: Mapping[str, Any], ctx: LoopContext) -> None:
     except xgboost.core.XGBoostError as err:
         raise TrainError(f"xgboost failed: {str(err).strip().splitlines()[0][:300]}") from None
 
+    boost_s = time.perf_counter() - boost_start
     rounds = booster.num_boosted_rounds()
     best = int(getattr(booster, "best_iteration", rounds - 1) if model.early_stopping_rounds else rounds - 1)
     booster = booster[: best + 1]  # keep the trees up to the best validation round
-    final: dict[str, float] = {"round": float(best + 1), "rounds_run": float(rounds)}
+    final: dict[str, float] = {"round": float(best + 1), "rounds_run": float(rounds), "time_boost_s": boost_s}
     for name, values in history.get("valid", {}).items():
         final.update(_rename(layout.task, name, float(values[best])))
     if layout.task == "binary":

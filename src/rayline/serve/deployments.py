@@ -44,8 +44,8 @@ class ModelServer:
         }
         self.api_key = os.environ.get(api_key_env) if api_key_env else None
         self.max_request_bytes = max_request_bytes
-        self._predict_batch.set_max_batch_size(max_batch_size)
-        self._predict_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
+        self._predict_batch.set_max_batch_size(max_batch_size)  # type: ignore[attr-defined]
+        self._predict_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)  # type: ignore[attr-defined]
 
     def __serve_build_asgi_app__(self) -> Any:
         return build_api(

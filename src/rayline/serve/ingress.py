@@ -42,6 +42,9 @@ def ingress_env(mode: IngressMode, host: str) -> dict[str, str]:
     bind = host if host in ("127.0.0.1", "localhost", "::1") else ""
     return {
         "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        # Replicas wait this long for an external balancer to notice they are going away; the
+        # embedded HAProxy is told directly, and Ray's 30 s default made Ctrl-C take 30 s.
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",
         "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": f"{folder}/haproxy.cfg",
         "RAY_SERVE_HAPROXY_SOCKET_PATH": f"{folder}/admin.sock",
         "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": folder,
@@ -82,7 +85,7 @@ def loopback_haproxy() -> None:
         return
     from ray.serve._private import haproxy
 
-    template = haproxy.HAPROXY_CONFIG_TEMPLATE
+    template: str = getattr(haproxy, "HAPROXY_CONFIG_TEMPLATE")  # noqa: B009 (private, untyped)
     patched = template.replace("bind :{{ config.metrics_port }}", f"bind {bind}:{{{{ config.metrics_port }}}}")
     patched = patched.replace("bind *:{{ config.stats_port }}", f"bind {bind}:{{{{ config.stats_port }}}}")
-    haproxy.HAPROXY_CONFIG_TEMPLATE = patched
+    setattr(haproxy, "HAPROXY_CONFIG_TEMPLATE", patched)  # noqa: B010

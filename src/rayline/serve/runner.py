@@ -87,7 +87,8 @@ def start(
         hook = "rayline.serve.ingress.loopback_haproxy"
     runtime.init(setup_hook=hook)
     serve.start(http_options={"host": host, "port": port})
-    app = ModelServer.options(**deployment_options(spec.serve)).bind(
+    deployment: Any = ModelServer
+    app = deployment.options(**deployment_options(spec.serve)).bind(
         family=record.family,
         checkpoint=checkpoints.portable(checkpoint),
         model_run_id=record.run_id,

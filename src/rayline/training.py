@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -146,6 +147,10 @@ def train(spec: Spec, *, on_report: ProgressFn | None = None, registry: Registry
     start = time.perf_counter()
     family = get_family(spec.model.family)
     local = prepare.wants_local(spec)
+    registry = registry or open_registry()
+    # Importing mlflow and opening the store take ~1 s: do it while the data loads and trains.
+    warm = threading.Thread(target=lambda: registry.client, name="rayline-registry-warmup", daemon=True)
+    warm.start()
     try:
         if local:
             data = prepare.prepare_local(spec, family)
@@ -162,8 +167,9 @@ def train(spec: Spec, *, on_report: ProgressFn | None = None, registry: Registry
             path = f"ray-train:{worker_resources(spec, resources.cpus)[0]}"
         assert checkpoint is not None
         seconds = {"data": data.seconds, "fit": fit_s, "total": time.perf_counter() - start}
+        warm.join()
         run_id = log_run(
-            registry or open_registry(),
+            registry,
             spec,
             family,
             metrics=metrics,

@@ -7,6 +7,7 @@ the course's lesson-4 pattern. Output keeps the input columns and adds the famil
 
 from __future__ import annotations
 
+import re
 import time
 import warnings
 from dataclasses import dataclass
@@ -172,6 +173,10 @@ def predict(
     return PredictResult(run.run_id, record.run_id, target, rows, seconds)
 
 
+# "ValueError: ..." or "rayline.errors.DataError: ..." in the text of a worker's traceback.
+_EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?([A-Za-z_]\w*(?:Error|Exception)): (.+)$")
+
+
 def _map_error(err: BaseException) -> Exception:
     """Ray wraps a worker's exception; surface rayline's own errors with their message."""
     cause: BaseException | None = err
@@ -179,5 +184,14 @@ def _map_error(err: BaseException) -> Exception:
         if isinstance(cause, DataError):
             return DataError(cause.message, hint=cause.hint)
         cause = cause.__cause__
+    # Ray Data passes the worker's exception on as text, ending in its own retry advice: report
+    # the last exception line that is not Ray's own (what the model code actually raised).
+    lines = [line.strip() for line in str(err).splitlines()]
+    found = [m for m in map(_EXCEPTION_LINE.match, lines) if m is not None and not m.group(0).startswith("ray.")]
+    if found:
+        name, message = found[-1].groups()
+        if name == "DataError":
+            return DataError(message)
+        return TrainError(f"batch inference failed: {name}: {message}"[:400])
     text = str(err).strip().splitlines()
     return TrainError(f"batch inference failed: {text[-1] if text else type(err).__name__}"[:400])

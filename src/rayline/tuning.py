@@ -26,7 +26,7 @@ from rayline.errors import SpecError, TrainError
 from rayline.families.base import Family, get_family
 from rayline.registry import Registry, open_registry
 from rayline.spec import SearchDomain, Spec
-from rayline.train import _root_cause, _train_worker, log_run, worker_resources
+from rayline.training import _root_cause, _train_worker, log_run, worker_resources
 
 ProgressFn = Callable[[Mapping[str, float]], None]
 

@@ -19,7 +19,7 @@ import pandas as pd
 from rayline import runtime
 from rayline.data import TableLayout
 from rayline.errors import DataError
-from rayline.predict import _layout, _map_error, input_dataset, predictions, resolve_model
+from rayline.inference import _layout, _map_error, input_dataset, predictions, resolve_model
 from rayline.registry import Registry, open_registry
 from rayline.spec import Spec
 

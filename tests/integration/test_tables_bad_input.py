@@ -1,0 +1,159 @@
+"""Bad tables and bad references fail early with a DataError naming the file and column, and leave nothing."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import tables
+from rayline.errors import DataError, RegistryError, SpecError, TrainError
+from rayline.evaluation import evaluate
+from rayline.inference import predict
+from rayline.registry import open_registry
+from rayline.spec import spec_from_dict
+from rayline.training import train
+
+
+def _corrupt(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "corrupt.parquet"
+    path.write_bytes(np.random.default_rng(0).bytes(4096))
+    return path
+
+
+def _frame_case(change: Callable[[pd.DataFrame], pd.DataFrame]) -> Callable[[Path], Path]:
+    def make(folder: Path) -> Path:
+        return tables.write(change(tables.binary_frame()), folder, "bad")
+
+    return make
+
+
+# case -> (writes the bad table, spec changes, words the message must contain besides the path)
+CASES: dict[str, tuple[Callable[[Path], Path], dict[str, Any], list[str]]] = {
+    "missing-label": (_frame_case(lambda df: df.drop(columns=["clicked"])), {}, ["'clicked'", "not found"]),
+    "undeclared-string": (
+        _frame_case(lambda df: df),
+        {"data": {"categorical": []}},
+        ["'color'", "string", "data.categorical"],
+    ),
+    "all-nan-feature": (_frame_case(lambda df: df.assign(x2=np.nan)), {}, ["'x2'", "no values"]),
+    "corrupt-parquet": (_corrupt, {}, ["cannot read"]),
+    "empty-parquet": (_frame_case(lambda df: df.iloc[:0]), {}, ["no rows"]),
+    "one-class": (_frame_case(lambda df: df.assign(clicked=1)), {}, ["'clicked'", "single value"]),
+}
+
+
+def assert_nothing_left(home: Path) -> None:
+    """No registry run, no checkpoint, no scratch folder."""
+    assert open_registry().list_runs() == []
+    if home.exists():
+        assert not [p for p in home.iterdir() if p.name.startswith("rayline-")]
+        assert not list(home.rglob("model.ubj"))
+
+
+def _train_fails(case: str, workers: Any, tmp_path: Path, home: Path) -> None:
+    make, extra, words = CASES[case]
+    source = make(tmp_path / "data")
+    spec = tables.spec_for("binary", source, name=f"bad-{case}", scaling={"num_workers": workers}, **extra)
+    with pytest.raises(DataError) as info:
+        train(spec)
+    message = str(info.value)
+    assert str(source) in message
+    for word in words:
+        assert word in message
+    assert "\n" not in message
+    assert_nothing_left(home)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_table_in_process(case: str, tmp_path: Path, rayline_home: Path) -> None:
+    _train_fails(case, "auto", tmp_path, rayline_home)
+
+
+@pytest.mark.parametrize("case", ["corrupt-parquet", "empty-parquet", "one-class", "all-nan-feature"])
+def test_bad_table_on_ray_data(case: str, ray_session: object, tmp_path: Path, rayline_home: Path) -> None:
+    """The Ray Data reader applies the same checks before any Train worker starts."""
+    _train_fails(case, 2, tmp_path, rayline_home)
+
+
+def test_missing_source_and_bad_spec(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.parquet"
+    with pytest.raises(DataError, match=re.escape(str(missing))):
+        train(tables.spec_for("binary", missing))
+    with pytest.raises(SpecError, match=r"data.*rows"):
+        tables.spec_for("binary", tables.make_table("binary", tmp_path), data={"rows": 10})
+    with pytest.raises(SpecError, match=r"model\.num_boost_round"):
+        spec_from_dict(tables.spec_dict("binary", tmp_path / "x.parquet", model={"num_boost_round": 0}))
+    with pytest.raises(DataError, match=r"'nope' named in the spec"):
+        train(tables.spec_for("binary", tables.make_table("binary", tmp_path), data={"features": ["x1", "nope"]}))
+    assert open_registry().list_runs() == []
+
+
+@pytest.fixture
+def trained(tmp_path: Path) -> tuple[Any, str]:
+    """A binary model on the in-process path (no Ray needed)."""
+    source = tables.make_table("binary", tmp_path / "data")
+    spec = tables.spec_for("binary", source, name="bad-predict")
+    return spec, train(spec).run_id
+
+
+def _kinds() -> list[str]:
+    return [r.kind for r in open_registry().list_runs("bad-predict")]
+
+
+def test_unknown_model_reference(trained: tuple[Any, str], tmp_path: Path) -> None:
+    spec, _ = trained
+    target = tmp_path / "out" / "p.parquet"
+    with pytest.raises(RegistryError, match="no run with id '0123456789abcdef0123456789abcdef'"):
+        predict(spec, model="0123456789abcdef0123456789abcdef", output=str(target))
+    with pytest.raises(RegistryError, match="'nosuchrun'"):
+        evaluate(spec, model="nosuchrun")
+    with pytest.raises(RegistryError, match="no trained model for spec 'other-name'"):
+        predict(spec.model_copy(update={"name": "other-name"}), output=str(target))
+    assert not target.parent.exists()
+    assert _kinds() == ["train"]
+
+
+def test_predict_input_missing_feature(ray_session: object, trained: tuple[Any, str], tmp_path: Path) -> None:
+    spec, run_id = trained
+    bad = tables.write(tables.binary_frame(rows=50, seed=3).drop(columns=["x2"]), tmp_path / "in", "nox2", "csv")
+    target = tmp_path / "out" / "p.parquet"
+    with pytest.raises(DataError, match=r"column 'x2' is missing"):
+        predict(spec, model=run_id, input=str(bad), output=str(target))
+    assert not target.exists()
+    assert not target.parent.exists() or list(target.parent.iterdir()) == []
+
+    missing = tmp_path / "in" / "absent.csv"
+    with pytest.raises(DataError, match=re.escape(str(missing))):
+        predict(spec, model=run_id, input=str(missing), output=str(target))
+
+    nolabel = tables.write(tables.binary_frame(rows=50, seed=3).drop(columns=["clicked"]), tmp_path / "in", "nolab")
+    with pytest.raises(DataError, match=r"no label column 'clicked'"):
+        evaluate(spec, model=run_id, input=str(nolabel))
+    assert _kinds() == ["train"]  # no predict job was registered
+    assert "eval_accuracy" not in open_registry().get(run_id).metrics
+
+
+def test_failed_write_leaves_no_output(ray_session: object, trained: tuple[Any, str], tmp_path: Path) -> None:
+    """Inference that fails midway (text in a numeric feature) keeps the old output and leaves no temp copy."""
+    spec, run_id = trained
+    target = tmp_path / "out" / "p.parquet"
+    target.parent.mkdir()
+    target.write_bytes(b"previous output")
+    bad = tables.binary_frame(rows=50, seed=3).astype({"x1": str})
+    bad.loc[0, "x1"] = "not a number"
+    path = tables.write(bad, tmp_path / "in", "textx1")
+    with pytest.raises(TrainError) as info:
+        predict(spec, model=run_id, input=str(path), output=str(target))
+    # the worker's own error, not Ray's retry advice
+    assert str(info.value).startswith("batch inference failed: ValueError:")
+    assert "x1" in str(info.value)
+    assert target.read_bytes() == b"previous output"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["p.parquet"]
+    assert _kinds() == ["train"]

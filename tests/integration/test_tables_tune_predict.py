@@ -1,0 +1,198 @@
+"""Tune, batch predict and evaluate on small tables, against real Ray, xgboost and MLflow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import tables
+from rayline import prepare
+from rayline.evaluation import evaluate
+from rayline.families.base import get_family
+from rayline.inference import predict
+from rayline.registry import open_registry
+from rayline.spec import Spec
+from rayline.training import train
+from rayline.tuning import tune
+
+pytestmark = pytest.mark.slow
+
+SPACE = {"max_depth": {"randint": [2, 6]}, "eta": {"uniform": [0.05, 0.5]}}
+
+
+def valid_split(spec: Spec) -> pd.DataFrame:
+    return prepare.prepare_local(spec, get_family("xgboost")).frames["valid"]
+
+
+def read_output(path: Path) -> pd.DataFrame:
+    assert path.is_dir() or path.is_file(), path
+    return pd.read_parquet(path)
+
+
+def siblings(path: Path) -> list[str]:
+    """Everything next to an output: a temp or moved-aside copy would show up here."""
+    return sorted(p.name for p in path.parent.iterdir())
+
+
+# ------------------------------------------------------------------------------------ tune
+@pytest.mark.parametrize(("scheduler", "samples"), [("fifo", 3), ("asha", 4)])
+def test_tune_registers_trials_and_best(scheduler: str, samples: int, ray_session: object, tmp_path: Path) -> None:
+    source = tables.make_table("binary", tmp_path / "data")
+    name = f"tune-{scheduler}"
+    # a plain training run of the same spec competes for "best" too
+    baseline_run = train(tables.spec_for("binary", source, name=name)).run_id
+    spec = tables.spec_for(
+        "binary", source, name=name, tune={"num_samples": samples, "scheduler": scheduler, "space": SPACE}
+    )
+    reports: list[dict[str, float]] = []
+
+    result = tune(spec, on_report=lambda m: reports.append(dict(m)))
+
+    assert result.trials == samples
+    assert set(result.best_config) == set(SPACE)
+    assert 2 <= result.best_config["max_depth"] < 6
+    assert 0.05 <= result.best_config["eta"] <= 0.5
+    assert reports and "valid_loss" in reports[-1]
+
+    registry = open_registry()
+    parent = registry.get(result.run_id)
+    assert parent.kind == "tune" and not parent.has_model and parent.status == "FINISHED"
+    assert parent.params["tune.scheduler"] == scheduler
+    assert parent.params["tune.num_samples"] == str(samples)
+    trials = registry.list_runs(name, kind="trial")
+    assert len(trials) == samples
+    assert {t.parent_id for t in trials} == {result.run_id}
+    assert all("valid_loss" in t.metrics for t in trials)
+    with_model = [t for t in trials if t.has_model]
+    assert [t.run_id for t in with_model] == [result.best_run_id]
+    best_trial = with_model[0]
+    assert best_trial.metrics["valid_loss"] == pytest.approx(min(t.metrics["valid_loss"] for t in trials))
+    assert parent.metrics["best_valid_loss"] == pytest.approx(best_trial.metrics["valid_loss"])
+    assert parent.tags["rayline.best_trial_run"] == result.best_run_id
+    assert best_trial.params["trial.max_depth"] == str(result.best_config["max_depth"])
+    assert best_trial.params["model.params.max_depth"] == str(result.best_config["max_depth"])
+    assert best_trial.tags["rayline.data.rows"] == "600"
+
+    # "best" is the lowest valid_loss among every servable run of the spec (train runs included)
+    servable = [r for r in registry.list_runs(name) if r.has_model and r.status == "FINISHED"]
+    assert {r.run_id for r in servable} == {baseline_run, result.best_run_id}
+    best = registry.resolve(name, "best", metric="valid_loss", mode="min")
+    assert best.metrics["valid_loss"] == min(r.metrics["valid_loss"] for r in servable)
+    worst = registry.resolve(name, "best", metric="valid_loss", mode="max")
+    assert worst.metrics["valid_loss"] == max(r.metrics["valid_loss"] for r in servable)
+
+    # the best trial's checkpoint is a working model
+    predictor = get_family("xgboost").load(registry.checkpoint_dir(result.best_run_id))
+    out = predictor.predict(tables.binary_frame())
+    assert ((out["probability"] >= 0.5).astype(int) == tables.binary_frame()["clicked"]).mean() > 0.8
+
+
+# --------------------------------------------------------------------------------- predict
+def test_predict_binary(ray_session: object, tmp_path: Path, rayline_home: Path) -> None:
+    source = tables.make_table("binary", tmp_path / "data")
+    spec = tables.spec_for("binary", source, name="pred-bin")
+    first = train(spec).run_id
+    second = train(tables.spec_for("binary", source, name="pred-bin", model={"params": {"max_depth": 2}})).run_id
+
+    # default input: the validation split, default output under RAYLINE_HOME, newest model
+    latest = predict(spec, model="latest")
+    assert latest.model_run_id == second
+    assert latest.output == rayline_home / "predictions" / "pred-bin" / f"{second}.parquet"
+    out = read_output(latest.output)
+    valid = valid_split(spec)
+    assert latest.rows == len(out) == len(valid)
+    assert list(out.columns) == [*tables.binary_frame().columns, "probability", "predicted_label"]
+    # exactly the validation rows (label-first table: the split must hash features + label)
+    assert sorted(out["x1"]) == sorted(valid["x1"])
+    assert out["probability"].between(0, 1).all()
+    assert (out["predicted_label"] == (out["probability"] >= 0.5).astype(int)).all()
+    assert (out["predicted_label"] == out["clicked"]).mean() > 0.8
+    assert siblings(latest.output) == [latest.output.name]
+    job = open_registry().get(latest.run_id)
+    assert job.kind == "predict" and job.parent_id == second
+    assert job.metrics["rows"] == len(valid)
+
+    # an explicit run id, another file as input (CSV), an explicit output path
+    other = tables.binary_frame(rows=150, seed=9)
+    other_path = tables.write(other, tmp_path / "other", "fresh", "csv")
+    target = tmp_path / "out" / "preds.parquet"
+    explicit = predict(spec, model=first, input=str(other_path), output=str(target))
+    assert explicit.model_run_id == first
+    assert explicit.output == target
+    out = read_output(target)
+    assert explicit.rows == len(out) == 150
+    assert list(out.columns) == [*other.columns, "probability", "predicted_label"]
+    # the probabilities are the first model's, row for row
+    expected = get_family("xgboost").load(open_registry().checkpoint_dir(first)).predict(other)
+    merged = other.assign(expected=expected["probability"]).merge(out[["x1", "probability"]], on="x1")
+    assert len(merged) == 150
+    np.testing.assert_allclose(merged["probability"], merged["expected"], rtol=1e-6)
+    assert siblings(target) == ["preds.parquet"]
+
+
+def test_predict_and_evaluate_multiclass(ray_session: object, tmp_path: Path) -> None:
+    source = tables.make_table("multiclass", tmp_path / "data", "csv")
+    # a feature subset: the unused column `noise` is kept in the output but is not a feature
+    spec = tables.spec_for("multiclass", source, name="multi", data={"features": ["x1", "x2"]})
+    trained = train(spec)
+
+    result = predict(spec, model=trained.run_id)
+    out = read_output(result.output)
+    valid = valid_split(spec)
+    assert result.rows == len(out) == len(valid)
+    assert list(out.columns) == ["x1", "x2", "noise", "grade", "probability", "predicted_label", "probabilities"]
+    assert sorted(out["x1"]) == sorted(valid["x1"])
+    probs = np.stack(out["probabilities"].to_numpy())
+    assert probs.shape == (len(out), 3)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(out["probability"], probs.max(axis=1))
+    assert list(out["predicted_label"]) == [tables.CLASSES[i] for i in probs.argmax(axis=1)]
+
+    evaluation = evaluate(spec, model=trained.run_id)
+    assert evaluation.model_run_id == trained.run_id
+    assert evaluation.rows == len(valid)
+    # computed on the same rows as training's validation metrics
+    assert evaluation.metrics["accuracy"] == pytest.approx(trained.metrics["valid_accuracy"], abs=1e-6)
+    assert evaluation.metrics["logloss"] == pytest.approx(trained.metrics["valid_loss"], rel=1e-4)
+    assert "auc" not in evaluation.metrics
+    assert set(evaluation.per_class) == set(tables.CLASSES)
+    assert set(evaluation.confusion) == set(tables.CLASSES)
+    assert sum(sum(row.values()) for row in evaluation.confusion.values()) == len(valid)
+    for label, row in evaluation.confusion.items():
+        assert set(row) <= set(tables.CLASSES)
+        assert evaluation.per_class[label] == pytest.approx(row.get(label, 0) / sum(row.values()))
+        assert (valid["grade"] == label).sum() == sum(row.values())
+    stored = open_registry().get(trained.run_id).metrics
+    assert stored["eval_accuracy"] == pytest.approx(evaluation.metrics["accuracy"])
+    assert stored["eval_logloss"] == pytest.approx(evaluation.metrics["logloss"])
+    assert stored["eval_rows"] == len(valid)
+
+
+def test_predict_and_evaluate_regression(ray_session: object, tmp_path: Path) -> None:
+    source = tables.make_table("regression", tmp_path / "data")
+    spec = tables.spec_for("regression", source, name="reg")
+    trained = train(spec)
+
+    other = tables.regression_frame(rows=120, seed=5)
+    other_path = tables.write(other, tmp_path / "other", "fresh", "csv")
+    result = predict(spec, model="best", input=str(other_path), output=str(tmp_path / "out" / "reg.parquet"))
+    assert result.model_run_id == trained.run_id
+    out = read_output(result.output)
+    assert result.rows == len(out) == 120
+    assert list(out.columns) == [*other.columns, "prediction"]
+    rmse = float(np.sqrt(((out["prediction"] - out["price"]) ** 2).mean()))
+    assert rmse < 0.3 * other["price"].std()
+    assert siblings(result.output) == ["reg.parquet"]
+
+    evaluation = evaluate(spec)
+    assert evaluation.rows == len(valid_split(spec))
+    assert set(evaluation.metrics) == {"rmse", "mae"}
+    assert evaluation.metrics["rmse"] == pytest.approx(trained.metrics["valid_rmse"], rel=1e-4)
+    assert evaluation.metrics["mae"] == pytest.approx(trained.metrics["valid_mae"], rel=1e-4)
+    assert evaluation.per_class == {} and evaluation.confusion == {}
+    stored = open_registry().get(trained.run_id).metrics
+    assert stored["eval_rmse"] == pytest.approx(evaluation.metrics["rmse"])
+    assert stored["eval_mae"] == pytest.approx(evaluation.metrics["mae"])
