@@ -30,7 +30,9 @@ def median(values: list[float]) -> float:
 
 def table(header: list[str], rows: list[list[object]]) -> str:
     def fmt(v: object) -> str:
-        return f"{v:.3g}" if isinstance(v, float) else str(v)
+        if not isinstance(v, float):
+            return str(v)
+        return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
 
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]

@@ -31,7 +31,7 @@ from rayline.spec import Spec, load_spec, spec_from_dict
 if TYPE_CHECKING:
     from rayline.evaluation import Evaluation
     from rayline.inference import PredictResult
-    from rayline.serve.runner import Service
+    from rayline.serving.runner import Service
     from rayline.training import TrainResult
     from rayline.tuning import TuneResult
 
@@ -90,6 +90,6 @@ def evaluate(spec: Spec, **kwargs: Any) -> Evaluation:
 
 def serve(spec: Spec, **kwargs: Any) -> Service:
     """Deploy a registered model on Ray Serve; returns once /healthz answers."""
-    from rayline.serve.runner import start
+    from rayline.serving.runner import start
 
     return start(spec, **kwargs)

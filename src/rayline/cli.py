@@ -220,7 +220,7 @@ def serve_cmd(
     """Serve a registered model over HTTP (FastAPI on Ray Serve) until Ctrl-C."""
     import signal
 
-    from rayline.serve.runner import shutdown, start
+    from rayline.serving.runner import shutdown, start
     from rayline.spec import load_spec
 
     loaded = load_spec(spec, set_ or [])

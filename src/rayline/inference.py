@@ -97,7 +97,10 @@ def predictions(spec: Spec, family: Family, checkpoint: Path, ds: ray.data.Datas
         _check_columns(ds, meta_layout.features, "input")
     pool = spec.predict.concurrency
     largest = pool if isinstance(pool, int) else pool[1]
-    num_cpus = runtime.cpus_per_actor(ray.cluster_resources().get("CPU", 1.0), spec.predict.num_cpus, largest)
+    # Size by what is free now (a Serve app may hold CPUs): a pool that takes the CPU Ray Data's
+    # read tasks need would wait forever.
+    free = min(ray.cluster_resources().get("CPU", 1.0), ray.available_resources().get("CPU", 0.0))
+    num_cpus = runtime.cpus_per_actor(free, spec.predict.num_cpus, largest)
     compute = (
         ray.data.ActorPoolStrategy(size=pool)
         if isinstance(pool, int)

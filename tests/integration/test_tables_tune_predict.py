@@ -196,3 +196,24 @@ def test_predict_and_evaluate_regression(ray_session: object, tmp_path: Path) ->
     stored = open_registry().get(trained.run_id).metrics
     assert stored["eval_rmse"] == pytest.approx(evaluation.metrics["rmse"])
     assert stored["eval_mae"] == pytest.approx(evaluation.metrics["mae"])
+
+
+def test_tune_launches_ray_train_per_trial_for_big_data(ray_session: object, tmp_path: Path) -> None:
+    """With scaling.num_workers set, each trial is a Ray Train run reporting through Tune."""
+    source = tables.make_table("binary", tmp_path / "data")
+    spec = tables.spec_for(
+        "binary",
+        source,
+        name="tune-train",
+        scaling={"num_workers": 1},
+        tune={"num_samples": 2, "scheduler": "fifo", "max_concurrent": 1, "space": SPACE},
+    )
+    result = tune(spec)
+    assert result.trials == 2
+    registry = open_registry()
+    trials = registry.list_runs("tune-train", kind="trial")
+    assert len(trials) == 2 and sum(t.has_model for t in trials) == 1
+    best = registry.resolve("tune-train", "best", metric="valid_loss", mode="min")
+    assert best.run_id == result.best_run_id
+    assert "valid_loss" in best.metrics
+    assert (registry.checkpoint_dir(best.run_id) / "model.ubj").is_file()

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
+import xgboost  # this module is only imported when the xgboost family is used
 from pydantic import BaseModel, ConfigDict, Field, RootModel, create_model
 
 from rayline.data import TableLayout
@@ -72,8 +73,6 @@ def encode_label(values: pd.Series, layout: TableLayout) -> np.ndarray:
 
 
 def _dmatrix(frame: pd.DataFrame, layout: TableLayout, scaler: Mapping[str, list[float]], cpus: int) -> Any:
-    import xgboost
-
     return xgboost.DMatrix(
         features_frame(frame, layout, scaler),
         label=encode_label(frame[layout.label], layout),
@@ -89,7 +88,6 @@ def _reporter(ctx: LoopContext, task: str, every: int, total: int, meta: Mapping
     Ray's own ``RayTrainReportCallback`` reports every round, which made 100 rounds on 1M rows
     take 212 s instead of 3 s; a report is a synchronisation point, so they must be sparse.
     """
-    import xgboost
 
     class Reporter(xgboost.callback.TrainingCallback):
         def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
@@ -117,8 +115,6 @@ def save_checkpoint(booster: Any, meta: Mapping[str, Any], folder: Path) -> Path
 
 def train_booster(config: Mapping[str, Any], ctx: LoopContext) -> None:
     """The loop shared by the in-process, Tune-trial and Ray Train paths."""
-    import xgboost
-
     spec = Spec.model_validate(config["spec"])
     model = spec.model
     assert isinstance(model, XGBoostModelSpec)
@@ -177,8 +173,6 @@ class XGBoostPredictor:
     """A booster and its table layout; ``predict`` maps feature rows to output columns."""
 
     def __init__(self, checkpoint: Path, *, cpus: int = 1) -> None:
-        import xgboost
-
         meta_path = checkpoint / META_FILE
         if not meta_path.is_file() or not (checkpoint / MODEL_FILE).is_file():
             raise DataError(f"{checkpoint} is not an xgboost checkpoint (no {MODEL_FILE} / {META_FILE})")
@@ -190,8 +184,6 @@ class XGBoostPredictor:
         self._index = {name: i for i, name in enumerate(self.layout.features)}
 
     def predict(self, batch: pd.DataFrame) -> pd.DataFrame:
-        import xgboost
-
         matrix = xgboost.DMatrix(
             features_frame(batch, self.layout, self.scaler), enable_categorical=bool(self.layout.categorical)
         )

@@ -14,7 +14,7 @@ from ray import serve
 
 from rayline import __version__, checkpoints
 from rayline.families.base import get_family
-from rayline.serve.app import build_api
+from rayline.serving.app import build_api
 
 
 @serve.deployment(name="model")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import time
@@ -14,9 +15,11 @@ from typing import Any
 from rayline import checkpoints, runtime
 from rayline.errors import ServeError
 from rayline.registry import Registry, open_registry
-from rayline.serve.config import deployment_options
-from rayline.serve.ingress import ingress_env, stop_haproxy
+from rayline.serving.config import deployment_options
+from rayline.serving.ingress import ingress_env, stop_haproxy
 from rayline.spec import Spec
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -72,19 +75,24 @@ def start(
     """Deploy the spec's model on Ray Serve and return once /healthz answers."""
     from ray import serve
 
-    from rayline.serve.deployments import ModelServer
+    from rayline.serving.deployments import ModelServer
 
     registry = registry or open_registry()
     record = registry.resolve(spec.name, model, metric=spec.metric, mode=spec.mode)
     checkpoint = registry.checkpoint_dir(record.run_id)
     host = host or spec.serve.host
     port = spec.serve.port if port is None else port
+    import ray
+
     hook = None
     if runtime.cluster_address() is None:
         _check_port(host, port)  # a taken port would otherwise surface as a health-check timeout
-        # Serve reads its ingress flags at import in every Ray process: set them before Ray starts.
-        os.environ.update(ingress_env(spec.serve.ingress, host))
-        hook = "rayline.serve.ingress.loopback_haproxy"
+        if ray.is_initialized():
+            # Serve reads its ingress flags when Ray's processes start; this Ray is already up.
+            log.warning("Ray is already running in this process: serve.ingress=%s is not applied", spec.serve.ingress)
+        else:
+            os.environ.update(ingress_env(spec.serve.ingress, host))
+            hook = "rayline.serving.ingress.loopback_haproxy"
     runtime.init(setup_hook=hook)
     serve.start(http_options={"host": host, "port": port})
     deployment: Any = ModelServer

@@ -1,0 +1,100 @@
+"""The Python side of serving: rayline.serve() in a running Ray, the deployment handle, options."""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import rayline
+from rayline.serving.config import deployment_options
+from rayline.spec import spec_from_dict
+
+RECORD = {
+    "passenger_count": 2,
+    "trip_distance": 1.2,
+    "fare_amount": 8.0,
+    "trip_duration": 420,
+    "hour": 9,
+    "day_of_week": 2,
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def taxi_spec() -> rayline.Spec:
+    return spec_from_dict(
+        {
+            "name": "handle",
+            "data": {"source": "builtin:taxi", "rows": 3000, "label": "is_big_tip"},
+            "model": {"family": "xgboost", "num_boost_round": 10},
+            "serve": {"num_replicas": 1, "num_cpus": 0.25, "max_batch_size": 8},
+        }
+    )
+
+
+@pytest.fixture
+def service(ray_session: Any, taxi_spec: rayline.Spec, rayline_home: Path) -> Iterator[Any]:
+    rayline.train(taxi_spec)
+    svc = rayline.serve(taxi_spec, port=free_port())
+    yield svc
+    from ray import serve
+
+    # Release every Serve actor: later tests in this Ray size their actor pools by free CPUs.
+    serve.shutdown()
+
+
+def test_handle_predicts_like_http(service: Any) -> None:
+    from_handle = service.handle.predict.remote([RECORD]).result(timeout_s=60)
+    request = urllib.request.Request(f"{service.url}/predict", data=json.dumps([RECORD]).encode(), method="POST")
+    with urllib.request.urlopen(request, timeout=60) as resp:
+        from_http = json.loads(resp.read())["predictions"]
+    assert from_handle == from_http
+    assert 0.0 <= from_handle[0]["probability"] <= 1.0
+
+
+def test_handle_validates_input(service: Any) -> None:
+    with pytest.raises(Exception, match="trip_distance"):
+        service.handle.predict.remote([{**RECORD, "trip_distance": "far"}]).result(timeout_s=60)
+
+
+def test_deployment_options_from_spec() -> None:
+    spec = spec_from_dict(
+        {
+            "name": "opts",
+            "data": {"source": "builtin:taxi", "label": "is_big_tip"},
+            "model": {"family": "xgboost"},
+            "serve": {
+                "num_cpus": 0.5,
+                "num_gpus": 0.25,
+                "max_ongoing_requests": 99,
+                "autoscaling": {
+                    "min_replicas": 0,
+                    "max_replicas": 4,
+                    "initial_replicas": 1,
+                    "target_ongoing_requests": 3,
+                    "upscale_delay_s": 0,
+                },
+            },
+        }
+    )
+    options = deployment_options(spec.serve)
+    assert options["ray_actor_options"] == {"num_cpus": 0.5, "num_gpus": 0.25}
+    assert options["max_ongoing_requests"] == 99 and "num_replicas" not in options
+    auto = options["autoscaling_config"]
+    assert (auto["min_replicas"], auto["max_replicas"], auto["initial_replicas"]) == (0, 4, 1)
+    assert auto["target_ongoing_requests"] == 3 and auto["upscale_delay_s"] == 0
+    # Serve itself accepts them
+    from ray.serve.config import AutoscalingConfig
+
+    AutoscalingConfig(**auto)
