@@ -101,7 +101,12 @@ def _train_trial(config: dict[str, Any], *, base: dict[str, Any], datasets: dict
         ),
         datasets=datasets,
     )
-    trainer.fit()
+    result = trainer.fit()
+    if result.checkpoint is not None:
+        # TuneReportCallback forwards metrics only: hand Tune the final model as the trial's checkpoint.
+        import ray.tune
+
+        ray.tune.report(dict(result.metrics or {}), checkpoint=result.checkpoint)
 
 
 def _concurrency(spec: Spec, total_cpus: float, local: bool) -> tuple[int, float]:
@@ -169,7 +174,8 @@ def tune(spec: Spec, *, on_report: ProgressFn | None = None, registry: Registry 
         trainable = ray_tune.with_parameters(
             _train_trial, base=data.config, datasets=data.datasets, cpus=resources.cpus
         )
-        trainable = ray_tune.with_resources(trainable, {"cpu": 0})
+        # The trial only launches a Train run (whose workers hold the CPUs); Tune needs a nonzero bundle.
+        trainable = ray_tune.with_resources(trainable, {"cpu": 0.01})
     tuner = ray_tune.Tuner(
         trainable,
         param_space=space,

@@ -137,9 +137,14 @@ def test_several_replicas_answer(service: tuple[str, Any]) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     url, _ = service
-    # HAProxy balances by least connections: concurrent requests spread over the replicas.
-    with ThreadPoolExecutor(16) as pool:
-        replicas = set(pool.map(lambda _: call(f"{url}/healthz")[1]["replica"], range(200)))
+    # HAProxy balances by least connections: concurrent requests spread over the replicas. The
+    # second replica may still be joining the balancer right after start-up: allow it 60 s.
+    replicas: set[str] = set()
+    deadline = time.monotonic() + 60
+    while len(replicas) < 2 and time.monotonic() < deadline:
+        with ThreadPoolExecutor(16) as pool:
+            replicas |= set(pool.map(lambda _: call(f"{url}/healthz")[1]["replica"], range(100)))
+        time.sleep(1)
     assert len(replicas) == 2
 
 
