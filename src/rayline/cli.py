@@ -132,6 +132,8 @@ def train_cmd(spec: SpecArg, set_: SetOpt = None) -> None:
             status.update(f"training {loaded.name}: {_metric_line(metrics)}  [{elapsed:.0f} s]")
 
         result = train(loaded, on_report=progress)
+    if result.skipped:
+        err.print(f"skipped {len(result.skipped)} undecodable image(s), e.g. {result.skipped[0]}", markup=False)
     out.print(f"run {result.run_id}  ({result.path}, {result.seconds['total']:.1f} s)")
     out.print(f"  {_metric_line(result.metrics)}")
 

@@ -19,7 +19,7 @@ import pandas as pd
 from rayline import runtime
 from rayline.data import TableLayout
 from rayline.errors import DataError
-from rayline.inference import _layout, _map_error, input_dataset, predictions, resolve_model
+from rayline.inference import _layout, _map_error, image_size, input_dataset, predictions, resolve_model
 from rayline.registry import Registry, open_registry
 from rayline.spec import Spec
 
@@ -52,6 +52,9 @@ class _RowTerms:
         out["predicted_label"] = batch["predicted_label"].astype(str)
         out["correct"] = (batch["predicted_label"].astype(str) == truth.astype(str)).astype(np.float64)
         index = pd.Categorical(truth, categories=lay.classes).codes
+        if (index < 0).any():
+            unknown = truth[index < 0].iloc[0]
+            raise DataError(f"label {unknown!r} is not one of the model's classes ({', '.join(map(str, lay.classes))})")
         if lay.task == "binary":
             p1 = batch["probability"].to_numpy(dtype=np.float64)
             p_true = np.where(index == 1, p1, 1.0 - p1)
@@ -94,7 +97,7 @@ def evaluate(
     if layout is None:
         raise DataError(f"run {record.run_id}: checkpoint has no table layout to evaluate with")
     runtime.init()
-    ds = input_dataset(spec, family, input or spec.predict.input)
+    ds = input_dataset(spec, family, input or spec.predict.input, image_size(checkpoint))
     if layout.label not in ds.schema().names:
         raise DataError(f"evaluation input has no label column {layout.label!r}")
     try:

@@ -34,13 +34,15 @@ warnings.filterwarnings("ignore", message="The minimum number of concurrent acto
 class BatchPredictor:
     """Loads a checkpoint once per actor; maps pandas batches to batches with prediction columns."""
 
-    def __init__(self, family: str, checkpoint: checkpoints.Portable, cpus: int) -> None:
+    def __init__(self, family: str, checkpoint: checkpoints.Portable, cpus: int, drop: tuple[str, ...] = ()) -> None:
         self.predictor = get_family(family).load(checkpoints.local_folder(checkpoint), cpus=cpus)
+        self.drop = list(drop)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         outputs = self.predictor.predict(batch)
         outputs.index = batch.index
-        return pd.concat([batch, outputs], axis=1)
+        # Pixels are not written back out: the output names each image by its path (or key).
+        return pd.concat([batch.drop(columns=self.drop), outputs], axis=1)
 
 
 @dataclass
@@ -57,13 +59,18 @@ def resolve_model(spec: Spec, model: str, registry: Registry) -> tuple[RunRecord
     return record, get_family(record.family), registry.checkpoint_dir(record.run_id)
 
 
-def input_dataset(spec: Spec, family: Family, source: str | None) -> ray.data.Dataset:
-    """The rows to predict: ``source``, or else the validation split of the spec's data."""
+def input_dataset(
+    spec: Spec, family: Family, source: str | None, size: tuple[int, int] | None = None
+) -> ray.data.Dataset:
+    """The rows to predict: ``source``, or else the validation split of the spec's data.
+
+    Images are decoded at ``size`` (the model's input size) whatever size the files are.
+    """
     from rayline import data as tables
     from rayline.prepare import _SplitFilter
 
-    if family.data_kind != "table":
-        raise DataError(f"family {family.name}: batch inference on images is not available yet")
+    if family.data_kind == "images":
+        return _image_input(spec, source, size)
     if source is not None:
         path = source
         if "://" not in path and not Path(path).exists():
@@ -77,6 +84,23 @@ def input_dataset(spec: Spec, family: Family, source: str | None) -> ray.data.Da
     return ds.map_batches(
         _SplitFilter([*features, label], spec.split.valid_fraction, spec.split.seed, valid=True, keep_all=True),
         batch_format="pandas",
+    )
+
+
+def _image_input(spec: Spec, source: str | None, size: tuple[int, int] | None) -> ray.data.Dataset:
+    from rayline import data as tables
+    from rayline import images
+
+    if source is not None:
+        if "://" not in source and not Path(source).exists():
+            raise DataError(f"--input {source} does not exist")
+        only_files = spec.model_copy(
+            update={"data": spec.data.model_copy(update={"format": "auto", "shuffle": "none"})}
+        )
+        return images.read_ray(only_files, source, size=size)[0]
+    ds, _ = images.read_ray(spec, tables.resolve_source(spec), size=size)
+    return ds.map_batches(
+        images.SplitFilter(spec.split.valid_fraction, spec.split.seed, valid=True), batch_format="pandas"
     )
 
 
@@ -112,6 +136,7 @@ def predictions(spec: Spec, family: Family, checkpoint: Path, ds: ray.data.Datas
             "family": family.name,
             "checkpoint": checkpoints.portable(checkpoint),
             "cpus": max(1, round(num_cpus)),
+            "drop": ("image",) if family.data_kind == "images" else (),
         },
         compute=compute,
         batch_size=spec.predict.batch_size or family.predict_batch_size,
@@ -129,8 +154,21 @@ def _layout(checkpoint: Path) -> Any:
     meta = checkpoint / "meta.json"
     if not meta.is_file():
         return None
-    raw = json.loads(meta.read_text()).get("layout")
+    content = json.loads(meta.read_text())
+    if "images" in content:
+        # An image classifier seen as a table: the pixels are its one feature, the folder its label.
+        classes = [str(c) for c in content["images"]["classes"]]
+        return TableLayout(features=["image"], label="label", task="multiclass", classes=classes)
+    raw = content.get("layout")
     return TableLayout.from_dict(raw) if raw else None
+
+
+def image_size(checkpoint: Path) -> tuple[int, int] | None:
+    import json
+
+    meta = checkpoint / "meta.json"
+    raw = json.loads(meta.read_text()).get("images") if meta.is_file() else None
+    return (int(raw["size"][0]), int(raw["size"][1])) if raw else None
 
 
 def default_output(spec: Spec, run_id: str) -> Path:
@@ -151,7 +189,7 @@ def predict(
     record, family, checkpoint = resolve_model(spec, model, registry)
     target = Path(output or spec.predict.output or default_output(spec, record.run_id))
     runtime.init()
-    ds = input_dataset(spec, family, input or spec.predict.input)
+    ds = input_dataset(spec, family, input or spec.predict.input, image_size(checkpoint))
     result = predictions(spec, family, checkpoint, ds)
     with atomic_output(target) as tmp:
         try:

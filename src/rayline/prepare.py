@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from rayline import data as tables
+from rayline import images
 from rayline.errors import DataError
 from rayline.families.base import Family
 from rayline.spec import Spec
@@ -33,6 +34,7 @@ class Prepared:
     frames: dict[str, pd.DataFrame] = field(default_factory=dict)  # local path
     datasets: dict[str, ray.data.Dataset] = field(default_factory=dict)  # Ray path
     seconds: float = 0.0
+    skipped: list[str] = field(default_factory=list)  # undecodable files left out (on_bad_file: skip)
 
 
 def wants_local(spec: Spec) -> bool:
@@ -44,6 +46,8 @@ def wants_local(spec: Spec) -> bool:
     if spec.data.is_uri:
         return False
     source = tables.resolve_source(spec)
+    if spec.model.family == "resnet18":
+        return _images_fit(spec, source)
     fmt = tables.table_format(source, spec.data.format)
     schema, rows = tables.local_schema(source, fmt)
     return rows is None or rows * len(schema.names) <= LOCAL_MAX_CELLS
@@ -64,9 +68,9 @@ def _minmax(frame: pd.DataFrame, columns: list[str]) -> dict[str, list[float]]:
 
 
 def prepare_local(spec: Spec, family: Family) -> Prepared:
-    """Read, validate and split a local table in this process."""
-    if family.data_kind != "table":
-        raise DataError(f"family {family.name} reads images; the local table reader cannot feed it")
+    """Read, validate and split a local table (or image folder) in this process."""
+    if family.data_kind == "images":
+        return _prepare_images_local(spec, family)
     start = time.perf_counter()
     source = tables.resolve_source(spec)
     fmt = tables.table_format(source, spec.data.format)
@@ -152,8 +156,8 @@ class _SplitFilter:
 
 def prepare_ray(spec: Spec, family: Family) -> Prepared:
     """Read, validate and split with Ray Data (URIs, big tables); Ray must be running."""
-    if family.data_kind != "table":
-        raise DataError(f"family {family.name} reads images; the table reader cannot feed it")
+    if family.data_kind == "images":
+        return _prepare_images_ray(spec, family)
     start = time.perf_counter()
     source = tables.resolve_source(spec)
     fmt = tables.table_format(source, spec.data.format)
@@ -207,4 +211,92 @@ def prepare_ray(spec: Spec, family: Family) -> Prepared:
         rows=rows,
         datasets={"train": train, "valid": valid},
         seconds=time.perf_counter() - start,
+    )
+
+
+# ------------------------------------------------------------------------------------ images
+# The in-process path holds decoded images in memory; past this many bytes, use Ray Train workers.
+LOCAL_MAX_IMAGE_BYTES = 2 * 1024**3
+
+
+def _images_fit(spec: Spec, source: str) -> bool:
+    from pathlib import Path
+
+    if images.source_kind(source, spec.data.format) == "parquet":
+        return Path(source).is_file() and Path(source).stat().st_size * 20 <= LOCAL_MAX_IMAGE_BYTES
+    files = images.scan_folder(source)
+    if spec.data.image.size:
+        h, w = spec.data.image.size
+        channels = 1 if spec.data.image.mode == "L" else 3
+        return len(files) * h * w * channels <= LOCAL_MAX_IMAGE_BYTES
+    return len(files) <= 200_000
+
+
+def _image_fingerprint(source: str, layout: images.ImageLayout, rows: int) -> dict[str, Any]:
+    info: dict[str, Any] = {"source": source, "rows": rows, "classes": len(layout.classes), "images": layout.describe()}
+    if layout.skipped:
+        info["skipped"] = len(layout.skipped)
+    return info
+
+
+def _prepare_images_local(spec: Spec, family: Family) -> Prepared:
+    from rayline.runtime import local_cpus
+
+    start = time.perf_counter()
+    source = tables.resolve_source(spec)
+    frame, layout = images.read_local(spec, source, threads=local_cpus())
+    train, valid = images.split_local(frame, spec)
+    return Prepared(
+        config={"family": family.name, "spec": spec.model_dump(mode="json"), "layout": layout.to_dict()},
+        fingerprint=_image_fingerprint(source, layout, len(frame)),
+        rows=len(frame),
+        frames={"train": train, "valid": valid},
+        seconds=time.perf_counter() - start,
+        skipped=layout.skipped,
+    )
+
+
+def _prepare_images_ray(spec: Spec, family: Family) -> Prepared:
+    start = time.perf_counter()
+    source = tables.resolve_source(spec)
+    ds, size = images.read_ray(spec, source)
+    try:
+        ds = ds.materialize()
+        names = [str(v) for v in ds.unique("label")]
+    except DataError:
+        raise
+    except Exception as err:
+        from rayline.inference import _map_error
+
+        mapped = _map_error(err)
+        raise mapped if isinstance(mapped, DataError) else DataError(f"{source}: {mapped}") from None
+    classes = images.check_classes(names, source)
+    rows = ds.count()
+    skipped: list[str] = []
+    local_folder = not spec.data.is_uri and images.source_kind(source, spec.data.format) == "folder"
+    if spec.data.on_bad_file == "skip" and local_folder:
+        # Ray Data dropped them in its tasks; count what went missing against the folder.
+        total = len(images.scan_folder(source))
+        skipped = [f"{total - rows} files"] if total > rows else []
+    layout = images.ImageLayout(classes, spec.data.image.mode, size, spec.data.image.mean, spec.data.image.std)
+    to_index = images.LabelIndex(classes)
+    fraction, seed = spec.split.valid_fraction, spec.split.seed
+    train = ds.map_batches(images.SplitFilter(fraction, seed, valid=False), batch_format="pandas")
+    valid = ds.map_batches(images.SplitFilter(fraction, seed, valid=True), batch_format="pandas")
+    train = train.map_batches(to_index, batch_format="pandas")
+    valid = valid.map_batches(to_index, batch_format="pandas")
+    if spec.data.shuffle == "blocks":
+        train = train.randomize_block_order(seed=seed)
+    elif spec.data.shuffle == "rows":
+        train = train.random_shuffle(seed=seed)
+    train, valid = train.materialize(), valid.materialize()
+    if train.count() == 0 or valid.count() == 0:
+        raise DataError(f"split.valid_fraction={fraction} leaves no train or no valid images in {source}")
+    return Prepared(
+        config={"family": family.name, "spec": spec.model_dump(mode="json"), "layout": layout.to_dict()},
+        fingerprint=_image_fingerprint(source, layout, rows),
+        rows=rows,
+        datasets={"train": train, "valid": valid},
+        seconds=time.perf_counter() - start,
+        skipped=skipped,
     )

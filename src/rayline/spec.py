@@ -213,7 +213,7 @@ class AutoscalingSpec(_Strict):
 class ServeSpec(_Strict):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8000
-    num_replicas: Annotated[int, Field(gt=0)] | None = 1
+    num_replicas: Annotated[int, Field(gt=0)] | None = Field(default=None, description="fixed replicas (default 1)")
     autoscaling: AutoscalingSpec | None = None
     num_cpus: Annotated[float, Field(gt=0)] = 0.5
     num_gpus: Annotated[float, Field(ge=0)] = 0.0
@@ -232,7 +232,7 @@ class ServeSpec(_Strict):
 
     @model_validator(mode="after")
     def _replicas(self) -> ServeSpec:
-        if self.autoscaling is not None and "num_replicas" in self.model_fields_set:
+        if self.autoscaling is not None and self.num_replicas is not None:
             raise ValueError(f"set either num_replicas={self.num_replicas} or autoscaling, not both")
         return self
 

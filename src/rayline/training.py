@@ -36,6 +36,7 @@ class TrainResult:
     history: list[dict[str, float]]
     path: str  # "local" or "ray-train:<N>"
     seconds: dict[str, float] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)  # undecodable image files left out
 
 
 def model_params(spec: Spec) -> dict[str, Any]:
@@ -184,4 +185,6 @@ def train(spec: Spec, *, on_report: ProgressFn | None = None, registry: Registry
         raise
     except MemoryError:
         raise TrainError("out of memory while training; set scaling.num_workers to use Ray Train workers") from None
-    return TrainResult(run_id=run_id, metrics=dict(metrics), history=history, path=path, seconds=seconds)
+    return TrainResult(
+        run_id=run_id, metrics=dict(metrics), history=history, path=path, seconds=seconds, skipped=data.skipped
+    )

@@ -128,7 +128,8 @@ def _scheduler(spec: Spec, family: Family) -> Any:
         return FIFOScheduler()
     model = spec.model
     steps: int = getattr(model, "num_boost_round", None) or getattr(model, "epochs", None) or 1
-    reports = max(1, math.ceil(steps / spec.train.report_every))
+    # xgboost reports every report_every rounds; resnet every epoch, then once more with its best epoch.
+    reports = steps + 1 if family.data_kind == "images" else max(1, math.ceil(steps / spec.train.report_every))
     return ASHAScheduler(time_attr="training_iteration", max_t=reports, grace_period=1, reduction_factor=2)
 
 

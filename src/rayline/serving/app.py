@@ -17,6 +17,9 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
+from rayline.errors import DataError, RegistryError
+
+MODEL_HEADER = "serve_multiplexed_model_id"
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -84,12 +87,17 @@ def build_api(
     *,
     title: str,
     body_model: type[Any],
-    predict: Callable[[Any], Awaitable[list[dict[str, Any]]]],
+    predict: Callable[[Any, str | None], Awaitable[tuple[str, list[dict[str, Any]]]]],
     info: dict[str, Any],
     api_key: str | None,
     max_request_bytes: int,
 ) -> Any:
-    """The ingress app. ``predict`` takes a validated body and returns one result per item."""
+    """The ingress app.
+
+    ``predict(body, model_id)`` takes a validated body and the ``serve_multiplexed_model_id``
+    header (or None) and returns the model run that answered and one result per item. It raises
+    DataError for content the schema cannot catch (422) and RegistryError for unknown models (404).
+    """
     app = FastAPI(
         title=title,
         version=str(info.get("rayline_version", "")),
@@ -120,8 +128,13 @@ def build_api(
             body = body_model.model_validate_json(await request.body())
         except ValidationError as err:
             return error_response(list(err.errors(include_url=False)))
-        results = await predict(body)
-        return {"model": info.get("model_run_id"), "predictions": results}
+        try:
+            model, results = await predict(body, request.headers.get(MODEL_HEADER))
+        except DataError as err:
+            return JSONResponse({"error": err.message}, 422)
+        except RegistryError as err:
+            return JSONResponse({"error": str(err)}, 404)
+        return {"model": model, "predictions": results}
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

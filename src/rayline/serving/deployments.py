@@ -13,6 +13,7 @@ from typing import Any
 from ray import serve
 
 from rayline import __version__, checkpoints
+from rayline.errors import RegistryError
 from rayline.families.base import get_family
 from rayline.serving.app import build_api
 
@@ -57,10 +58,13 @@ class ModelServer:
             max_request_bytes=self.max_request_bytes,
         )
 
-    async def _predict_body(self, body: Any) -> list[dict[str, Any]]:
+    async def _predict_body(self, body: Any, model_id: str | None = None) -> tuple[str, list[dict[str, Any]]]:
+        run_id = str(self.info["model_run_id"])
+        if model_id and not run_id.startswith(model_id):
+            raise RegistryError(f"this service serves model {run_id} only; it does not multiplex {model_id!r}")
         items = self.predictor.request_items(body)
         results: list[dict[str, Any]] = await self._predict_batch(items)
-        return results
+        return run_id, results
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
     async def _predict_batch(self, requests: list[list[Any]]) -> list[list[dict[str, Any]]]:
@@ -74,7 +78,7 @@ class ModelServer:
 
     async def predict(self, records: Any) -> list[dict[str, Any]]:
         """For Python callers: ``await handle.predict.remote([{...}, ...])`` (validated like HTTP)."""
-        return await self._predict_body(self.body_model.model_validate(records))
+        return (await self._predict_body(self.body_model.model_validate(records)))[1]
 
     def healthz(self) -> dict[str, Any]:
         return {"status": "ok", **self.info}

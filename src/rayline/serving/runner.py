@@ -14,6 +14,7 @@ from typing import Any
 
 from rayline import checkpoints, runtime
 from rayline.errors import ServeError
+from rayline.families.base import get_family
 from rayline.registry import Registry, open_registry
 from rayline.serving.config import deployment_options
 from rayline.serving.ingress import ingress_env, stop_haproxy
@@ -76,6 +77,7 @@ def start(
     from ray import serve
 
     from rayline.serving.deployments import ModelServer
+    from rayline.serving.images import image_app
 
     registry = registry or open_registry()
     record = registry.resolve(spec.name, model, metric=spec.metric, mode=spec.mode)
@@ -95,17 +97,31 @@ def start(
             hook = "rayline.serving.ingress.loopback_haproxy"
     runtime.init(setup_hook=hook)
     serve.start(http_options={"host": host, "port": port})
-    deployment: Any = ModelServer
-    app = deployment.options(**deployment_options(spec.serve)).bind(
-        family=record.family,
-        checkpoint=checkpoints.portable(checkpoint),
-        model_run_id=record.run_id,
-        spec_name=spec.name,
-        max_batch_size=spec.serve.max_batch_size,
-        batch_wait_timeout_s=spec.serve.batch_wait_timeout_s,
-        api_key_env=spec.serve.api_key_env,
-        max_request_bytes=spec.serve.max_request_bytes,
-    )
+    if get_family(record.family).data_kind == "images":
+        app = image_app(
+            spec_name=spec.name,
+            run_id=record.run_id,
+            checkpoint=checkpoint,
+            home=str(registry.home),
+            tracking_uri=registry.tracking_uri,
+            model_options=deployment_options(spec.serve),
+            max_batch_size=spec.serve.max_batch_size,
+            batch_wait_timeout_s=spec.serve.batch_wait_timeout_s,
+            api_key_env=spec.serve.api_key_env,
+            max_request_bytes=spec.serve.max_request_bytes,
+        )
+    else:
+        deployment: Any = ModelServer
+        app = deployment.options(**deployment_options(spec.serve)).bind(
+            family=record.family,
+            checkpoint=checkpoints.portable(checkpoint),
+            model_run_id=record.run_id,
+            spec_name=spec.name,
+            max_batch_size=spec.serve.max_batch_size,
+            batch_wait_timeout_s=spec.serve.batch_wait_timeout_s,
+            api_key_env=spec.serve.api_key_env,
+            max_request_bytes=spec.serve.max_request_bytes,
+        )
     try:
         handle = serve.run(app, name=spec.name, route_prefix="/", blocking=False)
     except Exception as err:

@@ -1,0 +1,273 @@
+"""torchvision ResNet18 on images: the training loop, checkpoint format and predictor.
+
+The first convolution is swapped for one taking the images' channels (the course's swap for
+1-channel MNIST). Checkpoint folder: ``model.pt`` (the ``state_dict`` only, loaded with
+``torch.load(weights_only=True)``: no pickled code) and ``meta.json`` (family, image layout
+with the class names by index, normalization, final metrics).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from rayline.errors import DataError, TrainError
+from rayline.families.base import DataKind, LoopContext
+from rayline.images import ImageLayout, decode_request, normalize
+from rayline.spec import ResNetModelSpec, Spec
+
+MODEL_FILE = "model.pt"
+META_FILE = "meta.json"
+MAX_IMAGES = 256  # per request; bigger jobs belong to `rayline predict`
+_TUNABLE = {"lr", "batch_size", "epochs"}
+_EPOCH_METRICS = {"train_loss", "valid_loss", "valid_accuracy"}
+
+
+def build_model(num_classes: int, channels: int) -> nn.Module:
+    from torchvision.models import resnet18
+
+    model: nn.Module = resnet18(weights=None, num_classes=num_classes)
+    # The course's swap: ResNet18's stem expects RGB; grayscale digits have one channel.
+    model.conv1 = nn.Conv2d(channels, 64, kernel_size=(7, 7), stride=(2, 2), padding=(3, 3), bias=False)
+    return model
+
+
+def _device(use_gpu: bool) -> torch.device:
+    return torch.device("cuda") if use_gpu and torch.cuda.is_available() else torch.device("cpu")
+
+
+def _tensor(images: np.ndarray, layout: ImageLayout, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(normalize(images, layout)).to(device, non_blocking=True)
+
+
+# ------------------------------------------------------------------------------ training
+def _epoch_batches(ctx: LoopContext, split: str, batch_size: int, shuffle: bool) -> Iterator[dict[str, np.ndarray]]:
+    return ctx.batches(split, batch_size, shuffle=shuffle)  # type: ignore[arg-type]
+
+
+def _evaluate(
+    model: nn.Module, ctx: LoopContext, layout: ImageLayout, batch_size: int, device: torch.device
+) -> tuple[float, float, int]:
+    """(summed loss, correct, count) over this worker's share of the validation split."""
+    model.eval()
+    loss_sum, correct, count = 0.0, 0, 0
+    with torch.no_grad():
+        for batch in _epoch_batches(ctx, "valid", batch_size, False):
+            x = _tensor(batch["image"], layout, device)
+            y = torch.from_numpy(np.asarray(batch["label"], dtype=np.int64)).to(device)
+            logits = model(x)
+            loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+            correct += int((logits.argmax(1) == y).sum())
+            count += len(y)
+    return loss_sum, correct, count
+
+
+def _all_reduce(values: list[float], ctx: LoopContext, device: torch.device) -> list[float]:
+    """Sum over Ray Train workers (each evaluated its own shard)."""
+    if ctx.world_size == 1:
+        return values
+    import torch.distributed as dist
+
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return [float(v) for v in tensor.tolist()]
+
+
+def save_checkpoint(model: nn.Module, meta: Mapping[str, Any], folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    inner = getattr(model, "module", model)  # DDP wraps the model
+    torch.save({k: v.detach().cpu() for k, v in inner.state_dict().items()}, folder / MODEL_FILE)
+    (folder / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
+    return folder
+
+
+def train_resnet(config: Mapping[str, Any], ctx: LoopContext) -> None:
+    """The loop shared by the in-process, Tune-trial and Ray Train (DDP) paths."""
+    spec = Spec.model_validate(config["spec"])
+    model_spec = spec.model
+    assert isinstance(model_spec, ResNetModelSpec)
+    layout = ImageLayout.from_dict(dict(config["layout"]))
+    torch.set_num_threads(ctx.cpus)
+    torch.manual_seed(spec.split.seed)
+    if ctx.world_size > 1:
+        import ray.train.torch
+
+        device = ray.train.torch.get_device()
+        model = ray.train.torch.prepare_model(build_model(len(layout.classes), layout.channels))
+    else:
+        device = _device(spec.scaling.use_gpu)
+        model = build_model(len(layout.classes), layout.channels).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=model_spec.lr)
+    meta = {"family": "resnet18", "images": layout.to_dict()}
+    every = spec.train.report_every
+    key = spec.metric if spec.metric in _EPOCH_METRICS else "valid_loss"
+    minimize = spec.mode == "min" if key == spec.metric else True
+
+    def better(new: float, old: float) -> bool:
+        return new < old if minimize else new > old
+
+    best: dict[str, float] | None = None
+    best_state: dict[str, torch.Tensor] | None = None
+    for epoch in range(1, model_spec.epochs + 1):
+        model.train()
+        start, seen, loss_sum = time.perf_counter(), 0, 0.0
+        for batch in _epoch_batches(ctx, "train", model_spec.batch_size, True):
+            x = _tensor(batch["image"], layout, device)
+            y = torch.from_numpy(np.asarray(batch["label"], dtype=np.int64)).to(device)
+            optimizer.zero_grad(set_to_none=True)
+            loss = nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.item() * len(y)
+            seen += len(y)
+        train_s = time.perf_counter() - start
+        if not math.isfinite(loss_sum):
+            raise TrainError(f"training loss became {loss_sum} in epoch {epoch}; lower model.lr ({model_spec.lr})")
+        v_loss, v_correct, v_count = _evaluate(model, ctx, layout, max(256, model_spec.batch_size), device)
+        loss_sum, seen_f, v_loss, v_correct, v_count_f = _all_reduce(
+            [loss_sum, float(seen), v_loss, float(v_correct), float(v_count)], ctx, device
+        )
+        metrics = {
+            "epoch": float(epoch),
+            "train_loss": loss_sum / max(seen_f, 1.0),
+            "valid_loss": v_loss / max(v_count_f, 1.0),
+            "valid_accuracy": v_correct / max(v_count_f, 1.0),
+            "train_images_per_s": seen_f / max(train_s, 1e-9),
+        }
+        if best is None or better(metrics[key], best[key]):
+            best = dict(metrics)
+            best_state = {k: v.detach().clone() for k, v in getattr(model, "module", model).state_dict().items()}
+        if ctx.rank != 0 or epoch % every != 0:
+            ctx.report(metrics)
+            continue
+        with tempfile.TemporaryDirectory(prefix="rayline-ckpt-") as tmp:
+            ctx.report(metrics, save_checkpoint(model, {**meta, "metrics": metrics}, Path(tmp) / "checkpoint"))
+
+    # The final report is the best epoch (by the spec's metric), as xgboost keeps its best round:
+    # small validation sets make the last epoch's accuracy swing by a point or two.
+    assert best is not None and best_state is not None
+    getattr(model, "module", model).load_state_dict(best_state)
+    final = {**best, "best_epoch": best["epoch"], "epochs_run": float(model_spec.epochs)}
+    if ctx.rank != 0:
+        ctx.report(final)
+        return
+    with tempfile.TemporaryDirectory(prefix="rayline-ckpt-") as tmp:
+        ctx.report(final, save_checkpoint(model, {**meta, "metrics": final}, Path(tmp) / "checkpoint"))
+
+
+# ---------------------------------------------------------------------------- predicting
+class ImageRequest(BaseModel):
+    """``{"image": [...]}``: 2-D (or channel-first 3-D) arrays of 0-255 values, or base64 PNG/JPEG strings."""
+
+    model_config = ConfigDict(extra="forbid")
+    image: Annotated[
+        list[str | list[Any]],
+        Field(min_length=1, max_length=MAX_IMAGES, description="images: nested 0-255 arrays or base64 PNG/JPEG"),
+    ]
+    model: str | None = Field(
+        default=None, description="a registered run id to predict with (model multiplexing); default: the served one"
+    )
+
+
+class ResNetPredictor:
+    """A loaded ResNet18 checkpoint; predicts class probabilities for uint8 image batches."""
+
+    def __init__(self, checkpoint: Path, *, cpus: int = 1) -> None:
+        meta_path, weights = checkpoint / META_FILE, checkpoint / MODEL_FILE
+        if not meta_path.is_file() or not weights.is_file():
+            raise DataError(f"{checkpoint} is not a resnet18 checkpoint (no {MODEL_FILE} / {META_FILE})")
+        self.meta = json.loads(meta_path.read_text())
+        self.layout = ImageLayout.from_dict(self.meta["images"])
+        self.device = _device(True)
+        torch.set_num_threads(max(1, cpus))
+        self.model = build_model(len(self.layout.classes), self.layout.channels)
+        self.model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        self.model.to(self.device).eval()
+        self._classes = np.asarray(self.layout.classes, dtype=object)
+
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        """uint8 [N, C, H, W] -> float [N, classes]."""
+        with torch.inference_mode():
+            logits = self.model(_tensor(images, self.layout, self.device))
+            probs: np.ndarray = torch.softmax(logits, dim=1).cpu().numpy().astype(np.float64)
+        return probs
+
+    def outputs(self, probs: np.ndarray) -> pd.DataFrame:
+        best = probs.argmax(axis=1)
+        return pd.DataFrame(
+            {
+                "predicted_label": self._classes[best],
+                "probability": probs[np.arange(len(best)), best],
+                "probabilities": list(probs),
+            }
+        )
+
+    def predict(self, batch: pd.DataFrame) -> pd.DataFrame:
+        if "image" not in batch.columns:
+            raise DataError("input has no 'image' column")
+        images = np.stack(batch["image"].to_numpy())
+        expected = (self.layout.channels, *self.layout.size)
+        if images.shape[1:] != expected:
+            raise DataError(f"images are {images.shape[1:]}, the model expects {expected} (C, H, W)")
+        return self.outputs(self.probabilities(images))
+
+    # ---------------------------------------------------------------------------- serving
+    def request_model(self) -> type[BaseModel]:
+        return ImageRequest
+
+    def request_items(self, body: Any) -> list[Any]:
+        """Decode and check each image; a bad one raises DataError naming it (image.<i>)."""
+        return list(decode_request(body.image, self.layout))
+
+    def predict_items(self, items: list[Any]) -> list[dict[str, Any]]:
+        return self.records(self.probabilities(np.stack(items)))
+
+    def records(self, probs: np.ndarray) -> list[dict[str, Any]]:
+        classes = self.layout.classes
+        rows = []
+        for row in probs:
+            best = int(row.argmax())
+            rows.append(
+                {
+                    "label": classes[best],
+                    "probability": float(row[best]),
+                    "probabilities": {c: float(p) for c, p in zip(classes, row, strict=True)},
+                }
+            )
+        return rows
+
+
+class ResNetFamily:
+    name = "resnet18"
+    data_kind: DataKind = "images"
+    predict_batch_size = 256
+
+    def train_loop(self, config: Mapping[str, Any], ctx: LoopContext) -> None:
+        train_resnet(config, ctx)
+
+    def trainer(self, train_loop: Callable[[dict[str, Any]], None], **kwargs: Any) -> Any:
+        from ray.train.torch import TorchTrainer
+
+        return TorchTrainer(train_loop, **kwargs)
+
+    def load(self, checkpoint: Path, *, cpus: int = 1) -> ResNetPredictor:
+        return ResNetPredictor(checkpoint, cpus=cpus)
+
+    def tunable(self, spec: Spec) -> set[str]:
+        return set(_TUNABLE)
+
+    def with_trial(self, spec: Spec, trial: Mapping[str, Any]) -> Spec:
+        model = spec.model
+        assert isinstance(model, ResNetModelSpec)
+        return spec.model_copy(update={"model": model.model_copy(update=dict(trial))})

@@ -1,0 +1,401 @@
+"""Images: class-subfolder trees (``DIR/<class>/<file>``) and image parquet, as uint8 arrays.
+
+Every image becomes a channel-first ``uint8`` array ``[C, H, W]`` in the spec's mode (L or RGB)
+and size, labelled by its parent folder name (or the parquet label column). Class names are
+sorted, and their order is the class index saved with the model. Normalization (mean, std) is
+applied by the model, so data moves through Ray as bytes, not floats.
+
+The split hashes each image's key (``<class>/<file name>``, or the bytes for parquet), so the
+in-process and Ray Data readers put every image on the same side.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from rayline import data as tables
+from rayline.errors import DataError
+from rayline.spec import Spec
+
+if TYPE_CHECKING:
+    import ray.data
+
+EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+ImageSource = Literal["folder", "parquet"]
+
+
+@dataclass(frozen=True)
+class ImageLayout:
+    """What the model sees: class names by index, colour mode, (height, width), normalization."""
+
+    classes: list[str]
+    mode: Literal["L", "RGB"]
+    size: tuple[int, int]
+    mean: float = 0.5
+    std: float = 0.5
+    skipped: list[str] = field(default_factory=list)  # files that could not be decoded (on_bad_file: skip)
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.mode == "L" else 3
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["size"] = list(self.size)
+        out.pop("skipped")
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> ImageLayout:
+        return cls(
+            classes=[str(c) for c in raw["classes"]],
+            mode=raw["mode"],
+            size=(int(raw["size"][0]), int(raw["size"][1])),
+            mean=float(raw.get("mean", 0.5)),
+            std=float(raw.get("std", 0.5)),
+        )
+
+    def describe(self) -> str:
+        return f"{self.size[0]}x{self.size[1]} {'grayscale' if self.mode == 'L' else 'RGB'}"
+
+
+# ---------------------------------------------------------------------------------- decode
+def channel_first(array: np.ndarray) -> np.ndarray:
+    """HxW -> 1xHxW, HxWxC -> CxHxW (the layout torch convolutions take)."""
+    if array.ndim == 2:
+        return array[None, :, :]
+    return np.ascontiguousarray(array.transpose(2, 0, 1))
+
+
+def decode(raw: bytes, mode: str, size: tuple[int, int] | None) -> np.ndarray:
+    """Encoded image bytes -> ``uint8 [C, H, W]``; raises ValueError when undecodable."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(raw)) as opened:
+            img = opened.convert(mode)
+            if size is not None and (img.height, img.width) != tuple(size):
+                img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+            return channel_first(np.asarray(img, dtype=np.uint8))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise ValueError(f"not a decodable image ({str(err).splitlines()[0][:120]})") from None
+
+
+def decode_base64(text: str, mode: str, size: tuple[int, int]) -> np.ndarray:
+    """A base64 PNG/JPEG (optionally a ``data:image/...;base64,`` URL, as canvas.toDataURL gives)."""
+    payload = text.split(",", 1)[1] if text.startswith("data:") else text
+    try:
+        raw = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("a string must be a base64-encoded PNG or JPEG") from None
+    return decode(raw, mode, size)
+
+
+def from_array(value: Any, layout: ImageLayout) -> np.ndarray:
+    """A nested list of 0-255 numbers -> ``uint8 [C, H, W]`` of the layout's shape, or ValueError."""
+    try:
+        array = np.asarray(value, dtype=np.float32)
+    except (ValueError, TypeError):
+        raise ValueError("expected a 2-D (or channel-first 3-D) array of numbers") from None
+    h, w = layout.size
+    c = layout.channels
+    expected = f"{h}x{w}" if c == 1 else f"{c}x{h}x{w}"
+    given = "x".join(map(str, array.shape)) or "a single number"
+    if array.ndim == 2 and c == 1:
+        array = array[None]
+    if array.ndim != 3 or array.shape != (c, h, w):
+        raise ValueError(f"expected a {expected} array of 0-255 values, got {given}")
+    if not np.isfinite(array).all() or array.min() < 0 or array.max() > 255:
+        raise ValueError("pixel values must be numbers from 0 to 255")
+    return np.rint(array).astype(np.uint8)
+
+
+def decode_request(values: Sequence[Any], layout: ImageLayout) -> np.ndarray:
+    """A request's images (nested arrays or base64 strings) -> uint8 [N, C, H, W]; DataError names the bad one."""
+    arrays = []
+    for i, value in enumerate(values):
+        try:
+            if isinstance(value, str):
+                arrays.append(decode_base64(value, layout.mode, layout.size))
+            else:
+                arrays.append(from_array(value, layout))
+        except ValueError as err:
+            raise DataError(f"image.{i}: {err}") from None
+    return np.stack(arrays)
+
+
+def normalize(images: np.ndarray, layout: ImageLayout) -> np.ndarray:
+    """uint8 [N, C, H, W] -> float32, scaled to [0, 1] then (x - mean) / std (the course's transform)."""
+    scale = np.float32(1.0 / (255.0 * layout.std))
+    shift = np.float32(layout.mean / layout.std)
+    out: np.ndarray = images.astype(np.float32) * scale - shift
+    return out
+
+
+# ----------------------------------------------------------------------------------- source
+def source_kind(source: str, declared: str) -> ImageSource:
+    if declared == "parquet" or source.lower().rstrip("/").endswith((".parquet", ".pq")):
+        return "parquet"
+    if declared == "csv":
+        raise DataError(f"data.format is csv, but images are read from folders or parquet ({source})")
+    return "folder"
+
+
+def key_of(path: str) -> str:
+    """``<class>/<file name>``: the same for a local path, an absolute path and a bucket key."""
+    parts = path.replace("\\", "/").rstrip("/").split("/")
+    return "/".join(parts[-2:])
+
+
+def content_key(label: str, raw: bytes) -> str:
+    """Split key of an image stored in a table: its class and a digest of its bytes."""
+    return f"{label}/{hashlib.sha1(raw, usedforsecurity=False).hexdigest()[:20]}"
+
+
+def class_of(path: str) -> str:
+    parts = path.replace("\\", "/").rstrip("/").split("/")
+    return parts[-2] if len(parts) >= 2 else ""
+
+
+def valid_mask(keys: Sequence[Any], fraction: float, seed: int) -> np.ndarray:
+    return tables.valid_mask(pd.DataFrame({"key": list(keys)}), fraction, seed)
+
+
+def scan_folder(source: str) -> list[tuple[Path, str]]:
+    """``(file, class name)`` for every image under ``source/<class>/``; clear errors otherwise."""
+    root = Path(source)
+    if not root.is_dir():
+        raise DataError(f"{source}: expected a folder of class subfolders (DIR/<class>/<image>)")
+    subfolders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
+    loose = [p for p in root.iterdir() if p.is_file() and p.suffix.lower() in EXTENSIONS]
+    if not subfolders:
+        what = f"{len(loose)} images but" if loose else "nothing:"
+        raise DataError(f"{source}: contains {what} no class subfolders; expected DIR/<class>/<image>")
+    files = [
+        (p, folder.name)
+        for folder in subfolders
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.suffix.lower() in EXTENSIONS
+    ]
+    if not files:
+        raise DataError(f"{source}: no image files ({', '.join(EXTENSIONS)}) in its class subfolders")
+    return files
+
+
+def check_classes(labels: Sequence[str], source: str) -> list[str]:
+    classes = sorted({str(v) for v in labels})
+    if not classes:
+        raise DataError(f"{source}: no images found")
+    if len(classes) == 1:
+        raise DataError(f"{source}: only one class ({classes[0]!r}); a classifier needs at least two")
+    return classes
+
+
+def _parquet_columns(spec: Spec) -> tuple[str, str]:
+    image = spec.data.features[0] if spec.data.features else "image"
+    return image, spec.data.label or "label"
+
+
+def _first_size(raw: bytes, mode: str, where: str) -> tuple[int, int]:
+    try:
+        first = decode(raw, mode, None)
+    except ValueError as err:
+        raise DataError(f"{where}: {err}") from None
+    return int(first.shape[1]), int(first.shape[2])
+
+
+# ------------------------------------------------------------------------------ local reader
+def read_local(spec: Spec, source: str, threads: int) -> tuple[pd.DataFrame, ImageLayout]:
+    """Decode every image in this process: columns ``image`` (uint8 CxHxW), ``label`` (class index), ``key``."""
+    mode = spec.data.image.mode
+    if source_kind(source, spec.data.format) == "parquet":
+        image_col, label_col = _parquet_columns(spec)
+        table = tables.read_local(source, "parquet", columns=[image_col, label_col]).to_pandas()
+        blobs: list[Any] = [_bytes_of(v) for v in table[image_col]]
+        labels = [str(v) for v in table[label_col]]
+        names = [f"{source}[row {i}]" for i in range(len(table))]
+        keys: list[Any] = [content_key(lab, b) for lab, b in zip(labels, blobs, strict=True)]
+    else:
+        files = scan_folder(source)
+        names = [str(p) for p, _ in files]
+        labels = [c for _, c in files]
+        keys = [key_of(n) for n in names]
+        blobs = [None] * len(files)  # read in the decode threads
+    size = tuple(spec.data.image.size) if spec.data.image.size else None
+    if size is None:
+        first = blobs[0] if blobs[0] is not None else Path(names[0]).read_bytes()
+        size = _first_size(first, mode, names[0])
+
+    def load(i: int) -> np.ndarray | None:
+        raw = blobs[i] if blobs[i] is not None else Path(names[i]).read_bytes()
+        try:
+            return decode(raw, mode, size)  # type: ignore[arg-type]
+        except ValueError as err:
+            if spec.data.on_bad_file == "skip":
+                return None
+            raise DataError(f"{names[i]}: {err}", hint="set data.on_bad_file: skip to leave such files out") from None
+
+    with ThreadPoolExecutor(max(1, threads)) as pool:  # PIL releases the GIL while decoding
+        arrays = list(pool.map(load, range(len(names))))
+    skipped = [n for n, a in zip(names, arrays, strict=True) if a is None]
+    kept = [i for i, a in enumerate(arrays) if a is not None]
+    classes = check_classes([labels[i] for i in kept], source)
+    index = {c: i for i, c in enumerate(classes)}
+    frame = pd.DataFrame(
+        {
+            "image": [arrays[i] for i in kept],
+            "label": np.array([index[labels[i]] for i in kept], dtype=np.int64),
+            "key": [keys[i] for i in kept],
+        }
+    )
+    layout = ImageLayout(classes, mode, size, spec.data.image.mean, spec.data.image.std, skipped)  # type: ignore[arg-type]
+    return frame, layout
+
+
+def _bytes_of(value: Any) -> bytes:
+    # Ray Data writes images as {"bytes": ..., "path": ...} structs in some exports; accept both.
+    if isinstance(value, dict):
+        value = value.get("bytes")
+    if not isinstance(value, bytes | bytearray):
+        raise DataError(f"image column holds {type(value).__name__}, expected encoded image bytes")
+    return bytes(value)
+
+
+def split_local(frame: pd.DataFrame, spec: Spec) -> tuple[pd.DataFrame, pd.DataFrame]:
+    mask = valid_mask(frame["key"].tolist(), spec.split.valid_fraction, spec.split.seed)
+    train, valid = frame[~mask].reset_index(drop=True), frame[mask].reset_index(drop=True)
+    if train.empty or valid.empty:
+        raise DataError(
+            f"split.valid_fraction={spec.split.valid_fraction} leaves {len(train)} train and "
+            f"{len(valid)} valid images; need at least one of each"
+        )
+    return train[["image", "label"]], valid[["image", "label"]]
+
+
+# -------------------------------------------------------------------------------- Ray reader
+class _Decode:
+    """Ray Data batch function: encoded bytes -> ``image`` uint8 CxHxW; bad files fail or drop."""
+
+    def __init__(self, mode: str, size: tuple[int, int], skip: bool, bytes_col: str, key_col: str) -> None:
+        self.mode, self.size, self.skip = mode, size, skip
+        self.bytes_col, self.key_col = bytes_col, key_col
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        images, keep = [], []
+        for i, (raw, where) in enumerate(zip(batch[self.bytes_col], batch[self.key_col], strict=True)):
+            try:
+                images.append(decode(_bytes_of(raw), self.mode, self.size))
+                keep.append(i)
+            except ValueError as err:
+                if not self.skip:
+                    raise DataError(f"{where}: {err}") from None
+        out = batch.iloc[keep].drop(columns=[self.bytes_col]).reset_index(drop=True)
+        out["image"] = images
+        return out
+
+
+class _FromPath:
+    """``path`` -> ``label`` (parent folder) and ``key``; images to channel-first."""
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        paths = [str(p) for p in batch["path"]]
+        images = batch["image"]
+        chw = images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2)
+        return {
+            "image": np.ascontiguousarray(chw),
+            "label": np.array([class_of(p) for p in paths], dtype=object),
+            "key": np.array([key_of(p) for p in paths], dtype=object),
+            "path": np.array(paths, dtype=object),
+        }
+
+
+def read_ray(
+    spec: Spec, source: str, *, size: tuple[int, int] | None = None
+) -> tuple[ray.data.Dataset, tuple[int, int]]:
+    """Images as a Ray Dataset: ``image`` uint8 CxHxW, ``label`` (class name), ``key``, ``path``."""
+    import ray.data
+
+    mode = spec.data.image.mode
+    shuffle: Literal["files"] | None = "files" if spec.data.shuffle == "files" else None
+    if size is None:
+        size = tuple(spec.data.image.size) if spec.data.image.size else None  # type: ignore[assignment]
+    try:
+        if source_kind(source, spec.data.format) == "parquet":
+            image_col, label_col = _parquet_columns(spec)
+            ds = ray.data.read_parquet(source, columns=[image_col, label_col], shuffle=shuffle)
+            if size is None:
+                size = _first_size(_bytes_of(ds.take(1)[0][image_col]), mode, source)
+            ds = ds.map_batches(_ContentKeys(image_col, label_col), batch_format="pandas")
+            ds = ds.map_batches(
+                _Decode(mode, size, spec.data.on_bad_file == "skip", image_col, "key"), batch_format="pandas"
+            )
+            return ds, size
+        if size is None:
+            first = ray.data.read_binary_files(source, include_paths=True, file_extensions=[e[1:] for e in EXTENSIONS])
+            row = first.take(1)
+            if not row:
+                raise DataError(f"{source}: no image files found")
+            size = _first_size(row[0]["bytes"], mode, str(row[0]["path"]))
+        if spec.data.on_bad_file == "skip":
+            ds = ray.data.read_binary_files(
+                source, include_paths=True, shuffle=shuffle, file_extensions=[e[1:] for e in EXTENSIONS]
+            )
+            ds = ds.map_batches(_Decode(mode, size, True, "bytes", "path"), batch_format="pandas")
+            return ds.map_batches(_PathColumns(), batch_format="pandas"), size
+        ds = ray.data.read_images(source, mode=mode, size=size, include_paths=True, shuffle=shuffle)
+        return ds.map_batches(_FromPath(), batch_format="numpy"), size
+    except DataError:
+        raise
+    except Exception as err:
+        text = str(err).strip().splitlines()
+        raise DataError(f"{source}: cannot read images ({(text[0] if text else type(err).__name__)[:200]})") from None
+
+
+class _ContentKeys:
+    def __init__(self, image_col: str, label_col: str) -> None:
+        self.image_col, self.label_col = image_col, label_col
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        labels = batch[self.label_col].astype(str).tolist()
+        keys = [content_key(lab, _bytes_of(raw)) for lab, raw in zip(labels, batch[self.image_col], strict=True)]
+        return pd.DataFrame({self.image_col: batch[self.image_col], "label": labels, "key": keys})
+
+
+class _PathColumns:
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        paths = batch["path"].astype(str)
+        return batch.assign(label=[class_of(p) for p in paths], key=[key_of(p) for p in paths])
+
+
+class LabelIndex:
+    """Class name -> index (the layout's order); names the model does not know are an error."""
+
+    def __init__(self, classes: list[str]) -> None:
+        self.index = {c: i for i, c in enumerate(classes)}
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        names = batch["label"].astype(str)
+        unknown = sorted(set(names) - set(self.index))
+        if unknown:
+            raise DataError(f"class {unknown[0]!r} was not in the training data ({', '.join(self.index)})")
+        return pd.DataFrame({"image": batch["image"], "label": names.map(self.index).astype(np.int64)})
+
+
+class SplitFilter:
+    def __init__(self, fraction: float, seed: int, valid: bool) -> None:
+        self.fraction, self.seed, self.valid = fraction, seed, valid
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        mask = valid_mask(batch["key"].tolist(), self.fraction, self.seed)
+        return batch[mask if self.valid else ~mask]

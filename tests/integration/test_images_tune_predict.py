@@ -1,0 +1,95 @@
+"""Tune, batch predict and evaluate ResNet18 on small image folders, with real Ray and torch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import imagesets
+from rayline.errors import DataError
+from rayline.evaluation import evaluate
+from rayline.inference import predict
+from rayline.registry import open_registry
+from rayline.training import train
+from rayline.tuning import tune
+
+pytestmark = pytest.mark.slow
+
+
+def test_tune_images_asha(ray_session: object, tmp_path: Path) -> None:
+    source = imagesets.digits(tmp_path / "digits", per_class=12, classes=[0, 1, 7])
+    space = {"lr": {"loguniform": [0.0005, 0.005]}, "batch_size": {"choice": [16, 32]}}
+    spec = imagesets.spec_for(
+        source, name="tune-img", model={"epochs": 2}, tune={"num_samples": 3, "scheduler": "asha", "space": space}
+    )
+
+    result = tune(spec)
+
+    assert result.trials == 3
+    assert 0.0005 <= result.best_config["lr"] <= 0.005 and result.best_config["batch_size"] in (16, 32)
+    registry = open_registry()
+    trials = registry.list_runs("tune-img", kind="trial")
+    assert len(trials) == 3 and all("valid_accuracy" in t.metrics for t in trials)
+    best = registry.resolve("tune-img", "best", metric="valid_accuracy", mode="max")
+    assert best.run_id == result.best_run_id
+    assert best.params["model.lr"] == str(result.best_config["lr"])
+    folder = registry.checkpoint_dir(best.run_id)
+    assert (folder / "model.pt").is_file() and (folder / "meta.json").is_file()
+
+
+def test_unknown_tune_name_is_rejected(ray_session: object, tmp_path: Path) -> None:
+    source = imagesets.digits(tmp_path / "digits", per_class=3, classes=[0, 1])
+    spec = imagesets.spec_for(source, tune={"space": {"max_depth": {"randint": [2, 4]}}})
+    with pytest.raises(Exception, match="resnet18 cannot tune 'max_depth'"):
+        tune(spec)
+
+
+def test_predict_and_evaluate_images(ray_session: object, tmp_path: Path) -> None:
+    source = imagesets.colours(tmp_path / "colours", per_class=20)
+    spec = imagesets.spec_for(
+        source, name="colours", data={"image": {"mode": "RGB", "size": [20, 30]}}, model={"epochs": 3}
+    )
+    trained = train(spec)
+
+    # default input: the validation split of the folder
+    result = predict(spec, model=trained.run_id)
+    out = pd.read_parquet(result.output)
+    assert list(out.columns) == ["label", "key", "path", "predicted_label", "probability", "probabilities"]
+    assert result.rows == len(out) > 0
+    assert set(out["predicted_label"]) <= {"blue", "green", "red"}
+    assert all(
+        Path(p).is_file() and Path(p).parent.name == lab for p, lab in zip(out["path"], out["label"], strict=True)
+    )
+    probs = np.stack(out["probabilities"].to_numpy())
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(out["probability"], probs.max(axis=1))
+    assert sorted(p.name for p in result.output.parent.iterdir()) == [result.output.name]
+
+    evaluation = evaluate(spec, model=trained.run_id)
+    assert evaluation.rows == len(out)
+    # the same validation images as training: the split agrees between the two readers
+    assert evaluation.metrics["accuracy"] == pytest.approx(trained.metrics["valid_accuracy"], abs=1e-6)
+    assert evaluation.metrics["accuracy"] == pytest.approx((out["label"] == out["predicted_label"]).mean())
+    assert set(evaluation.per_class) == set(out["label"])
+    for label, row in evaluation.confusion.items():
+        assert sum(row.values()) == (out["label"] == label).sum()
+        assert evaluation.per_class[label] == pytest.approx(row.get(label, 0) / sum(row.values()))
+    assert open_registry().get(trained.run_id).metrics["eval_accuracy"] == pytest.approx(evaluation.metrics["accuracy"])
+
+    # another folder of other-sized images: resized to the model's input, written where asked
+    other = imagesets.colours(tmp_path / "other", per_class=4, seed=7)
+    target = tmp_path / "out" / "other.parquet"
+    explicit = predict(spec, model=trained.run_id, input=str(other), output=str(target))
+    assert explicit.rows == 12 and pd.read_parquet(target)["path"].str.startswith(str(other)).all()
+
+
+def test_evaluate_rejects_unknown_classes(ray_session: object, tmp_path: Path) -> None:
+    source = imagesets.digits(tmp_path / "digits", per_class=8, classes=[0, 1])
+    spec = imagesets.spec_for(source, name="two")
+    trained = train(spec)
+    strange = imagesets.digits(tmp_path / "strange", per_class=3, classes=[0, 5])
+    with pytest.raises(DataError, match="label '5' is not one of the model's classes"):
+        evaluate(spec, model=trained.run_id, input=str(strange))
