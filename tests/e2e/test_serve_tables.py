@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -17,8 +15,9 @@ from typing import Any
 
 import pytest
 
+from service import SCRIPT, call, serving
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-SCRIPT = Path(sys.executable).with_name("rayline")
 RECORD = {
     "passenger_count": 1,
     "trip_distance": 2.5,
@@ -30,62 +29,15 @@ RECORD = {
 SETS = ["--set", "data.rows=4000", "--set", "model.num_boost_round=15", "--set", "serve.num_replicas=2"]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def call(url: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
-    method = "POST" if body is not None else "GET"
-    request = urllib.request.Request(url, data=body, headers=headers or {}, method=method)
-    try:
-        with urllib.request.urlopen(request, timeout=30) as resp:
-            raw = resp.read()
-            return resp.status, json.loads(raw) if resp.headers.get_content_type() == "application/json" else raw
-    except urllib.error.HTTPError as err:
-        raw = err.read()
-        try:
-            return err.code, json.loads(raw)
-        except ValueError:  # e.g. HAProxy's HTML 503 page while replicas start
-            return err.code, raw
-
-
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     home = tmp_path_factory.mktemp("serve-home")
     env = {**os.environ, "RAYLINE_HOME": str(home)}
     env.pop("RAY_ADDRESS", None)
     subprocess.run([str(SCRIPT), "train", str(EXAMPLES / "taxi.yaml"), *SETS], env=env, check=True, timeout=300)
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(SCRIPT), "serve", str(EXAMPLES / "taxi.yaml"), "--model", "best", "--port", str(port), *SETS],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"rayline serve exited early:\n{proc.stderr.read() if proc.stderr else ''}")
-        try:
-            if call(f"{url}/healthz")[0] == 200:
-                break
-        except (urllib.error.URLError, ConnectionError):
-            pass
-        time.sleep(1)
-    else:
-        proc.kill()
-        raise AssertionError("service did not become healthy")
-    yield url, proc
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    args = [str(EXAMPLES / "taxi.yaml"), "--model", "best", *SETS]
+    with serving(args, env) as (url, proc):
+        yield url, proc
 
 
 def test_predict_good_records(service: tuple[str, Any]) -> None:

@@ -162,3 +162,10 @@ def test_fingerprint_stable_and_sensitive() -> None:
     a, b = spec_from_dict(MINIMAL), spec_from_dict(MINIMAL)
     assert a.fingerprint() == b.fingerprint()
     assert spec_from_dict(MINIMAL, ["split.seed=7"]).fingerprint() != a.fingerprint()
+
+
+def test_validated_spec_round_trips_through_its_dump() -> None:
+    # training ships the dumped spec to workers, which validate it again
+    spec = spec_from_dict({**MINIMAL, "serve": {"autoscaling": {"max_replicas": 3}}})
+    again = type(spec).model_validate(spec.model_dump(mode="json"))
+    assert again == spec and again.serve.num_replicas is None

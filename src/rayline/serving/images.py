@@ -121,13 +121,15 @@ class ImageIngress:
         self.home, self.tracking_uri = home, tracking_uri
         self.known: dict[str, str] = {default_run_id: default_run_id}  # id or prefix -> full run id
         self.body_model = ImageRequest
-        self.info = {
+        self.info: dict[str, Any] = {
             "spec": spec_name,
             "family": "resnet18",
             "model_run_id": default_run_id,
             "images": self.layout.describe(),
             "classes": self.layout.classes,
             "rayline_version": __version__,
+            # How well dynamic batching groups concurrent requests (requests per ingress batch).
+            "batching": {"batches": 0, "requests": 0, "largest": 0},
         }
         self.api_key = os.environ.get(api_key_env) if api_key_env else None
         self.max_request_bytes = max_request_bytes
@@ -182,6 +184,10 @@ class ImageIngress:
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
     async def _batched(self, requests: list[tuple[list[Any], str]]) -> list[list[dict[str, Any]] | str]:
         """A group of concurrent requests: one preprocessor call, one model call per model id."""
+        stats = self.info["batching"]
+        stats["batches"] += 1
+        stats["requests"] += len(requests)
+        stats["largest"] = max(stats["largest"], len(requests))
         arrays = await self.preprocessor.remote([images for images, _ in requests])
         results: list[list[dict[str, Any]] | str] = [a if isinstance(a, str) else [] for a in arrays]
         by_model: dict[str, list[int]] = {}

@@ -1,0 +1,178 @@
+"""`rayline serve` on trained image models: composed deployments, batching, multiplexing, over HTTP.
+
+Two runs of examples/mnist.yaml (pointed at a small digit folder) are trained with the CLI; the
+service starts with the first and may be asked for the second per request.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+import urllib.error
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import imagesets
+from service import SCRIPT, call, serving
+
+pytestmark = pytest.mark.slow
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+CLASSES = [3, 5, 8]
+
+
+def digit(label: int, n: int = 0) -> np.ndarray:
+    from rayline.datasets import load_mnist
+
+    images, labels = load_mnist()
+    return images[np.flatnonzero(labels == label)[100 + n]]
+
+
+def png_base64(image: np.ndarray) -> str:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image, mode="L").save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def post(url: str, body: Any, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return call(f"{url}/predict", raw, headers)
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list[str], subprocess.Popen[str]]]:
+    root = tmp_path_factory.mktemp("serve-images")
+    source = imagesets.digits(root / "digits", per_class=30, classes=CLASSES)
+    env = {**os.environ, "RAYLINE_HOME": str(root / "home")}
+    env.pop("RAY_ADDRESS", None)
+    spec = [str(EXAMPLES / "mnist.yaml"), "--set", f"data.source={source}", "--set", "model.epochs=1"]
+    runs = []
+    for lr in ("0.002", "0.0005"):
+        done = subprocess.run(
+            [str(SCRIPT), "train", *spec, "--set", f"model.lr={lr}"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=True,
+        )
+        runs.append(re.search(r"run ([0-9a-f]{32})", done.stdout).group(1))  # type: ignore[union-attr]
+    with serving([*spec, "--model", runs[0]], env) as (url, proc):
+        yield url, runs, proc
+
+
+def test_three_arrays(service: tuple[str, list[str], Any]) -> None:
+    url, runs, _ = service
+    images = [digit(label) for label in CLASSES]
+    status, body = post(url, {"image": [img.tolist() for img in images]})
+    assert status == 200, body
+    assert body["model"] == runs[0]
+    assert len(body["predictions"]) == 3
+    for pred in body["predictions"]:
+        assert set(pred["probabilities"]) == {str(c) for c in CLASSES}
+        assert sum(pred["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+        assert pred["label"] == max(pred["probabilities"], key=pred["probabilities"].get)
+        assert pred["probability"] == pytest.approx(pred["probabilities"][pred["label"]])
+
+
+def test_base64_png_matches_the_array(service: tuple[str, list[str], Any]) -> None:
+    url, _, _ = service
+    image = digit(5, 1)
+    _, by_array = post(url, {"image": [image.tolist()]})
+    status, by_png = post(url, {"image": [png_base64(image), "data:image/png;base64," + png_base64(image)]})
+    assert status == 200, by_png
+    for pred in by_png["predictions"]:
+        for label, p in by_array["predictions"][0]["probabilities"].items():
+            assert pred["probabilities"][label] == pytest.approx(p, abs=1e-5)
+
+
+GOOD = digit(3).tolist()
+
+
+@pytest.mark.parametrize(
+    ("payload", "status", "needle"),
+    [
+        (b'{"image": [[1, 2', 400, "not valid JSON"),
+        ({"image": "x"}, 422, "image: Input should be a valid array"),
+        ({"image": []}, 422, "at least 1"),
+        ({"image": [GOOD, [[0] * 27] * 28]}, 422, "image.1: expected a 28x28 array of 0-255 values, got 28x27"),
+        ({"image": [[[0] * 28] * 28 + [[0] * 28]]}, 422, "got 29x28"),
+        ({"image": [[[300] * 28] * 28]}, 422, "image.0: pixel values must be numbers from 0 to 255"),
+        ({"image": [[["a"] * 28] * 28]}, 422, "image.0: expected a 2-D"),
+        ({"image": ["not base64!"]}, 422, "base64"),
+        ({"image": [base64.b64encode(b"not a png").decode()]}, 422, "not a decodable image"),
+        ({"image": [GOOD], "colour": 1}, 422, "colour"),
+    ],
+)
+def test_bad_payloads_are_4xx_json(service: tuple[str, list[str], Any], payload: Any, status: int, needle: str) -> None:
+    url, _, _ = service
+    got, body = post(url, payload)
+    assert got == status, body
+    assert needle in body["error"]
+    assert call(f"{url}/healthz")[0] == 200
+
+
+def test_multiplexing_by_header_and_by_field(service: tuple[str, list[str], Any]) -> None:
+    url, runs, _ = service
+    body = {"image": [digit(8).tolist()]}
+    _, first = post(url, body)
+    status, by_header = post(url, body, {"serve_multiplexed_model_id": runs[1]})
+    assert status == 200 and by_header["model"] == runs[1]
+    status, by_field = post(url, {**body, "model": runs[1][:8]})  # a unique prefix is enough
+    assert status == 200 and by_field["model"] == runs[1]
+    assert by_field["predictions"] == by_header["predictions"]
+    assert by_header["predictions"][0]["probabilities"] != first["predictions"][0]["probabilities"]
+    _, again = post(url, body, {"serve_multiplexed_model_id": runs[0]})
+    assert again["model"] == runs[0] and again["predictions"] == first["predictions"]
+
+
+def test_unknown_model_is_404(service: tuple[str, list[str], Any]) -> None:
+    url, _, _ = service
+    status, body = post(url, {"image": [GOOD], "model": "0123456789abcdef"})
+    assert status == 404 and "0123456789abcdef" in body["error"]
+    status, body = post(url, {"image": [GOOD]}, {"serve_multiplexed_model_id": "nosuchrun"})
+    assert status == 404 and "nosuchrun" in body["error"]
+
+
+def test_concurrent_requests_are_batched(service: tuple[str, list[str], Any]) -> None:
+    url, runs, _ = service
+    before = call(f"{url}/healthz")[1]["batching"]
+    bodies = [{"image": [digit(CLASSES[i % 3], i).tolist()]} for i in range(64)]
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda b: post(url, b), bodies))
+    assert all(status == 200 and body["model"] == runs[0] for status, body in answers)
+    after = call(f"{url}/healthz")[1]["batching"]
+    assert after["requests"] - before["requests"] == 64
+    # 64 requests from 16 threads arrived in fewer batches: some were served together
+    assert after["batches"] - before["batches"] < 64 and after["largest"] > 1
+
+
+def test_docs(service: tuple[str, list[str], Any]) -> None:
+    url, _, _ = service
+    status, doc = call(f"{url}/openapi.json")
+    assert status == 200
+    schema = doc["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert schema["title"] == "ImageRequest" and schema["required"] == ["image"]
+    assert set(schema["properties"]) == {"image", "model"}
+    assert call(f"{url}/docs")[0] == 200
+    health = call(f"{url}/healthz")[1]
+    assert health["classes"] == [str(c) for c in CLASSES] and health["images"] == "28x28 grayscale"
+
+
+def test_ctrl_c_stops_cleanly(service: tuple[str, list[str], subprocess.Popen[str]]) -> None:
+    url, _, proc = service
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=90) == 0
+    with pytest.raises((urllib.error.URLError, ConnectionError)):
+        call(f"{url}/healthz")

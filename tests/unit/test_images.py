@@ -1,0 +1,94 @@
+"""Image decoding and request checking (no Ray): shapes, ranges, base64, resizing, split keys."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import pytest
+
+from rayline.errors import DataError
+from rayline.images import (
+    ImageLayout,
+    decode,
+    decode_request,
+    from_array,
+    key_of,
+    normalize,
+    valid_mask,
+)
+
+GRAY = ImageLayout(classes=["0", "1"], mode="L", size=(4, 6))
+RGB = ImageLayout(classes=["a", "b"], mode="RGB", size=(4, 6))
+
+
+def png(array: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_decode_is_channel_first_and_resizes() -> None:
+    rgb = np.zeros((8, 12, 3), dtype=np.uint8)
+    rgb[..., 2] = 200
+    out = decode(png(rgb), "RGB", (4, 6))
+    assert out.shape == (3, 4, 6) and out.dtype == np.uint8
+    assert (out[2] == 200).all() and (out[0] == 0).all()
+    gray = decode(png(rgb), "L", None)
+    assert gray.shape == (1, 8, 12)
+
+
+def test_undecodable_bytes() -> None:
+    with pytest.raises(ValueError, match="not a decodable image"):
+        decode(b"\x89PNG but not really", "L", None)
+
+
+def test_arrays_are_checked_against_the_layout() -> None:
+    good = np.arange(24).reshape(4, 6)
+    assert from_array(good.tolist(), GRAY).shape == (1, 4, 6)
+    assert from_array([good.tolist()], GRAY).shape == (1, 4, 6)
+    assert from_array(np.zeros((3, 4, 6)).tolist(), RGB).shape == (3, 4, 6)
+    with pytest.raises(ValueError, match="expected a 4x6 array of 0-255 values, got 6x4"):
+        from_array(good.T.tolist(), GRAY)
+    with pytest.raises(ValueError, match="expected a 3x4x6 array"):
+        from_array(good.tolist(), RGB)
+    with pytest.raises(ValueError, match="from 0 to 255"):
+        from_array((good * 20).tolist(), GRAY)
+    with pytest.raises(ValueError, match="from 0 to 255"):
+        from_array((good - 1).tolist(), GRAY)
+    with pytest.raises(ValueError, match="array of numbers"):
+        from_array([["x"] * 6] * 4, GRAY)
+    with pytest.raises(ValueError, match="array of numbers"):
+        from_array([[1, 2], [3]], GRAY)  # ragged
+
+
+def test_request_mixes_arrays_and_base64_and_names_the_bad_image() -> None:
+    image = (np.arange(24).reshape(4, 6) * 10).astype(np.uint8)
+    encoded = base64.b64encode(png(image)).decode()
+    batch = decode_request([image.tolist(), encoded, "data:image/png;base64," + encoded], GRAY)
+    assert batch.shape == (3, 1, 4, 6)
+    assert (batch[0] == batch[1]).all() and (batch[1] == batch[2]).all()
+    with pytest.raises(DataError, match=r"image\.1: a string must be a base64"):
+        decode_request([image.tolist(), "***"], GRAY)
+
+
+def test_normalize_is_the_course_transform() -> None:
+    images = np.array([[[[0, 255, 51]]]], dtype=np.uint8)
+    np.testing.assert_allclose(normalize(images, GRAY), [[[[-1.0, 1.0, -0.6]]]], atol=1e-6)
+
+
+def test_split_keys_ignore_where_the_folder_lives() -> None:
+    assert key_of("/data/mnist/7/00012.png") == key_of("bucket/x/7/00012.png") == "7/00012.png"
+    keys = [f"{c}/{i:05d}.png" for c in range(10) for i in range(200)]
+    mask = valid_mask(keys, 0.2, 42)
+    assert 0.17 < mask.mean() < 0.23
+    assert (valid_mask(list(reversed(keys)), 0.2, 42) == mask[::-1]).all()
+    assert (valid_mask(keys, 0.2, 7) != mask).any()
+
+
+def test_layout_round_trip() -> None:
+    assert ImageLayout.from_dict(RGB.to_dict()) == RGB
+    assert RGB.describe() == "4x6 RGB" and GRAY.channels == 1 and RGB.channels == 3
