@@ -14,13 +14,18 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/rayline doctor
-	$(BIN)/rayline validate examples/mnist.yaml > /dev/null
 	$(BIN)/rayline train examples/taxi.yaml
 	$(BIN)/rayline tune examples/taxi.yaml
 	$(BIN)/rayline predict examples/taxi.yaml --model best
 	$(BIN)/rayline evaluate examples/taxi.yaml --model best
 	$(BIN)/rayline runs list --spec taxi
-	@echo "serve it: $(BIN)/rayline serve examples/taxi.yaml --model best   (then open http://127.0.0.1:8000/docs)"
+	$(BIN)/rayline train examples/mnist.yaml
+	$(BIN)/rayline tune examples/mnist.yaml
+	$(BIN)/rayline predict examples/mnist.yaml --model best
+	$(BIN)/rayline evaluate examples/mnist.yaml --model best
+	$(BIN)/rayline runs list --spec mnist
+	@echo "serve them: $(BIN)/rayline serve examples/taxi.yaml --model best   (then open http://127.0.0.1:8000/docs)"
+	@echo "            $(BIN)/rayline serve examples/mnist.yaml --model best --port 8001"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

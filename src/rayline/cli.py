@@ -114,6 +114,8 @@ ModelOpt = Annotated[str, typer.Option("--model", help="best, latest, or a run i
 def _metric_line(metrics: Mapping[str, float]) -> str:
     shown = {k: v for k, v in metrics.items() if k.startswith("valid_") and k != "valid_error"}
     step = next((f"{k} {int(metrics[k])}" for k in ("round", "epoch") if k in metrics), "")
+    if "epochs_run" in metrics:  # an image model keeps its best epoch
+        step = f"best epoch {int(metrics['epoch'])} of {int(metrics['epochs_run'])}"
     return "  ".join([step, *(f"{k}={v:.4f}" for k, v in sorted(shown.items()))]).strip()
 
 

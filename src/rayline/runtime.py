@@ -128,8 +128,18 @@ def init(*, quiet: bool | None = None, setup_hook: str | None = None) -> Resourc
         ray.data.DataContext.get_current().enable_progress_bars = False
         for name in ("ray.data", "ray.train", "ray.tune", "ray.serve"):
             logging.getLogger(name).setLevel(logging.WARNING)
+        # It warns that the progress bars just turned off are off.
+        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+        # A snapshot of free CPUs taken while a fresh Ray still registers them reads 0; rayline
+        # sizes its actors to leave Ray Data a CPU, so this "will hang" warning is a false alarm.
+        logging.getLogger("ray.data.dataset").addFilter(_NoCpuWarning())
     res = ray.cluster_resources()
     return Resources(cpus=float(res.get("CPU", 0.0)), gpus=float(res.get("GPU", 0.0)))
+
+
+class _NoCpuWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "does not have any available CPUs" not in record.getMessage()
 
 
 def data_reserve(total_cpus: float) -> float:
