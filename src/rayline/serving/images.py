@@ -37,8 +37,11 @@ class Preprocessor:
     def __init__(self, layout: dict[str, Any]) -> None:
         self.layout = ImageLayout.from_dict(layout)
 
-    def __call__(self, requests: list[list[Any]]) -> list[np.ndarray | str]:
-        """One entry per request: its images as one array, or the error that names the bad image."""
+    async def __call__(self, requests: list[list[Any]]) -> list[np.ndarray | str]:
+        """One entry per request: its images as one array, or the error that names the bad image.
+
+        ``async`` on purpose: the work is well under a millisecond, and Serve runs a plain ``def``
+        in a thread pool, which costs more than the decoding."""
         out: list[np.ndarray | str] = []
         for images in requests:
             try:
@@ -110,6 +113,7 @@ class ImageIngress:
         home: str,
         tracking_uri: str,
         max_batch_size: int,
+        batch_wait_timeout_s: float,
         api_key_env: str | None,
         max_request_bytes: int,
     ) -> None:
@@ -134,6 +138,7 @@ class ImageIngress:
         self.api_key = os.environ.get(api_key_env) if api_key_env else None
         self.max_request_bytes = max_request_bytes
         self._batched.set_max_batch_size(max_batch_size)  # type: ignore[attr-defined]
+        self._batched.set_batch_wait_timeout_s(batch_wait_timeout_s)  # type: ignore[attr-defined]
 
     def __serve_build_asgi_app__(self) -> Any:
         return build_api(
@@ -181,7 +186,10 @@ class ImageIngress:
             raise DataError(result)
         return model_id, result
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
+    # Ray forms a batch before it waits for a free batch slot: with one slot, requests arriving
+    # while a batch runs would queue as batches of one. Several slots let groups overlap
+    # (measured at 16 clients: 66 req/s with one slot, 345 with four).
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0, max_concurrent_batches=4)
     async def _batched(self, requests: list[tuple[list[Any], str]]) -> list[list[dict[str, Any]] | str]:
         """A group of concurrent requests: one preprocessor call, one model call per model id."""
         stats = self.info["batching"]
@@ -215,8 +223,10 @@ class ImageIngress:
         return {"status": "ok", **self.info}
 
 
-# The ingress and the preprocessor do little per request; a whole CPU each would starve the model.
-LIGHT = {"ray_actor_options": {"num_cpus": 0.1}}
+def _light(max_ongoing_requests: int) -> dict[str, Any]:
+    """Ingress and preprocessor: little CPU each (a whole one would starve the model), and the
+    spec's request limit: Serve's default of 5 would cap the ingress's batches at 5 requests."""
+    return {"ray_actor_options": {"num_cpus": 0.1}, "max_ongoing_requests": max_ongoing_requests}
 
 
 def image_app(
@@ -244,8 +254,9 @@ def image_app(
         batch_wait_timeout_s=batch_wait_timeout_s,
         cpus=max(1, round(num_cpus)),
     )
-    preprocessor = Preprocessor.options(**LIGHT).bind(layout)  # type: ignore[attr-defined]
-    return ImageIngress.options(**LIGHT).bind(  # type: ignore[attr-defined]
+    light = _light(int(model_options.get("max_ongoing_requests", 64)))
+    preprocessor = Preprocessor.options(**light).bind(layout)  # type: ignore[attr-defined]
+    return ImageIngress.options(**light).bind(  # type: ignore[attr-defined]
         preprocessor,
         model,
         spec_name=spec_name,
@@ -254,6 +265,7 @@ def image_app(
         home=home,
         tracking_uri=tracking_uri,
         max_batch_size=max_batch_size,
+        batch_wait_timeout_s=batch_wait_timeout_s,
         api_key_env=api_key_env,
         max_request_bytes=max_request_bytes,
     )

@@ -1,0 +1,51 @@
+"""The image-serving baseline: one plain uvicorn + FastAPI process, the same ResNet18 checkpoint, no Ray.
+
+Unbatched: every request is validated with the same body model, decoded, and run as its own
+forward pass on the event loop, with ``THREADS`` torch threads.
+
+    python benchmarks/plain_serve_resnet.py CHECKPOINT_DIR PORT [THREADS]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from rayline.errors import DataError
+from rayline.families.base import get_family
+
+
+def build(checkpoint: Path, threads: int) -> FastAPI:
+    predictor = get_family("resnet18").load(checkpoint, cpus=threads)
+    body_model = predictor.request_model()
+    app = FastAPI()
+
+    @app.post("/predict")
+    async def predict(request: Request) -> JSONResponse:
+        try:
+            items = predictor.request_items(body_model.model_validate_json(await request.body()))
+        except (ValidationError, DataError) as err:
+            return JSONResponse({"error": str(err)}, 422)
+        return JSONResponse({"predictions": predictor.predict_items(items)})
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+if __name__ == "__main__":
+    threads = int(sys.argv[3]) if len(sys.argv) > 3 else 2
+    uvicorn.run(
+        build(Path(sys.argv[1]), threads),
+        host="127.0.0.1",
+        port=int(sys.argv[2]),
+        log_level="warning",
+        access_log=False,
+    )
