@@ -8,6 +8,7 @@ The Python API mirrors the CLI::
     out = rayline.predict(spec, model="best")   # rayline predict
     report = rayline.evaluate(spec)        # rayline evaluate
     service = rayline.serve(spec)          # rayline serve (returns once healthy)
+    everything = rayline.run(spec)         # rayline run: train, tune, predict, evaluate
 
 Heavy dependencies (ray, torch, mlflow) load on first use, not on ``import rayline``.
 """
@@ -31,6 +32,7 @@ from rayline.spec import Spec, load_spec, spec_from_dict
 if TYPE_CHECKING:
     from rayline.evaluation import Evaluation
     from rayline.inference import PredictResult
+    from rayline.pipeline import LifecycleResult
     from rayline.serving.runner import Service
     from rayline.training import TrainResult
     from rayline.tuning import TuneResult
@@ -53,6 +55,7 @@ __all__ = [
     "load_spec",
     "open_registry",
     "predict",
+    "run",
     "serve",
     "spec_from_dict",
     "train",
@@ -93,3 +96,10 @@ def serve(spec: Spec, **kwargs: Any) -> Service:
     from rayline.serving.runner import start
 
     return start(spec, **kwargs)
+
+
+def run(spec: Spec, **kwargs: Any) -> LifecycleResult:
+    """Train, tune (when ``tune.space`` is set), batch predict and evaluate (see ``rayline.pipeline.run``)."""
+    from rayline.pipeline import run as _run
+
+    return _run(spec, **kwargs)

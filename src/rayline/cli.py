@@ -164,6 +164,65 @@ def tune_cmd(spec: SpecArg, set_: SetOpt = None) -> None:
     out.print(f"  {_metric_line(result.best_metrics)}")
 
 
+@app.command("run")
+def run_cmd(
+    spec: SpecArg,
+    no_tune: Annotated[bool, typer.Option("--no-tune", help="skip tuning even if tune.space is set")] = False,
+    set_: SetOpt = None,
+) -> None:
+    """The whole lifecycle: train, tune (when tune.space is set), batch predict, evaluate."""
+    from rayline.pipeline import run
+    from rayline.spec import load_spec
+
+    loaded = load_spec(spec, set_ or [])
+    started = time.perf_counter()
+    stage_since = [started]
+    total = getattr(loaded.model, "epochs", None) or getattr(loaded.model, "num_boost_round", 0)
+    with err.status(f"{loaded.name}: starting") as status:
+
+        def on_stage(name: str) -> None:
+            stage_since[0] = time.perf_counter()
+            status.update(f"{loaded.name}: {name}  [{time.perf_counter() - started:.0f} s]")
+
+        def on_report(name: str, metrics: Mapping[str, float]) -> None:
+            now = time.perf_counter()
+            took = now - stage_since[0]
+            done = metrics.get("epoch") or metrics.get("round") or 0.0
+            eta = ""
+            if name == "train" and total and 0 < done < total:
+                eta = f", ~{took / done * (total - done):.0f} s left"
+            elif name == "tune" and metrics.get("trials_done"):
+                finished = float(metrics["trials_done"])
+                eta = f", ~{took / finished * (loaded.tune.num_samples - finished):.0f} s left"
+            status.update(
+                f"{loaded.name}: {name}: {_metric_line(metrics)}  [{took:.0f} s in stage{eta}; "
+                f"{now - started:.0f} s total]"
+            )
+
+        result = run(loaded, with_tune=False if no_tune else None, on_stage=on_stage, on_report=on_report)
+    table = Table("stage", "seconds", "run", "result", show_edge=False)
+    for item in result.stages:
+        table.add_row(item.name, f"{item.seconds:.1f}", item.run_id[:12], item.summary)
+    out.print(table)
+    out.print(f"model {result.model_run_id}  ({result.seconds:.1f} s in all)")
+    out.print(f"serve it: rayline serve {spec} --model {result.model_run_id}")
+
+
+@app.command("report")
+def report_cmd(
+    run_id: Annotated[str, typer.Argument(help="run id (or a unique prefix of 6+ characters)")],
+    out_path: Annotated[str | None, typer.Option("--out", help="folder (default RAYLINE_HOME/reports/RUN)")] = None,
+) -> None:
+    """(Re)build a run's report.html and plots; also logged on the run (report/)."""
+    from pathlib import Path
+
+    from rayline.report import build_report
+
+    with err.status(f"building the report of run {run_id}"):
+        folder = build_report(run_id, out=Path(out_path) if out_path else None)
+    out.print(f"wrote {folder / 'report.html'}")
+
+
 @app.command("predict")
 def predict_cmd(
     spec: SpecArg,

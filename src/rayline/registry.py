@@ -258,7 +258,31 @@ class Registry:
         except Exception as err:
             raise RegistryError(f"could not update run {run_id}: {_first_line(err)}") from err
 
+    def log_folder(self, run_id: str, folder: str | os.PathLike[str], artifact_path: str) -> None:
+        """Add a folder's files as artifacts of an existing, possibly finished, run."""
+        try:
+            self.client.log_artifacts(run_id, str(folder), artifact_path)
+        except Exception as err:
+            raise RegistryError(f"could not update run {run_id}: {_first_line(err)}") from err
+
     # ----------------------------------------------------------------------------- reading
+    def metric_history(self, run_id: str, key: str) -> list[tuple[int, float]]:
+        """``(step, value)`` of every logged value of ``key``, by step."""
+        return sorted((int(m.step), float(m.value)) for m in self.client.get_metric_history(run_id, key))
+
+    def read_text(self, run_id: str, artifact_path: str) -> str | None:
+        """A text artifact of the run, or None when the run has no such file."""
+        import tempfile
+
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                return Path(self.client.download_artifacts(run_id, artifact_path, tmp)).read_text()
+        except Exception:  # MLflow raises several types for a missing artifact
+            return None
+
+    def artifact_paths(self, run_id: str, folder: str) -> list[str]:
+        return [a.path for a in self.client.list_artifacts(run_id, folder)]
+
     def _record(self, run: Any, experiments: Mapping[str, str]) -> RunRecord:
         info, data = run.info, run.data
         return RunRecord(

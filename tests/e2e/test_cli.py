@@ -119,3 +119,32 @@ def test_doctor(rayline_home: Path) -> None:
 @pytest.mark.parametrize("args", [["--help"], ["data", "--help"], ["runs", "--help"]])
 def test_help(args: list[str]) -> None:
     assert "Usage" in rayline(*args).stdout
+
+
+def test_run_does_the_whole_lifecycle(tmp_path: Path, rayline_home: Path) -> None:
+    import tables
+    from rayline.registry import open_registry
+
+    source = tables.make_table("multiclass", tmp_path / "data")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        f"name: whole\ndata: {{source: {source}, label: grade}}\n"
+        "model: {family: xgboost, num_boost_round: 20}\n"
+        "tune: {num_samples: 2, space: {max_depth: {randint: [2, 5]}}}\n"
+    )
+
+    proc = rayline("run", str(spec))
+
+    registry = open_registry()
+    kinds = sorted(r.kind for r in registry.list_runs("whole"))
+    assert kinds == ["predict", "train", "trial", "trial", "tune"]
+    best = registry.resolve("whole", "best", metric="valid_loss", mode="min")
+    assert "eval_accuracy" in registry.get(best.run_id).metrics  # evaluate stored on the best model
+    for stage in ("train", "tune", "predict", "evaluate"):
+        assert any(line.split()[:1] == [stage] for line in proc.stdout.splitlines()), proc.stdout
+    assert f"model {best.run_id}" in proc.stdout
+    (prediction,) = [r for r in registry.list_runs("whole") if r.kind == "predict"]
+    assert prediction.parent_id == best.run_id
+
+    skipped = rayline("run", str(spec), "--no-tune")
+    assert " tune " not in skipped.stdout and "evaluate" in skipped.stdout

@@ -13,6 +13,7 @@ from rayline.errors import DataError
 from rayline.evaluation import evaluate
 from rayline.inference import predict
 from rayline.registry import open_registry
+from rayline.report import build_report
 from rayline.training import train
 from rayline.tuning import tune
 
@@ -78,6 +79,10 @@ def test_predict_and_evaluate_images(ray_session: object, tmp_path: Path) -> Non
         assert sum(row.values()) == (out["label"] == label).sum()
         assert evaluation.per_class[label] == pytest.approx(row.get(label, 0) / sum(row.values()))
     assert open_registry().get(trained.run_id).metrics["eval_accuracy"] == pytest.approx(evaluation.metrics["accuracy"])
+    report = build_report(trained.run_id)
+    assert {"learning_losses.png", "learning_scores.png", "confusion_matrix.png", "per_class_accuracy.png"} <= {
+        p.name for p in report.glob("*.png")
+    }
 
     # another folder of other-sized images: resized to the model's input, written where asked
     other = imagesets.colours(tmp_path / "other", per_class=4, seed=7)
