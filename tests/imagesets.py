@@ -39,6 +39,14 @@ def digits(root: Path, per_class: int = 20, classes: range | list[int] = range(1
     return root
 
 
+def digit_array(label: int, n: int = 0) -> np.ndarray:
+    """A real digit that ``digits`` does not write (it takes the first ones of each class)."""
+    from rayline.datasets import load_mnist
+
+    images, labels = load_mnist()
+    return images[np.flatnonzero(labels == label)[400 + n]]
+
+
 def colours(root: Path, per_class: int = 24, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     for name, channel in COLOURS.items():

@@ -31,10 +31,7 @@ CLASSES = [3, 5, 8]
 
 
 def digit(label: int, n: int = 0) -> np.ndarray:
-    from rayline.datasets import load_mnist
-
-    images, labels = load_mnist()
-    return images[np.flatnonzero(labels == label)[100 + n]]
+    return imagesets.digit_array(label, n)
 
 
 def png_base64(image: np.ndarray) -> str:

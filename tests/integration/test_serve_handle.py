@@ -98,3 +98,26 @@ def test_deployment_options_from_spec() -> None:
     from ray.serve.config import AutoscalingConfig
 
     AutoscalingConfig(**auto)
+
+
+def test_image_handle_predicts_like_http(ray_session: Any, rayline_home: Path, tmp_path: Path) -> None:
+    import imagesets
+
+    source = imagesets.digits(tmp_path / "digits", per_class=10, classes=[2, 6])
+    spec = imagesets.spec_for(source, name="handle-img", serve={"num_replicas": 1, "num_cpus": 0.25})
+    rayline.train(spec)
+    service = rayline.serve(spec, port=free_port())
+    try:
+        image = (imagesets.digit_array(6)).tolist()
+        from_handle = service.handle.predict.remote([image]).result(timeout_s=60)
+        body = json.dumps({"image": [image]}).encode()
+        request = urllib.request.Request(f"{service.url}/predict", data=body, method="POST")
+        with urllib.request.urlopen(request, timeout=60) as resp:
+            from_http = json.loads(resp.read())["predictions"]
+        assert from_handle == from_http and set(from_handle[0]["probabilities"]) == {"2", "6"}
+        with pytest.raises(Exception, match=r"image\.0: expected a 28x28 array"):
+            service.handle.predict.remote([[[1, 2], [3, 4]]]).result(timeout_s=60)
+    finally:
+        from ray import serve
+
+        serve.shutdown()

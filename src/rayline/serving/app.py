@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import ValidationError
 
 from rayline.errors import DataError, RegistryError
@@ -91,6 +91,7 @@ def build_api(
     info: dict[str, Any],
     api_key: str | None,
     max_request_bytes: int,
+    page: str | None = None,
 ) -> Any:
     """The ingress app.
 
@@ -105,6 +106,12 @@ def build_api(
         default_response_class=FastJSON,
     )
     app.add_exception_handler(RequestValidationError, _validation_error)
+
+    if page is not None:
+
+        @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+        async def index() -> HTMLResponse:
+            return HTMLResponse(page)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:

@@ -16,6 +16,7 @@ from rayline import __version__, checkpoints
 from rayline.errors import RegistryError
 from rayline.families.base import get_family
 from rayline.serving.app import build_api
+from rayline.serving.page import render, table_fields
 
 
 @serve.deployment(name="model")
@@ -56,6 +57,11 @@ class ModelServer:
             info=self.info,
             api_key=self.api_key,
             max_request_bytes=self.max_request_bytes,
+            page=render(
+                title=f"rayline: {self.info['spec']}",
+                model_run_id=str(self.info["model_run_id"]),
+                fields=table_fields(self.body_model),
+            ),
         )
 
     async def _predict_body(self, body: Any, model_id: str | None = None) -> tuple[str, list[dict[str, Any]]]:

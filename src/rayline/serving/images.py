@@ -26,6 +26,7 @@ from rayline import __version__, checkpoints
 from rayline.errors import DataError, RegistryError
 from rayline.images import ImageLayout, decode_request
 from rayline.serving.app import build_api
+from rayline.serving.page import render
 
 MAX_MODELS_PER_REPLICA = 3
 
@@ -148,6 +149,7 @@ class ImageIngress:
             info=self.info,
             api_key=self.api_key,
             max_request_bytes=self.max_request_bytes,
+            page=render(title=f"rayline: {self.info['spec']}", model_run_id=self.default_run_id, fields=None),
         )
 
     async def _resolve(self, model_id: str) -> str:

@@ -1,0 +1,121 @@
+"""The page at ``/``: try the served model in a browser. Plain HTML and JavaScript, no build step.
+
+An image model gets a canvas to draw on (sent as a PNG, which the preprocessor converts and
+resizes like the training images); a table model gets a form with one field per feature.
+Both call ``POST /predict`` and show the label and the class probabilities.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from typing import Any
+
+_STYLE = """
+body{font-family:sans-serif;max-width:760px;margin:2em auto;color:#222}
+button{font-size:1em;padding:.4em 1.2em;margin:.3em .3em .3em 0}
+#result{font-size:1.3em;margin:1em 0;min-height:1.5em}
+.bar{background:#4a7fd4;height:1em;display:inline-block;vertical-align:middle}
+td{padding:2px 8px}
+"""
+
+_SHOW = """
+function show(body, ok) {
+  const result = document.getElementById('result');
+  const probs = document.getElementById('probs');
+  probs.innerHTML = '';
+  if (!ok) { result.textContent = 'error: ' + (body.error || JSON.stringify(body)); return; }
+  const p = body.predictions[0];
+  if ('prediction' in p) { result.textContent = 'prediction: ' + p.prediction.toFixed(4); return; }
+  result.textContent = 'label: ' + p.label + '  (probability ' + p.probability.toFixed(3) + ')';
+  const table = p.probabilities || {[String(p.label)]: p.probability};
+  for (const [name, value] of Object.entries(table)) {
+    const row = probs.insertRow();
+    row.insertCell().textContent = name;
+    row.insertCell().innerHTML = '<span class="bar" style="width:' + Math.round(value * 300) + 'px"></span> '
+      + value.toFixed(3);
+  }
+}
+async function send(body) {
+  const response = await fetch('predict', {method: 'POST', headers: {'Content-Type': 'application/json'},
+                                           body: JSON.stringify(body)});
+  show(await response.json(), response.ok);
+}
+"""
+
+_CANVAS = """
+<p>Draw a digit (or anything the model knows) in the box, then press Predict.</p>
+<canvas id="pad" width="280" height="280" style="background:#000;cursor:crosshair;touch-action:none"></canvas><br>
+<button id="predict">Predict</button><button id="clear">Clear</button>
+<script>
+const pad = document.getElementById('pad');
+const ctx = pad.getContext('2d');
+function clearPad() { ctx.fillStyle = '#000'; ctx.fillRect(0, 0, pad.width, pad.height); }
+clearPad();
+ctx.strokeStyle = '#fff'; ctx.lineWidth = 22; ctx.lineCap = 'round'; ctx.lineJoin = 'round';
+let drawing = false;
+function at(e) { const r = pad.getBoundingClientRect(); return [e.clientX - r.left, e.clientY - r.top]; }
+pad.addEventListener('pointerdown', e => { drawing = true; ctx.beginPath(); ctx.moveTo(...at(e)); });
+pad.addEventListener('pointermove', e => { if (drawing) { ctx.lineTo(...at(e)); ctx.stroke(); } });
+window.addEventListener('pointerup', () => { drawing = false; });
+document.getElementById('clear').onclick = () => { clearPad(); show({predictions: []}, true); };
+document.getElementById('predict').onclick = () => send({image: [pad.toDataURL('image/png')]});
+</script>
+"""
+
+
+def _form(fields: list[dict[str, Any]]) -> str:
+    rows = []
+    for field in fields:
+        name = html.escape(field["name"])
+        kind = "number" if field["type"] in ("number", "integer") else "text"
+        step = " step='any'" if field["type"] == "number" else ""
+        value = html.escape(str(field.get("example", "")))
+        rows.append(
+            f"<tr><td><label for='{name}'>{name}</label></td><td><input id='{name}' name='{name}' "
+            f"type='{kind}'{step} value='{value}' required></td></tr>"
+        )
+    types = json.dumps({f["name"]: f["type"] for f in fields})
+    return f"""
+<p>Fill in a record, then press Predict.</p>
+<form id="record"><table>{"".join(rows)}</table><button type="submit">Predict</button></form>
+<script>
+const types = {types};
+document.getElementById('record').onsubmit = e => {{
+  e.preventDefault();
+  const record = {{}};
+  for (const [name, type] of Object.entries(types)) {{
+    const raw = document.getElementById(name).value;
+    record[name] = type === 'integer' ? parseInt(raw, 10) : type === 'number' ? parseFloat(raw)
+      : type === 'boolean' ? raw === 'true' : raw;
+  }}
+  send([record]);
+}};
+</script>
+"""
+
+
+def render(*, title: str, model_run_id: str, fields: list[dict[str, Any]] | None) -> str:
+    """The page for an image model (``fields`` None) or a table model (one entry per feature)."""
+    body = _CANVAS if fields is None else _form(fields)
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{_STYLE}</style></head>
+<body><h1>{html.escape(title)}</h1>
+<p>model run <code>{html.escape(model_run_id)}</code> &middot; <a href="docs">API docs</a></p>
+{body}
+<div id="result"></div><table id="probs"></table>
+<script>{_SHOW}</script>
+</body></html>
+"""
+
+
+def table_fields(body_model: type[Any], examples: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Form fields from a table model's request schema (required features only, in order)."""
+    schema = body_model.model_json_schema()
+    record: dict[str, Any] = next(iter(schema.get("$defs", {}).values()), {})
+    fields = []
+    for name in record.get("required", []):
+        prop = record["properties"][name]
+        kind = prop.get("type") or next((t.get("type") for t in prop.get("anyOf", []) if t.get("type") != "null"), "")
+        fields.append({"name": name, "type": kind or "string", "example": (examples or {}).get(name, "")})
+    return fields

@@ -1,0 +1,110 @@
+"""The page at / in headless Chromium (Debian's, driven by Playwright): draw a digit, fill a trip.
+
+Needs /usr/bin/chromium (`make test` installs Debian's package when it can) and the playwright
+package; without them these tests skip with the reason. Screenshots land in test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import imagesets
+from service import SCRIPT, serving
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "examples"
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM = Path(os.environ.get("RAYLINE_CHROMIUM", "/usr/bin/chromium"))
+# Flags for a closed network and a root user (see the machine notes): no sandbox, no background calls.
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is not installed (Debian package chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as play:
+        launched = play.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
+        yield launched
+        launched.close()
+
+
+def trained_env(root: Path) -> dict[str, str]:
+    env = {**os.environ, "RAYLINE_HOME": str(root / "home")}
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+def train(spec_args: list[str], env: dict[str, str]) -> str:
+    done = subprocess.run([str(SCRIPT), "train", *spec_args], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return re.search(r"run ([0-9a-f]{32})", done.stdout).group(1)  # type: ignore[union-attr]
+
+
+def test_draw_a_digit_and_see_the_prediction(browser: Any, tmp_path: Path) -> None:
+    source = imagesets.digits(tmp_path / "digits", per_class=40, classes=[1, 7])
+    env = trained_env(tmp_path)
+    spec = [str(EXAMPLES / "mnist.yaml"), "--set", f"data.source={source}", "--set", "model.epochs=2"]
+    run_id = train(spec, env)
+    with serving([*spec, "--model", run_id], env) as (url, _):
+        page = browser.new_page()
+        page.goto(f"{url}/")
+        assert run_id in page.content()
+        box = page.locator("#pad").bounding_box()
+        # a tall vertical stroke: a "1"
+        x = box["x"] + box["width"] / 2
+        page.mouse.move(x, box["y"] + 40)
+        page.mouse.down()
+        for step in range(1, 21):
+            page.mouse.move(x, box["y"] + 40 + step * 10)
+        page.mouse.up()
+        page.click("#predict")
+        page.wait_for_function("document.getElementById('result').textContent.startsWith('label')", timeout=30_000)
+        result = page.locator("#result").text_content()
+        assert re.match(r"label: [17]  \(probability [01]\.\d{3}\)", result or ""), result
+        assert page.locator("#probs tr").count() == 2
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "browser-digit.png"))
+        page.close()
+
+
+def test_fill_a_taxi_trip_and_see_the_tip_probability(browser: Any, tmp_path: Path) -> None:
+    env = trained_env(tmp_path)
+    spec = [str(EXAMPLES / "taxi.yaml"), "--set", "data.rows=3000", "--set", "model.num_boost_round=10"]
+    run_id = train(spec, env)
+    trip = {"passenger_count": "1", "trip_distance": "2.5", "fare_amount": "12", "trip_duration": "600"}
+    with serving([*spec, "--model", run_id, "--set", "serve.num_replicas=1"], env) as (url, _):
+        page = browser.new_page()
+        page.goto(f"{url}/")
+        for name, value in {**trip, "hour": "18", "day_of_week": "3"}.items():
+            page.fill(f"#{name}", value)
+        page.click("button[type=submit]")
+        page.wait_for_function("document.getElementById('result').textContent.startsWith('label')", timeout=30_000)
+        result = page.locator("#result").text_content() or ""
+        assert re.match(r"label: (true|false)  \(probability 0\.\d{3}\)", result), result
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "browser-taxi.png"))
+        # a bad value shows the service's error, not a crash
+        page.fill("#hour", "")
+        page.evaluate("document.getElementById('hour').removeAttribute('required')")
+        page.click("button[type=submit]")
+        page.wait_for_function("document.getElementById('result').textContent.startsWith('error')", timeout=30_000)
+        assert "hour" in (page.locator("#result").text_content() or "")
+        page.close()
