@@ -17,6 +17,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import ValidationError
 
+from rayline import __version__
 from rayline.errors import DataError, RegistryError
 
 MODEL_HEADER = "serve_multiplexed_model_id"
@@ -101,7 +102,7 @@ def build_api(
     """
     app = FastAPI(
         title=title,
-        version=str(info.get("rayline_version", "")),
+        version=str(info.get("rayline_version") or __version__),
         description=f"Predictions from {info.get('family')} model run {info.get('model_run_id')}.",
         default_response_class=FastJSON,
     )
@@ -153,3 +154,29 @@ def build_api(
     app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(BodyLimit, limit=max_request_bytes)
     return app
+
+
+def ingress_app(
+    *,
+    info: dict[str, Any],
+    body_model: type[Any],
+    predict: Callable[[Any, str | None], Awaitable[tuple[str, list[dict[str, Any]]]]],
+    api_key_env: str | None,
+    max_request_bytes: int,
+    fields: list[dict[str, Any]] | None,
+) -> Any:
+    """``build_api`` as a serving replica calls it: title, bearer token from the env, the page at /."""
+    import os
+
+    from rayline.serving.page import render
+
+    title = f"rayline: {info['spec']}"
+    return build_api(
+        title=title,
+        body_model=body_model,
+        predict=predict,
+        info=info,
+        api_key=os.environ.get(api_key_env) if api_key_env else None,
+        max_request_bytes=max_request_bytes,
+        page=render(title=title, model_run_id=str(info["model_run_id"]), fields=fields),
+    )

@@ -7,7 +7,6 @@ Concurrent requests are merged by ``@serve.batch`` into one ``predict_items`` ca
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from ray import serve
@@ -15,8 +14,8 @@ from ray import serve
 from rayline import __version__, checkpoints
 from rayline.errors import RegistryError
 from rayline.families.base import get_family
-from rayline.serving.app import build_api
-from rayline.serving.page import render, table_fields
+from rayline.serving.app import ingress_app
+from rayline.serving.page import table_fields
 
 
 @serve.deployment(name="model")
@@ -44,24 +43,18 @@ class ModelServer:
             "model_run_id": model_run_id,
             "rayline_version": __version__,
         }
-        self.api_key = os.environ.get(api_key_env) if api_key_env else None
-        self.max_request_bytes = max_request_bytes
+        self.api_key_env, self.max_request_bytes = api_key_env, max_request_bytes
         self._predict_batch.set_max_batch_size(max_batch_size)  # type: ignore[attr-defined]
         self._predict_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)  # type: ignore[attr-defined]
 
     def __serve_build_asgi_app__(self) -> Any:
-        return build_api(
-            title=f"rayline: {self.info['spec']}",
+        return ingress_app(
+            info=self.info,
             body_model=self.body_model,
             predict=self._predict_body,
-            info=self.info,
-            api_key=self.api_key,
+            api_key_env=self.api_key_env,
             max_request_bytes=self.max_request_bytes,
-            page=render(
-                title=f"rayline: {self.info['spec']}",
-                model_run_id=str(self.info["model_run_id"]),
-                fields=table_fields(self.body_model),
-            ),
+            fields=table_fields(self.body_model),
         )
 
     async def _predict_body(self, body: Any, model_id: str | None = None) -> tuple[str, list[dict[str, Any]]]:

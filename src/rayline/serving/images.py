@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +24,7 @@ from ray import serve
 from rayline import __version__, checkpoints
 from rayline.errors import DataError, RegistryError
 from rayline.images import ImageLayout, decode_request
-from rayline.serving.app import build_api
-from rayline.serving.page import render
+from rayline.serving.app import ingress_app
 
 MAX_MODELS_PER_REPLICA = 3
 
@@ -136,20 +134,18 @@ class ImageIngress:
             # How well dynamic batching groups concurrent requests (requests per ingress batch).
             "batching": {"batches": 0, "requests": 0, "largest": 0},
         }
-        self.api_key = os.environ.get(api_key_env) if api_key_env else None
-        self.max_request_bytes = max_request_bytes
+        self.api_key_env, self.max_request_bytes = api_key_env, max_request_bytes
         self._batched.set_max_batch_size(max_batch_size)  # type: ignore[attr-defined]
         self._batched.set_batch_wait_timeout_s(batch_wait_timeout_s)  # type: ignore[attr-defined]
 
     def __serve_build_asgi_app__(self) -> Any:
-        return build_api(
-            title=f"rayline: {self.info['spec']}",
+        return ingress_app(
+            info=self.info,
             body_model=self.body_model,
             predict=self._predict_body,
-            info=self.info,
-            api_key=self.api_key,
+            api_key_env=self.api_key_env,
             max_request_bytes=self.max_request_bytes,
-            page=render(title=f"rayline: {self.info['spec']}", model_run_id=self.default_run_id, fields=None),
+            fields=None,  # the page draws on a canvas
         )
 
     async def _resolve(self, model_id: str) -> str:
