@@ -17,7 +17,7 @@ demo: $(STAMP)
 	$(BIN)/rayline run examples/taxi.yaml
 	$(BIN)/rayline run examples/mnist.yaml
 	$(BIN)/rayline runs list
-	@echo "serve them: $(BIN)/rayline serve examples/taxi.yaml --model best   (then open http://127.0.0.1:8000/docs)"
+	@echo "serve them: $(BIN)/rayline serve examples/taxi.yaml --model best   (then open http://127.0.0.1:8000/ to try it, /docs for the API)"
 	@echo "            $(BIN)/rayline serve examples/mnist.yaml --model best --port 8001"
 
 test: $(STAMP) browser

@@ -296,6 +296,7 @@ def serve_cmd(
         out.print(f"  predict  POST {service.url}/predict")
         out.print(f"  health   GET  {service.url}/healthz")
         out.print(f"  docs          {service.url}/docs")
+        out.print(f"  try it        {service.url}/  (in a browser)")
         out.print("press Ctrl-C to stop")
         while True:
             time.sleep(3600)
