@@ -17,8 +17,15 @@ demo: $(STAMP)
 	$(BIN)/rayline run examples/taxi.yaml
 	$(BIN)/rayline run examples/mnist.yaml
 	$(BIN)/rayline runs list
-	@echo "serve them: $(BIN)/rayline serve examples/taxi.yaml --model best   (then open http://127.0.0.1:8000/ to try it, /docs for the API)"
-	@echo "            $(BIN)/rayline serve examples/mnist.yaml --model best --port 8001"
+	@echo "serve taxi: $(BIN)/rayline serve examples/taxi.yaml --model best --port 8001"
+	@# In a terminal the demo ends by serving the digit model (draw one at the page); run
+	@# non-interactively (CI, scripts) it prints the command instead of blocking.
+	@if [ -t 0 ] && [ -t 1 ]; then \
+		echo "serving mnist: open http://127.0.0.1:8000/ to draw a digit, /docs for the API; Ctrl-C stops"; \
+		$(BIN)/rayline serve examples/mnist.yaml --model best; \
+	else \
+		echo "serve mnist: $(BIN)/rayline serve examples/mnist.yaml --model best   (then open http://127.0.0.1:8000/)"; \
+	fi
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest
