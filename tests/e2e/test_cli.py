@@ -146,5 +146,12 @@ def test_run_does_the_whole_lifecycle(tmp_path: Path, rayline_home: Path) -> Non
     (prediction,) = [r for r in registry.list_runs("whole") if r.kind == "predict"]
     assert prediction.parent_id == best.run_id
 
+    # the run wrote the best model's report; `rayline report` rebuilds it on demand
+    report = rayline_home / "reports" / best.run_id / "report.html"
+    assert report.is_file()
+    report.unlink()
+    rebuilt = rayline("report", best.run_id[:10])
+    assert f"wrote {report}" in rebuilt.stdout and report.is_file()
+
     skipped = rayline("run", str(spec), "--no-tune")
     assert " tune " not in skipped.stdout and "evaluate" in skipped.stdout
