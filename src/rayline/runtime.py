@@ -132,7 +132,7 @@ def init(*, quiet: bool | None = None, setup_hook: str | None = None) -> Resourc
         logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
         # A snapshot of free CPUs taken while a fresh Ray still registers them reads 0; rayline
         # sizes its actors to leave Ray Data a CPU, so this "will hang" warning is a false alarm.
-        logging.getLogger("ray.data.dataset").addFilter(_NoCpuWarning())
+        logging.getLogger("ray.data.dataset").addFilter(_NO_CPU_WARNING)  # added once: same instance
     res = ray.cluster_resources()
     return Resources(cpus=float(res.get("CPU", 0.0)), gpus=float(res.get("GPU", 0.0)))
 
@@ -140,6 +140,9 @@ def init(*, quiet: bool | None = None, setup_hook: str | None = None) -> Resourc
 class _NoCpuWarning(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return "does not have any available CPUs" not in record.getMessage()
+
+
+_NO_CPU_WARNING = _NoCpuWarning()
 
 
 def data_reserve(total_cpus: float) -> float:

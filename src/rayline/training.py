@@ -130,7 +130,7 @@ def log_run(
     parent_id: str | None = None,
     extra_params: Mapping[str, Any] | None = None,
 ) -> str:
-    step_key = "epoch" if family.data_kind == "images" else "round"
+    step_key = family.step_key
     with registry.start_run(
         spec.name, kind=kind, family=family.name, spec=spec, parent_id=parent_id, tags={"rayline.path": path}
     ) as run:

@@ -10,7 +10,6 @@ launches the family's Ray Train trainer, whose reports flow back through ``TuneR
 from __future__ import annotations
 
 import logging
-import math
 import os
 import tempfile
 import time
@@ -126,11 +125,8 @@ def _scheduler(spec: Spec, family: Family) -> Any:
 
     if spec.tune.scheduler == "fifo":
         return FIFOScheduler()
-    model = spec.model
-    steps: int = getattr(model, "num_boost_round", None) or getattr(model, "epochs", None) or 1
-    # xgboost reports every report_every rounds; resnet every epoch, then once more with its best epoch.
-    reports = steps + 1 if family.data_kind == "images" else max(1, math.ceil(steps / spec.train.report_every))
-    return ASHAScheduler(time_attr="training_iteration", max_t=reports, grace_period=1, reduction_factor=2)
+    max_t = family.reports(spec)
+    return ASHAScheduler(time_attr="training_iteration", max_t=max_t, grace_period=1, reduction_factor=2)
 
 
 class _Progress(Callback):  # type: ignore[misc]
@@ -215,7 +211,7 @@ def tune(spec: Spec, *, on_report: ProgressFn | None = None, registry: Registry 
 def _register(
     spec: Spec, family: Family, data: prepare.Prepared, grid: Any, best: Any, registry: Registry, seconds: float
 ) -> TuneResult:
-    step_key = "epoch" if family.data_kind == "images" else "round"
+    step_key = family.step_key
     best_run_id = ""
     trial_seconds: list[float] = []
     with registry.start_run(spec.name, kind="tune", family=family.name, spec=spec) as parent:
@@ -286,7 +282,7 @@ def _log_trial(
         )
     with registry.start_run(spec.name, kind="trial", family=family.name, parent_id=parent_id) as run:
         run.log_params({f"trial.{k}": v for k, v in config.items()})
-        step_key = "epoch" if family.data_kind == "images" else "round"
+        step_key = family.step_key
         run.log_history([h for h in history if step_key in h], step_key=step_key)
         run.log_metrics(metrics)
         if result.error is not None:

@@ -70,6 +70,10 @@ class Family(Protocol):
     name: str
     data_kind: DataKind
     predict_batch_size: int
+    step_key: str  # what one step of the loop is called in reports: "round", "epoch"
+
+    def reports(self, spec: Spec) -> int:
+        """How many times one run of the loop reports (ASHA's time budget)."""
 
     def train_loop(self, config: Mapping[str, Any], ctx: LoopContext) -> None:
         """Train, calling ``ctx.report`` every few rounds/epochs and once at the end with a checkpoint."""

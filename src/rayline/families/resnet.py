@@ -12,7 +12,7 @@ import json
 import math
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -52,10 +52,6 @@ def _tensor(images: np.ndarray, layout: ImageLayout, device: torch.device) -> to
 
 
 # ------------------------------------------------------------------------------ training
-def _epoch_batches(ctx: LoopContext, split: str, batch_size: int, shuffle: bool) -> Iterator[dict[str, np.ndarray]]:
-    return ctx.batches(split, batch_size, shuffle=shuffle)  # type: ignore[arg-type]
-
-
 def _evaluate(
     model: nn.Module, ctx: LoopContext, layout: ImageLayout, batch_size: int, device: torch.device
 ) -> tuple[float, float, int]:
@@ -63,7 +59,7 @@ def _evaluate(
     model.eval()
     loss_sum, correct, count = 0.0, 0, 0
     with torch.no_grad():
-        for batch in _epoch_batches(ctx, "valid", batch_size, False):
+        for batch in ctx.batches("valid", batch_size, shuffle=False):
             x = _tensor(batch["image"], layout, device)
             y = torch.from_numpy(np.asarray(batch["label"], dtype=np.int64)).to(device)
             logits = model(x)
@@ -122,7 +118,7 @@ def train_resnet(config: Mapping[str, Any], ctx: LoopContext) -> None:
     for epoch in range(1, model_spec.epochs + 1):
         model.train()
         start, seen, loss_sum = time.perf_counter(), 0, 0.0
-        for batch in _epoch_batches(ctx, "train", model_spec.batch_size, True):
+        for batch in ctx.batches("train", model_spec.batch_size, shuffle=True):
             x = _tensor(batch["image"], layout, device)
             y = torch.from_numpy(np.asarray(batch["label"], dtype=np.int64)).to(device)
             optimizer.zero_grad(set_to_none=True)
@@ -252,6 +248,12 @@ class ResNetFamily:
     name = "resnet18"
     data_kind: DataKind = "images"
     predict_batch_size = 256
+    step_key = "epoch"
+
+    def reports(self, spec: Spec) -> int:
+        model = spec.model
+        assert isinstance(model, ResNetModelSpec)
+        return model.epochs + 1  # every epoch, then the best epoch once more
 
     def train_loop(self, config: Mapping[str, Any], ctx: LoopContext) -> None:
         train_resnet(config, ctx)

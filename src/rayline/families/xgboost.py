@@ -7,6 +7,7 @@ Checkpoint folder: ``model.ubj`` (the booster, cut at its best iteration) and ``
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -269,6 +270,12 @@ class XGBoostFamily:
     name = "xgboost"
     data_kind: DataKind = "table"
     predict_batch_size = 4096
+    step_key = "round"
+
+    def reports(self, spec: Spec) -> int:
+        model = spec.model
+        assert isinstance(model, XGBoostModelSpec)
+        return max(1, math.ceil(model.num_boost_round / spec.train.report_every))
 
     def train_loop(self, config: Mapping[str, Any], ctx: LoopContext) -> None:
         train_booster(config, ctx)

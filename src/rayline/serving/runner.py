@@ -14,7 +14,7 @@ from typing import Any
 
 from rayline import checkpoints, runtime
 from rayline.errors import ServeError
-from rayline.families.base import get_family
+from rayline.inference import image_size
 from rayline.registry import Registry, open_registry
 from rayline.serving.config import deployment_options
 from rayline.serving.ingress import ingress_env, stop_haproxy
@@ -97,7 +97,7 @@ def start(
             hook = "rayline.serving.ingress.loopback_haproxy"
     runtime.init(setup_hook=hook)
     serve.start(http_options={"host": host, "port": port})
-    if get_family(record.family).data_kind == "images":
+    if image_size(checkpoint) is not None:  # an image classifier (read from its meta.json)
         app = image_app(
             spec_name=spec.name,
             run_id=record.run_id,
