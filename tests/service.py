@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import signal
 import socket
 import subprocess
@@ -19,9 +20,20 @@ SCRIPT = Path(sys.executable).with_name("rayline")
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free port below the kernel's ephemeral range (32768+) and above Ray's worker ports (<20000).
+
+    The service binds it seconds later, after Ray has opened many outgoing connections; an
+    ephemeral port could be taken by one of those in between.
+    """
+    for _ in range(100):
+        port = random.randint(20000, 29999)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-29999")
 
 
 def call(url: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:

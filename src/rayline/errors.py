@@ -46,3 +46,21 @@ class TrainError(RaylineError):
 
 class ServeError(RaylineError):
     """The online service could not start or serve."""
+
+
+def root_cause(err: BaseException) -> str:
+    """``Type: message`` (one line) of the innermost cause: what a user can act on inside Ray's wrappers.
+
+    Ray re-raises a task's or actor's exception as ``RayTaskError`` (the original in ``.cause``,
+    its traceback in the text); Train and Tune chain theirs with ``__cause__``.
+    """
+    while True:
+        inner = getattr(err, "cause", None)
+        if isinstance(inner, BaseException) and inner is not err:
+            err = inner
+        elif err.__cause__ is not None:
+            err = err.__cause__
+        else:
+            break
+    # Innermost messages are short, but some (a crashed subprocess's stderr tail) span lines.
+    return f"{type(err).__name__}: {' '.join(str(err).split())}"[:500]

@@ -21,7 +21,7 @@ from typing import Any
 
 from rayline import prepare, runtime
 from rayline.contexts import LocalContext, TrainWorkerContext
-from rayline.errors import RaylineError, TrainError
+from rayline.errors import RaylineError, TrainError, root_cause
 from rayline.families.base import Family, get_family
 from rayline.registry import Registry, open_registry
 from rayline.spec import Spec
@@ -99,20 +99,13 @@ def run_ray_train(
     try:
         result = trainer.fit()
     except Exception as err:  # TrainingFailedError wraps the worker's exception
-        raise TrainError(f"Ray Train run failed: {_root_cause(err)}") from err
+        raise TrainError(f"Ray Train run failed: {root_cause(err)}") from err
     if result.checkpoint is None:
         raise TrainError("Ray Train run finished without a checkpoint")
     history = [dict(m) for _, m in (result.best_checkpoints or [])]
     local = Path(tempfile.mkdtemp(prefix="rayline-train-", dir=runtime.home())) / "checkpoint"
     shutil.copytree(result.checkpoint.to_directory(), local)
     return dict(result.metrics or {}), history, local
-
-
-def _root_cause(err: BaseException) -> str:
-    while err.__cause__ is not None:
-        err = err.__cause__
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[-1] if text else ''}"[:400]
 
 
 def log_run(

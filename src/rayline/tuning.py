@@ -22,11 +22,11 @@ from ray.tune import Callback
 
 from rayline import prepare, runtime
 from rayline.contexts import TuneTrialContext
-from rayline.errors import SpecError, TrainError
+from rayline.errors import SpecError, TrainError, root_cause
 from rayline.families.base import Family, get_family
 from rayline.registry import Registry, open_registry
 from rayline.spec import SearchDomain, Spec
-from rayline.training import _root_cause, _train_worker, log_run, worker_resources
+from rayline.training import _train_worker, log_run, worker_resources
 
 ProgressFn = Callable[[Mapping[str, float]], None]
 log = logging.getLogger(__name__)
@@ -196,10 +196,10 @@ def tune(spec: Spec, *, on_report: ProgressFn | None = None, registry: Registry 
     try:
         grid = tuner.fit()
     except Exception as err:
-        raise TrainError(f"tuning failed: {_root_cause(err)}") from err
+        raise TrainError(f"tuning failed: {root_cause(err)}") from err
     if grid.num_errors == len(grid):
         first = next((grid[i].error for i in range(len(grid)) if grid[i].error is not None), None)
-        raise TrainError(f"every tune trial failed; first error: {_root_cause(first) if first else 'unknown'}")
+        raise TrainError(f"every tune trial failed; first error: {root_cause(first) if first else 'unknown'}")
     try:
         best = grid.get_best_result(metric=spec.metric, mode=spec.mode)
     except RuntimeError as err:

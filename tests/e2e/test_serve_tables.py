@@ -108,6 +108,10 @@ def test_listens_on_loopback_only(service: tuple[str, Any]) -> None:
         pytest.skip("ss is not available")
     listeners = [line.split()[3] for line in out.splitlines() if line.split()[3].endswith(f":{port}")]
     assert listeners and all(addr.startswith("127.0.0.1:") for addr in listeners)
+    # HAProxy's stats and Prometheus listeners (every interface in Ray's template) are unix sockets.
+    owned = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=False).stdout
+    haproxy = [line.split()[3] for line in owned.splitlines() if '"haproxy"' in line]
+    assert haproxy and all(addr.startswith("127.0.0.1:") for addr in haproxy), haproxy
 
 
 def test_ctrl_c_stops_cleanly(service: tuple[str, subprocess.Popen[str]]) -> None:

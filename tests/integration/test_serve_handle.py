@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 import rayline
 from rayline.serving.config import deployment_options
 from rayline.spec import spec_from_dict
+from service import free_port
 
 RECORD = {
     "passenger_count": 2,
@@ -23,12 +23,6 @@ RECORD = {
     "hour": 9,
     "day_of_week": 2,
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

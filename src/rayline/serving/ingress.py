@@ -8,9 +8,11 @@
 
 Ray 2.60's HAProxy template binds its stats (8404) and Prometheus (9101) listeners to every
 interface. When the service host is a loopback address, ``loopback_haproxy`` (a Ray worker
-setup hook) rewrites those two binds to that address, so nothing rayline starts is reachable
-from the network unless the user asked for it; each service also gets its own free ports and
-its own config folder, so two services on one machine do not collide.
+setup hook) rebinds those two listeners to unix sockets in the service's own folder
+(``stats.sock``, ``prometheus.sock``): nothing rayline starts is reachable from the network
+unless the user asked for it, and no TCP port is picked early and bound late (between the two,
+Ray's many outgoing connections can take an ephemeral port, and HAProxy then fails to start).
+Each service has its own folder, so two services on one machine do not collide.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import tempfile
 from typing import Literal
 
 IngressMode = Literal["haproxy", "proxy", "direct"]
-_LOOPBACK_ENV = "RAYLINE_HAPROXY_BIND"
+_LOOPBACK_ENV = "RAYLINE_HAPROXY_PRIVATE"
 
 
 def _free_port(host: str) -> int:
@@ -37,10 +39,10 @@ def ingress_env(mode: IngressMode, host: str) -> dict[str, str]:
         return {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "0", "RAY_SERVE_ENABLE_HA_PROXY": "0"}
     if mode == "direct":
         return {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", "RAY_SERVE_ENABLE_HA_PROXY": "0"}
-    # Short paths: HAProxy's admin socket path must fit in a unix socket name (~107 bytes).
+    # Short paths: HAProxy's socket paths must fit in a unix socket name (~107 bytes).
     folder = tempfile.mkdtemp(prefix="rl-hap-", dir="/tmp")
-    bind = host if host in ("127.0.0.1", "localhost", "::1") else ""
-    return {
+    loopback = host in ("127.0.0.1", "localhost", "::1")
+    env = {
         "RAY_SERVE_ENABLE_HA_PROXY": "1",
         # Replicas wait this long for an external balancer to notice they are going away; the
         # embedded HAProxy is told directly, and Ray's 30 s default made Ctrl-C take 30 s.
@@ -49,10 +51,14 @@ def ingress_env(mode: IngressMode, host: str) -> dict[str, str]:
         "RAY_SERVE_HAPROXY_SOCKET_PATH": f"{folder}/admin.sock",
         "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": folder,
         "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": f"{folder}/server-state",
-        "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port(bind or "0.0.0.0")),
-        "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port(bind or "0.0.0.0")),
-        _LOOPBACK_ENV: bind,
+        # A loaded machine can take longer than Ray's 30 s to start HAProxy and answer its socket.
+        "RAY_SERVE_HAPROXY_STARTUP_TIMEOUT_S": "90",
+        _LOOPBACK_ENV: "1" if loopback else "",
     }
+    if not loopback:  # the user exposed the service: the listeners stay on TCP, on ports of their own
+        env["RAY_SERVE_HAPROXY_STATS_PORT"] = str(_free_port("0.0.0.0"))
+        env["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(_free_port("0.0.0.0"))
+    return env
 
 
 def stop_haproxy() -> None:
@@ -79,13 +85,15 @@ def stop_haproxy() -> None:
 
 
 def loopback_haproxy() -> None:
-    """Ray worker setup hook: bind HAProxy's stats/metrics listeners to the service's loopback host."""
-    bind = os.environ.get(_LOOPBACK_ENV)
-    if not bind or os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") != "1":
+    """Ray worker setup hook: HAProxy's stats/metrics listeners on unix sockets in the service folder."""
+    if not os.environ.get(_LOOPBACK_ENV) or os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") != "1":
         return
     from ray.serve._private import haproxy
 
+    folder = os.path.dirname(os.environ["RAY_SERVE_HAPROXY_SOCKET_PATH"])
     template: str = getattr(haproxy, "HAPROXY_CONFIG_TEMPLATE")  # noqa: B009 (private, untyped)
-    patched = template.replace("bind :{{ config.metrics_port }}", f"bind {bind}:{{{{ config.metrics_port }}}}")
-    patched = patched.replace("bind *:{{ config.stats_port }}", f"bind {bind}:{{{{ config.stats_port }}}}")
+    patched = template.replace("bind :{{ config.metrics_port }}", f"bind {folder}/prometheus.sock mode 600")
+    patched = patched.replace("bind *:{{ config.stats_port }}", f"bind {folder}/stats.sock mode 600")
+    if patched.count(f"bind {folder}/") != 2:  # a Ray upgrade changed the template: fail loudly, not open
+        raise RuntimeError("rayline: Ray's HAProxy template has changed; cannot keep its listeners private")
     setattr(haproxy, "HAPROXY_CONFIG_TEMPLATE", patched)  # noqa: B010

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rayline import checkpoints, runtime
-from rayline.errors import ServeError
+from rayline.errors import ServeError, root_cause
 from rayline.inference import image_size
 from rayline.registry import Registry, open_registry
 from rayline.serving.config import deployment_options
@@ -96,7 +96,10 @@ def start(
             os.environ.update(ingress_env(spec.serve.ingress, host))
             hook = "rayline.serving.ingress.loopback_haproxy"
     runtime.init(setup_hook=hook)
-    serve.start(http_options={"host": host, "port": port})
+    try:
+        serve.start(http_options={"host": host, "port": port})
+    except Exception as err:  # e.g. HAProxy failing to start, raised from its manager actor
+        raise ServeError(f"could not start Ray Serve on {host}:{port}: {root_cause(err)}") from err
     if image_size(checkpoint) is not None:  # an image classifier (read from its meta.json)
         app = image_app(
             spec_name=spec.name,
@@ -125,7 +128,7 @@ def start(
     try:
         handle = serve.run(app, name=spec.name, route_prefix="/", blocking=False)
     except Exception as err:
-        raise ServeError(f"could not deploy {spec.name}: {str(err).strip().splitlines()[-1][:300]}") from err
+        raise ServeError(f"could not deploy {spec.name}: {root_cause(err)}") from err
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
     probe = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     wait_healthy(f"http://{probe}:{port}", timeout_s)
