@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,7 @@ import pandas as pd
 from rayline import runtime
 from rayline.data import TableLayout
 from rayline.errors import DataError
-from rayline.inference import _layout, _map_error, image_size, input_dataset, predictions, resolve_model
+from rayline.inference import _layout, _map_error, input_dataset, predictions, resolve_model
 from rayline.registry import Registry, open_registry
 from rayline.spec import Spec
 
@@ -92,12 +93,11 @@ def evaluate(
     """Metrics of a registered model on labelled rows (default: the validation split)."""
     start = time.perf_counter()
     registry = registry or open_registry()
-    record, family, checkpoint = resolve_model(spec, model, registry)
+    record, family, checkpoint = runtime.init_while(partial(resolve_model, spec, model, registry))
     layout = _layout(checkpoint)
     if layout is None:
         raise DataError(f"run {record.run_id}: checkpoint has no table layout to evaluate with")
-    runtime.init()
-    ds = input_dataset(spec, family, input or spec.predict.input, image_size(checkpoint))
+    ds = input_dataset(spec, family, input or spec.predict.input, checkpoint)
     if layout.label not in ds.schema().names:
         raise DataError(f"evaluation input has no label column {layout.label!r}")
     try:

@@ -11,6 +11,7 @@ import re
 import time
 import warnings
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,23 +60,27 @@ def resolve_model(spec: Spec, model: str, registry: Registry) -> tuple[RunRecord
     return record, get_family(record.family), registry.checkpoint_dir(record.run_id)
 
 
-def input_dataset(
-    spec: Spec, family: Family, source: str | None, size: tuple[int, int] | None = None
-) -> ray.data.Dataset:
-    """The rows to predict: ``source``, or else the validation split of the spec's data.
+def input_dataset(spec: Spec, family: Family, source: str | None, checkpoint: Path) -> ray.data.Dataset:
+    """The rows to predict with ``checkpoint``: ``source``, or else the validation split of the spec's data.
 
-    Images are decoded at ``size`` (the model's input size) whatever size the files are.
+    Images are decoded at the model's input size whatever size the files are. A table's columns
+    are checked against the model's features here, on the file's schema: after a ``map_batches``
+    asking for the schema would run the pipeline's first block.
     """
     from rayline import data as tables
     from rayline.prepare import _SplitFilter
 
     if family.data_kind == "images":
-        return _image_input(spec, source, size)
+        return _image_input(spec, source, image_size(checkpoint))
     if source is not None:
         path = source
         if "://" not in path and not Path(path).exists():
             raise DataError(f"--input {path} does not exist")
-        return tables.read_ray(path, tables.table_format(path, "auto"))
+        ds = tables.read_ray(path, tables.table_format(path, "auto"))
+        layout = _layout(checkpoint)
+        if layout is not None:
+            _check_columns(ds, layout.features, "input")
+        return ds
     path = tables.resolve_source(spec)
     ds = tables.read_ray(path, tables.table_format(path, spec.data.format))
     # Hash the rows on the columns training hashed (features, then label): hashing every column
@@ -112,19 +117,21 @@ def _check_columns(ds: ray.data.Dataset, needed: list[str], where: str) -> None:
 
 
 def predictions(spec: Spec, family: Family, checkpoint: Path, ds: ray.data.Dataset) -> ray.data.Dataset:
-    """``ds`` with the family's prediction columns added, computed on an actor pool."""
+    """``ds`` (from ``input_dataset``) with the family's prediction columns, computed on an actor pool."""
     import ray
     import ray.data
 
-    meta_layout = _layout(checkpoint)
-    if meta_layout is not None:
-        _check_columns(ds, meta_layout.features, "input")
     pool = spec.predict.concurrency
     largest = pool if isinstance(pool, int) else pool[1]
     # Size by what is free now (a Serve app may hold CPUs): a pool that takes the CPU Ray Data's
     # read tasks need would wait forever.
     free = min(ray.cluster_resources().get("CPU", 1.0), ray.available_resources().get("CPU", 0.0))
     num_cpus = runtime.cpus_per_actor(free, spec.predict.num_cpus, largest)
+    threads = max(1, round(num_cpus))
+    if runtime.cluster_address() is None:
+        # Ray's CPU count is a reservation (one is left for the read tasks); the model may still
+        # use this machine's cores between them: the decode work is small next to the forward pass.
+        threads = max(threads, runtime.local_cpus() // largest)
     compute = (
         ray.data.ActorPoolStrategy(size=pool)
         if isinstance(pool, int)
@@ -135,7 +142,7 @@ def predictions(spec: Spec, family: Family, checkpoint: Path, ds: ray.data.Datas
         fn_constructor_kwargs={
             "family": family.name,
             "checkpoint": checkpoints.portable(checkpoint),
-            "cpus": max(1, round(num_cpus)),
+            "cpus": threads,
             "drop": ("image",) if family.data_kind == "images" else (),
         },
         compute=compute,
@@ -186,10 +193,9 @@ def predict(
     """Predict every input row with a registered model; write parquet; register the job."""
     start = time.perf_counter()
     registry = registry or open_registry()
-    record, family, checkpoint = resolve_model(spec, model, registry)
+    record, family, checkpoint = runtime.init_while(partial(resolve_model, spec, model, registry))
     target = Path(output or spec.predict.output or default_output(spec, record.run_id))
-    runtime.init()
-    ds = input_dataset(spec, family, input or spec.predict.input, image_size(checkpoint))
+    ds = input_dataset(spec, family, input or spec.predict.input, checkpoint)
     result = predictions(spec, family, checkpoint, ds)
     with atomic_output(target) as tmp:
         try:

@@ -160,6 +160,24 @@ def cpus_per_actor(total_cpus: float, requested: float, actors: int) -> float:
     return round(max(0.05, min(requested, room / max(1, actors))), 3)
 
 
+def init_while(fn: Callable[[], T], *, setup_hook: str | None = None) -> T:
+    """``init()`` while ``fn`` runs in a thread; returns ``fn``'s result (or raises its error).
+
+    Starting Ray mostly waits on its processes, while opening the MLflow store (imports, schema
+    check) is Python work: run together they cost ~3 s less per command than one after the other.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="rayline-overlap") as pool:
+        pending = pool.submit(fn)
+        try:
+            init(setup_hook=setup_hook)
+        finally:
+            # Its error (an unknown run, say) is the one the user needs, not Ray's.
+            result = pending.result()
+    return result
+
+
 def call_with_timeout(fn: Callable[[], T], timeout_s: float, what: str) -> T:
     """Run a blocking call with a deadline: a hang becomes a clear error, not a silent stall."""
     box: dict[str, Any] = {}

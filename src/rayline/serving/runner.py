@@ -10,12 +10,14 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 from rayline import checkpoints, runtime
 from rayline.errors import ServeError, root_cause
 from rayline.inference import image_size
-from rayline.registry import Registry, open_registry
+from rayline.registry import Registry, RunRecord, open_registry
 from rayline.serving.config import deployment_options
 from rayline.serving.ingress import ingress_env, stop_haproxy
 from rayline.spec import Spec
@@ -64,6 +66,11 @@ def wait_healthy(url: str, timeout_s: float) -> dict[str, Any]:
     raise ServeError(f"service at {url} did not become healthy within {timeout_s:.0f} s (last: {last})")
 
 
+def _resolve(registry: Registry, spec: Spec, model: str) -> tuple[RunRecord, Path]:
+    record = registry.resolve(spec.name, model, metric=spec.metric, mode=spec.mode)
+    return record, registry.checkpoint_dir(record.run_id)
+
+
 def start(
     spec: Spec,
     *,
@@ -80,8 +87,6 @@ def start(
     from rayline.serving.images import image_app
 
     registry = registry or open_registry()
-    record = registry.resolve(spec.name, model, metric=spec.metric, mode=spec.mode)
-    checkpoint = registry.checkpoint_dir(record.run_id)
     host = host or spec.serve.host
     port = spec.serve.port if port is None else port
     import ray
@@ -95,7 +100,7 @@ def start(
         else:
             os.environ.update(ingress_env(spec.serve.ingress, host))
             hook = "rayline.serving.ingress.loopback_haproxy"
-    runtime.init(setup_hook=hook)
+    record, checkpoint = runtime.init_while(partial(_resolve, registry, spec, model), setup_hook=hook)
     try:
         serve.start(http_options={"host": host, "port": port})
     except Exception as err:  # e.g. HAProxy failing to start, raised from its manager actor
