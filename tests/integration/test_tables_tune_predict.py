@@ -75,6 +75,10 @@ def test_tune_registers_trials_and_best(scheduler: str, samples: int, ray_sessio
     assert best_trial.params["trial.max_depth"] == str(result.best_config["max_depth"])
     assert best_trial.params["model.params.max_depth"] == str(result.best_config["max_depth"])
     assert best_trial.tags["rayline.data.rows"] == "600"
+    # each trial's learning curve (Tune's per-trial result logs) lands on its run: 20 rounds,
+    # a report every 5; the trial's final values are its last point
+    curve = registry.metric_history(best_trial.run_id, "valid_loss")
+    assert len(curve) >= 2 and curve[-1][1] == pytest.approx(best_trial.metrics["valid_loss"])
 
     # "best" is the lowest valid_loss among every servable run of the spec (train runs included)
     servable = [r for r in registry.list_runs(name) if r.has_model and r.status == "FINISHED"]
