@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -30,10 +31,15 @@ SETS = ["--set", "data.rows=4000", "--set", "model.num_boost_round=15", "--set",
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     home = tmp_path_factory.mktemp("serve-home")
     env = {**os.environ, "RAYLINE_HOME": str(home)}
     env.pop("RAY_ADDRESS", None)
+    return env
+
+
+@pytest.fixture(scope="module")
+def service(env: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     subprocess.run([str(SCRIPT), "train", str(EXAMPLES / "taxi.yaml"), *SETS], env=env, check=True, timeout=300)
     args = [str(EXAMPLES / "taxi.yaml"), "--model", "best", *SETS]
     with serving(args, env) as (url, proc):
@@ -112,6 +118,51 @@ def test_listens_on_loopback_only(service: tuple[str, Any]) -> None:
     owned = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=False).stdout
     haproxy = [line.split()[3] for line in owned.splitlines() if '"haproxy"' in line]
     assert haproxy and all(addr.startswith("127.0.0.1:") for addr in haproxy), haproxy
+
+
+def haproxy_backup_ports() -> dict[str, int]:
+    """Config file -> port of its backup server, for every HAProxy running on this machine."""
+    found: dict[str, int] = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+        except OSError:
+            continue
+        if not args[0].endswith("haproxy") or "-f" not in args:
+            continue
+        config = args[args.index("-f") + 1]
+        for line in Path(config).read_text().splitlines():
+            if line.strip().startswith("server ") and line.rstrip().endswith(" backup"):
+                found[config] = int(line.split()[2].rsplit(":", 1)[1])
+    return found
+
+
+def test_two_services_on_one_machine(service: tuple[str, Any], env: dict[str, str]) -> None:
+    """A second service answers with its own model from its first healthy answer on.
+
+    Serve's fallback proxy (HAProxy's backup server) defaults to port 8500 for every service: the
+    second one's HAProxy used to fall back to the first service while its own replica started.
+    """
+    first_url, _ = service
+    first = call(f"{first_url}/healthz")[1]["model_run_id"]
+    trained = subprocess.run(
+        [str(SCRIPT), "train", str(EXAMPLES / "taxi.yaml"), *SETS, "--set", "model.num_boost_round=5"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
+    second = re.search(r"run ([0-9a-f]{32})", trained.stdout).group(1)  # type: ignore[union-attr]
+    args = [str(EXAMPLES / "taxi.yaml"), "--model", second, *SETS, "--set", "serve.num_replicas=1"]
+    with serving(args, env) as (url, _):
+        # Each HAProxy's backup server is its own service's proxy, not one port shared by all.
+        backups = haproxy_backup_ports()
+        assert len(backups) >= 2 and len(set(backups.values())) == len(backups), backups
+        assert call(f"{url}/healthz")[1]["model_run_id"] == second
+        status, body = call(f"{url}/predict", json.dumps([RECORD]).encode())
+        assert status == 200 and body["model"] == second
+        assert call(f"{first_url}/healthz")[1]["model_run_id"] == first
 
 
 def test_ctrl_c_stops_cleanly(service: tuple[str, subprocess.Popen[str]]) -> None:

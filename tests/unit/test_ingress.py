@@ -11,19 +11,22 @@ from rayline.serving.ingress import ingress_env, loopback_haproxy
 
 
 def test_proxy_and_direct_modes_turn_haproxy_off() -> None:
-    assert ingress_env("proxy", "127.0.0.1")["RAY_SERVE_ENABLE_HA_PROXY"] == "0"
-    direct = ingress_env("direct", "127.0.0.1")
+    assert ingress_env("proxy", "127.0.0.1", 8000)["RAY_SERVE_ENABLE_HA_PROXY"] == "0"
+    direct = ingress_env("direct", "127.0.0.1", 8000)
     assert direct["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "1" and direct["RAY_SERVE_ENABLE_HA_PROXY"] == "0"
 
 
 def test_loopback_haproxy_listens_on_private_unix_sockets(monkeypatch: pytest.MonkeyPatch) -> None:
     from ray.serve._private import haproxy
 
-    env = ingress_env("haproxy", "127.0.0.1")
+    env = ingress_env("haproxy", "127.0.0.1", 8000)
     folder = os.path.dirname(env["RAY_SERVE_HAPROXY_SOCKET_PATH"])
     try:
         assert len(env["RAY_SERVE_HAPROXY_SOCKET_PATH"]) < 100  # fits a unix socket name
         assert "RAY_SERVE_HAPROXY_STATS_PORT" not in env  # no TCP port picked early, bound late
+        # Serve's fallback proxy gets a port of this service's own (not 8500, shared by every service)
+        fallback = {int(env["RAY_SERVE_FALLBACK_PROXY_HTTP_PORT"]), int(env["RAY_SERVE_FALLBACK_PROXY_GRPC_PORT"])}
+        assert len(fallback) == 2 and 8000 not in fallback and all(20000 <= p < 30000 for p in fallback)
         for key, value in env.items():
             monkeypatch.setenv(key, value)
         monkeypatch.setattr(haproxy, "HAPROXY_CONFIG_TEMPLATE", haproxy.HAPROXY_CONFIG_TEMPLATE)
@@ -40,7 +43,7 @@ def test_loopback_haproxy_listens_on_private_unix_sockets(monkeypatch: pytest.Mo
 def test_exposed_haproxy_keeps_tcp_listeners(monkeypatch: pytest.MonkeyPatch) -> None:
     from ray.serve._private import haproxy
 
-    env = ingress_env("haproxy", "0.0.0.0")
+    env = ingress_env("haproxy", "0.0.0.0", 8000)
     try:
         assert int(env["RAY_SERVE_HAPROXY_STATS_PORT"]) != int(env["RAY_SERVE_HAPROXY_METRICS_PORT"])
         for key, value in env.items():

@@ -12,13 +12,15 @@ setup hook) rebinds those two listeners to unix sockets in the service's own fol
 (``stats.sock``, ``prometheus.sock``): nothing rayline starts is reachable from the network
 unless the user asked for it, and no TCP port is picked early and bound late (between the two,
 Ray's many outgoing connections can take an ephemeral port, and HAProxy then fails to start).
-Each service has its own folder, so two services on one machine do not collide.
+Each service has its own folder and its own port for Serve's fallback proxy (HAProxy's backup
+server), so two services on one machine do not collide.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import random
 import socket
 import tempfile
 from typing import Literal
@@ -27,14 +29,31 @@ IngressMode = Literal["haproxy", "proxy", "direct"]
 _LOOPBACK_ENV = "RAYLINE_HAPROXY_PRIVATE"
 
 
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+def _spare_port(host: str, avoid: set[int]) -> int:
+    """A port free now, between Ray's worker ports (<20000) and the kernel's ephemeral range (32768+).
+
+    It is bound seconds later, once Ray is up: an ephemeral port could meanwhile be taken by one
+    of the many outgoing connections Ray's processes open.
+    """
+    for _ in range(200):
+        port = random.randint(20000, 29999)
+        if port in avoid:
+            continue
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            avoid.add(port)
+            return port
+    raise OSError(f"no free port in 20000-29999 on {host}")
 
 
-def ingress_env(mode: IngressMode, host: str) -> dict[str, str]:
-    """Environment for the Ray processes (set before Ray starts; Serve reads it at import)."""
+def ingress_env(mode: IngressMode, host: str, port: int) -> dict[str, str]:
+    """Environment for the Ray processes (set before Ray starts; Serve reads it at import).
+
+    ``port`` is the service's own port, which the ports picked here must not take.
+    """
     if mode == "proxy":
         return {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "0", "RAY_SERVE_ENABLE_HA_PROXY": "0"}
     if mode == "direct":
@@ -42,6 +61,7 @@ def ingress_env(mode: IngressMode, host: str) -> dict[str, str]:
     # Short paths: HAProxy's socket paths must fit in a unix socket name (~107 bytes).
     folder = tempfile.mkdtemp(prefix="rl-hap-", dir="/tmp")
     loopback = host in ("127.0.0.1", "localhost", "::1")
+    taken = {port}
     env = {
         "RAY_SERVE_ENABLE_HA_PROXY": "1",
         # Replicas wait this long for an external balancer to notice they are going away; the
@@ -53,11 +73,15 @@ def ingress_env(mode: IngressMode, host: str) -> dict[str, str]:
         "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": f"{folder}/server-state",
         # A loaded machine can take longer than Ray's 30 s to start HAProxy and answer its socket.
         "RAY_SERVE_HAPROXY_STARTUP_TIMEOUT_S": "90",
+        # HAProxy's backup server is Serve's own proxy, on 8500 by default: a second service on the
+        # machine would find 8500 taken and send its requests to the first service's proxy.
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(_spare_port("127.0.0.1", taken)),
+        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(_spare_port("127.0.0.1", taken)),
         _LOOPBACK_ENV: "1" if loopback else "",
     }
     if not loopback:  # the user exposed the service: the listeners stay on TCP, on ports of their own
-        env["RAY_SERVE_HAPROXY_STATS_PORT"] = str(_free_port("0.0.0.0"))
-        env["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(_free_port("0.0.0.0"))
+        env["RAY_SERVE_HAPROXY_STATS_PORT"] = str(_spare_port("0.0.0.0", taken))
+        env["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(_spare_port("0.0.0.0", taken))
     return env
 
 

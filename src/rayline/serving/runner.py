@@ -98,7 +98,7 @@ def start(
             # Serve reads its ingress flags when Ray's processes start; this Ray is already up.
             log.warning("Ray is already running in this process: serve.ingress=%s is not applied", spec.serve.ingress)
         else:
-            os.environ.update(ingress_env(spec.serve.ingress, host))
+            os.environ.update(ingress_env(spec.serve.ingress, host, port))
             hook = "rayline.serving.ingress.loopback_haproxy"
     record, checkpoint = runtime.init_while(partial(_resolve, registry, spec, model), setup_hook=hook)
     try:
