@@ -55,6 +55,13 @@ def test_handle_predicts_like_http(service: Any) -> None:
         from_http = json.loads(resp.read())["predictions"]
     assert from_handle == from_http
     assert 0.0 <= from_handle[0]["probability"] <= 1.0
+    # Serve's per-request access log is off by default (serve.access_log): no line per request
+    import ray
+
+    logs = Path(ray._private.worker.global_worker.node.get_logs_dir_path()) / "serve"
+    replica_logs = list(logs.glob("replica_handle_model_*.log"))
+    assert replica_logs, sorted(p.name for p in logs.iterdir())
+    assert not any("POST /predict 200" in p.read_text() for p in replica_logs)
 
 
 def test_handle_validates_input(service: Any) -> None:
@@ -83,6 +90,10 @@ def test_deployment_options_from_spec() -> None:
         }
     )
     options = deployment_options(spec.serve)
+    assert options["logging_config"] == {"enable_access_log": False}
+    assert deployment_options(spec.serve.model_copy(update={"access_log": True}))["logging_config"] == {
+        "enable_access_log": True
+    }
     assert options["ray_actor_options"] == {"num_cpus": 0.5, "num_gpus": 0.25}
     assert options["max_ongoing_requests"] == 99 and "num_replicas" not in options
     auto = options["autoscaling_config"]
@@ -92,6 +103,9 @@ def test_deployment_options_from_spec() -> None:
     from ray.serve.config import AutoscalingConfig
 
     AutoscalingConfig(**auto)
+    from ray.serve.schema import LoggingConfig
+
+    LoggingConfig(**options["logging_config"])
 
 
 def test_image_handle_predicts_like_http(ray_session: Any, rayline_home: Path, tmp_path: Path) -> None:

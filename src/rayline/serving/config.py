@@ -12,6 +12,7 @@ def deployment_options(serve: ServeSpec) -> dict[str, Any]:
     options: dict[str, Any] = {
         "ray_actor_options": {"num_cpus": serve.num_cpus, "num_gpus": serve.num_gpus},
         "max_ongoing_requests": serve.max_ongoing_requests,
+        "logging_config": {"enable_access_log": serve.access_log},
     }
     if serve.autoscaling is not None:
         auto = serve.autoscaling

@@ -221,10 +221,14 @@ class ImageIngress:
         return {"status": "ok", **self.info}
 
 
-def _light(max_ongoing_requests: int) -> dict[str, Any]:
+def _light(model_options: dict[str, Any]) -> dict[str, Any]:
     """Ingress and preprocessor: little CPU each (a whole one would starve the model), and the
     spec's request limit: Serve's default of 5 would cap the ingress's batches at 5 requests."""
-    return {"ray_actor_options": {"num_cpus": 0.1}, "max_ongoing_requests": max_ongoing_requests}
+    return {
+        "ray_actor_options": {"num_cpus": 0.1},
+        "max_ongoing_requests": int(model_options.get("max_ongoing_requests", 64)),
+        "logging_config": model_options.get("logging_config", {}),
+    }
 
 
 def image_app(
@@ -252,7 +256,7 @@ def image_app(
         batch_wait_timeout_s=batch_wait_timeout_s,
         cpus=max(1, round(num_cpus)),
     )
-    light = _light(int(model_options.get("max_ongoing_requests", 64)))
+    light = _light(model_options)
     preprocessor = Preprocessor.options(**light).bind(layout)  # type: ignore[attr-defined]
     return ImageIngress.options(**light).bind(  # type: ignore[attr-defined]
         preprocessor,
