@@ -60,12 +60,14 @@ def resolve_model(spec: Spec, model: str, registry: Registry) -> tuple[RunRecord
     return record, get_family(record.family), registry.checkpoint_dir(record.run_id)
 
 
-def input_dataset(spec: Spec, family: Family, source: str | None, checkpoint: Path) -> ray.data.Dataset:
+def input_dataset(
+    spec: Spec, family: Family, source: str | None, checkpoint: Path, *, label: str | None = None
+) -> ray.data.Dataset:
     """The rows to predict with ``checkpoint``: ``source``, or else the validation split of the spec's data.
 
     Images are decoded at the model's input size whatever size the files are. A table's columns
-    are checked against the model's features here, on the file's schema: after a ``map_batches``
-    asking for the schema would run the pipeline's first block.
+    (the model's features, and ``label`` when given) are checked here, on the file's schema:
+    after a ``map_batches``, asking for the schema would run the pipeline's first block.
     """
     from rayline import data as tables
     from rayline.prepare import _SplitFilter
@@ -80,14 +82,19 @@ def input_dataset(spec: Spec, family: Family, source: str | None, checkpoint: Pa
         layout = _layout(checkpoint)
         if layout is not None:
             _check_columns(ds, layout.features, "input")
+        if label is not None and label not in ds.schema().names:
+            raise DataError(f"evaluation input has no label column {label!r}")
         return ds
     path = tables.resolve_source(spec)
     ds = tables.read_ray(path, tables.table_format(path, spec.data.format))
     # Hash the rows on the columns training hashed (features, then label): hashing every column
     # in file order picks other rows whenever the label is not last or data.features is a subset.
-    features, label = tables.check_schema(ds.schema().base_schema, spec, path)
+    schema = ds.schema().base_schema
+    features, spec_label = tables.check_schema(schema, spec, path)
+    if label is not None and label not in schema.names:
+        raise DataError(f"{path}: no label column {label!r}, which the model was trained on")
     return ds.map_batches(
-        _SplitFilter([*features, label], spec.split.valid_fraction, spec.split.seed, valid=True, keep_all=True),
+        _SplitFilter([*features, spec_label], spec.split.valid_fraction, spec.split.seed, valid=True, keep_all=True),
         batch_format="pandas",
     )
 
