@@ -32,3 +32,15 @@ def ray_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     resources = runtime.init()
     yield resources
     runtime.shutdown()
+
+
+@pytest.fixture
+def no_checkpoint_copies_left() -> Iterator[None]:
+    """Fails the test if it left Ray Train checkpoint copies (``checkpoint_tmp_*``) in the temp folder."""
+    import tempfile
+
+    folder = Path(tempfile.gettempdir())
+    before = set(folder.glob("checkpoint_tmp_*"))
+    yield
+    left = sorted(p.name for p in set(folder.glob("checkpoint_tmp_*")) - before)
+    assert left == [], f"checkpoint copies left in {folder}: {left}"

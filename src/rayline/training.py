@@ -104,7 +104,10 @@ def run_ray_train(
         raise TrainError("Ray Train run finished without a checkpoint")
     history = [dict(m) for _, m in (result.best_checkpoints or [])]
     local = Path(tempfile.mkdtemp(prefix="rayline-train-", dir=runtime.home())) / "checkpoint"
-    shutil.copytree(result.checkpoint.to_directory(), local)
+    # as_directory: the checkpoint folder itself on local storage (a download cleaned up after,
+    # on remote storage). to_directory() copied every checkpoint into /tmp and left it there.
+    with result.checkpoint.as_directory() as folder:
+        shutil.copytree(folder, local)
     return dict(result.metrics or {}), history, local
 
 

@@ -9,6 +9,7 @@ launches the family's Ray Train trainer, whose reports flow back through ``TuneR
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -244,9 +245,12 @@ def _register(
             ]
             trial_seconds.append(float(result.metrics.get("time_total_s", 0.0)))
             is_best = result.path == best.path
-            ckpt = Path(result.checkpoint.to_directory()) if (is_best and result.checkpoint) else None
             trial_spec = family.with_trial(spec, config)
-            run_id = _log_trial(registry, trial_spec, family, result, history, ckpt, data, parent.run_id, config)
+            with contextlib.ExitStack() as stack:  # as_directory: no copy left behind in /tmp
+                ckpt = None
+                if is_best and result.checkpoint:
+                    ckpt = Path(stack.enter_context(result.checkpoint.as_directory()))
+                run_id = _log_trial(registry, trial_spec, family, result, history, ckpt, data, parent.run_id, config)
             if is_best:
                 best_run_id = run_id
         parent.log_metrics({f"best_{spec.metric}": float(best.metrics[spec.metric]), "trials": float(len(grid))})

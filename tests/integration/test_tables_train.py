@@ -132,7 +132,9 @@ def test_feature_subset_and_scaling(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_ray_train_path(ray_session: object, tmp_path: Path, rayline_home: Path) -> None:
+def test_ray_train_path(
+    ray_session: object, tmp_path: Path, rayline_home: Path, no_checkpoint_copies_left: None
+) -> None:
     """num_workers: 2 trains on Ray Train workers; the split is the in-process one (evaluate agrees)."""
     source = tables.make_table("binary", tmp_path / "data", "csv")
     df = read_back(source)

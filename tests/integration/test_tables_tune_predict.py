@@ -39,7 +39,9 @@ def siblings(path: Path) -> list[str]:
 
 # ------------------------------------------------------------------------------------ tune
 @pytest.mark.parametrize(("scheduler", "samples"), [("fifo", 3), ("asha", 4)])
-def test_tune_registers_trials_and_best(scheduler: str, samples: int, ray_session: object, tmp_path: Path) -> None:
+def test_tune_registers_trials_and_best(
+    scheduler: str, samples: int, ray_session: object, tmp_path: Path, no_checkpoint_copies_left: None
+) -> None:
     source = tables.make_table("binary", tmp_path / "data")
     name = f"tune-{scheduler}"
     # a plain training run of the same spec competes for "best" too
@@ -202,7 +204,9 @@ def test_predict_and_evaluate_regression(ray_session: object, tmp_path: Path) ->
     assert stored["eval_mae"] == pytest.approx(evaluation.metrics["mae"])
 
 
-def test_tune_launches_ray_train_per_trial_for_big_data(ray_session: object, tmp_path: Path) -> None:
+def test_tune_launches_ray_train_per_trial_for_big_data(
+    ray_session: object, tmp_path: Path, no_checkpoint_copies_left: None
+) -> None:
     """With scaling.num_workers set, each trial is a Ray Train run reporting through Tune."""
     source = tables.make_table("binary", tmp_path / "data")
     spec = tables.spec_for(
