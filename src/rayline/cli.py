@@ -287,7 +287,8 @@ def serve_cmd(
     from rayline.spec import load_spec
 
     loaded = load_spec(spec, set_ or [])
-    # SIGTERM (docker stop, kill) shuts down as cleanly as Ctrl-C.
+    # SIGTERM (docker stop, kill) shuts down as cleanly as Ctrl-C (runtime.init keeps this
+    # handler in place when ray.init installs Ray's own).
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         with err.status(f"starting {loaded.name} service"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -116,12 +117,18 @@ def init(*, quiet: bool | None = None, setup_hook: str | None = None) -> Resourc
             )
         else:
             kwargs["address"] = address
+        # ray.init replaces the process's SIGTERM handler with Ray's own (it dumps a stack and
+        # exits, skipping every cleanup); put back a Python handler the caller had set.
+        on_sigterm = signal.getsignal(signal.SIGTERM)
         try:
             ray.init(**kwargs)
         except Exception as err:  # Ray raises ConnectionError, RuntimeError, ValueError...
             where = f"the Ray cluster at RAY_ADDRESS={address}" if address else "a local Ray"
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise RuntimeStartError(f"could not start {where}: {first}") from err
+        finally:
+            if callable(on_sigterm) and threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, on_sigterm)
     if quiet:
         import ray.data
 

@@ -165,9 +165,20 @@ def test_two_services_on_one_machine(service: tuple[str, Any], env: dict[str, st
         assert call(f"{first_url}/healthz")[1]["model_run_id"] == first
 
 
-def test_ctrl_c_stops_cleanly(service: tuple[str, subprocess.Popen[str]]) -> None:
+def haproxy_configs_for(port: int) -> list[Path]:
+    """Config files of the HAProxy processes that serve ``port``."""
+    configs = [Path(c) for c in haproxy_backup_ports()]
+    return [c for c in configs if f"bind 127.0.0.1:{port}" in c.read_text()]
+
+
+def test_sigterm_stops_cleanly(service: tuple[str, subprocess.Popen[str]]) -> None:
+    """SIGTERM (docker stop, kill) is a clean stop like Ctrl-C: exit 0, HAProxy gone, its folder removed."""
     url, proc = service
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=90) == 0
+    configs = haproxy_configs_for(int(url.rsplit(":", 1)[1]))
+    assert configs
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=90) == 0, proc.stderr.read() if proc.stderr else ""
     with pytest.raises((urllib.error.URLError, ConnectionError)):
         call(f"{url}/healthz")
+    assert not set(configs) & set(map(Path, haproxy_backup_ports()))
+    assert not any(c.exists() for c in configs)
