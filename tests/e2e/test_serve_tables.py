@@ -176,6 +176,8 @@ def test_sigterm_stops_cleanly(service: tuple[str, subprocess.Popen[str]]) -> No
     url, proc = service
     configs = haproxy_configs_for(int(url.rsplit(":", 1)[1]))
     assert configs
+    # every file HAProxy uses is in the service's own folder (removed at stop), none in Ray's /tmp default
+    assert all("/tmp/haproxy-serve" not in c.read_text() for c in configs)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=90) == 0, proc.stderr.read() if proc.stderr else ""
     with pytest.raises((urllib.error.URLError, ConnectionError)):

@@ -71,6 +71,8 @@ def ingress_env(mode: IngressMode, host: str, port: int) -> dict[str, str]:
         "RAY_SERVE_HAPROXY_SOCKET_PATH": f"{folder}/admin.sock",
         "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": folder,
         "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": f"{folder}/server-state",
+        # Ray's default (/tmp/haproxy-serve/<node>/) leaves a folder behind per service started.
+        "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": f"{folder}/metrics.sock",
         # A loaded machine can take longer than Ray's 30 s to start HAProxy and answer its socket.
         "RAY_SERVE_HAPROXY_STARTUP_TIMEOUT_S": "90",
         # HAProxy's backup server is Serve's own proxy, on 8500 by default: a second service on the
