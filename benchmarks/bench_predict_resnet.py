@@ -1,8 +1,9 @@
 """rayline predict on a PNG folder vs a plain PIL + torch loop, same checkpoint, whole commands.
 
 A 1-epoch model is trained once, outside the timing. Then the commands alternate, each a fresh
-process: ``rayline predict examples/mnist.yaml --model RUN --input DIR --out OUT`` (Ray Data
-reads the files, decodes and classifies on an actor pool, writes parquet) and
+process: ``rayline predict examples/mnist.yaml --model RUN --input DIR --out OUT`` with
+``predict.engine`` auto (a local folder this size is decoded and classified in process) and
+ray (Ray Data reads the files, decodes and classifies on an actor pool, writes parquet) and
 benchmarks/plain_predict_resnet.py (PIL decode, batches of 256, nothing written), on the 5,000
 digits and on a folder of ``--scale`` hard-linked copies of them.
 
@@ -64,14 +65,21 @@ def main() -> None:
                 loops.append(result["loop_images_per_s"])
                 walls.setdefault(("plain", size), []).append(wall)
                 cmd = [str(BIN / "rayline"), "predict", SPEC, "--model", run_id, "--input", str(folder)]
-                wall, out = timed([*cmd, "--out", str(tmp / "predictions.parquet")], env)
-                if f"wrote {images:,} rows" not in out:
-                    raise SystemExit(f"rayline predict did not write {images:,} rows:\n{out}")
-                walls.setdefault(("rayline", size), []).append(wall)
+                cmd += ["--out", str(tmp / "predictions.parquet")]
+                for who, engine in (("rayline", "auto"), ("rayline-ray", "ray")):
+                    wall, out = timed([*cmd, "--set", f"predict.engine={engine}"], env)
+                    if f"wrote {images:,} rows" not in out:
+                        raise SystemExit(f"rayline predict did not write {images:,} rows:\n{out}")
+                    walls.setdefault((who, size), []).append(wall)
     n_small, n_big = sizes["small"][1], sizes["big"][1]
     rows: list[list[object]] = []
     rates: dict[str, dict[str, float]] = {}
-    for who, label in (("plain", "plain PIL + torch loop (batch 256, 2 threads)"), ("rayline", "rayline predict")):
+    commands = {
+        "plain": "plain PIL + torch loop (batch 256, 2 threads)",
+        "rayline": "rayline predict (engine auto: in process)",
+        "rayline-ray": "rayline predict --set predict.engine=ray (actor pool)",
+    }
+    for who, label in commands.items():
         t_small, t_big = median(walls[(who, "small")]), median(walls[(who, "big")])
         rates[who] = {
             "small": n_small / t_small,
@@ -79,7 +87,7 @@ def main() -> None:
             "marginal": (n_big - n_small) / (t_big - t_small),
         }
         rows.append([label, t_small, t_big, *rates[who].values()])
-    for row, who in zip(rows, ("plain", "rayline"), strict=True):
+    for row, who in zip(rows, commands, strict=True):
         row += [rates[who][k] / rates["plain"][k] for k in ("small", "big", "marginal")]
     print(f"{n_small:,} and {n_big:,} images, {args.repeats} repeat(s); plain loop alone: {median(loops):,.0f} img/s")
     header = ["command", f"s @{n_small:,}", f"s @{n_big:,}", f"img/s @{n_small:,}", f"img/s @{n_big:,}"]

@@ -20,10 +20,9 @@ from rayline import runtime
 
 def main() -> None:
     args = arguments(__doc__ or "")
-    spec = rayline.load_spec(
-        str(EXAMPLES / "taxi.yaml"),
-        ["data.rows=5000", "model.num_boost_round=10", "tune.num_samples=2"] if args.smoke else [],
-    )
+    # predict.engine=ray: the lesson's actor pool even where a small table would be predicted in-process.
+    smoke = ["data.rows=5000", "model.num_boost_round=10", "tune.num_samples=2"] if args.smoke else []
+    spec = rayline.load_spec(str(EXAMPLES / "taxi.yaml"), [*smoke, "predict.engine=ray"])
     # Read + split (content-hash, reproducible) + train: in-process for small data, Ray Train for big.
     trained = rayline.train(spec)
     print("train:", trained.run_id, {k: round(v, 4) for k, v in trained.metrics.items() if k.startswith("valid_")})

@@ -233,14 +233,17 @@ def predict_cmd(
     out_path: Annotated[str | None, typer.Option("--out", help="output parquet (a folder of part files)")] = None,
     set_: SetOpt = None,
 ) -> None:
-    """Batch inference on an actor pool; writes parquet with prediction columns."""
+    """Batch inference (in this process for modest local inputs, else a Ray Data actor pool); writes parquet."""
     from rayline.inference import predict
     from rayline.spec import load_spec
 
     loaded = load_spec(spec, set_ or [])
     with err.status(f"predicting with {loaded.name} model {model}"):
         result = predict(loaded, model=model, input=input_path, output=out_path)
-    out.print(f"wrote {result.rows:,} rows to {result.output}  ({result.seconds:.1f} s, model {result.model_run_id})")
+    where = "in process" if result.engine == "local" else "Ray actor pool"
+    out.print(
+        f"wrote {result.rows:,} rows to {result.output}  ({result.seconds:.1f} s, {where}, model {result.model_run_id})"
+    )
 
 
 @app.command("evaluate")

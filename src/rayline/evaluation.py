@@ -20,7 +20,7 @@ import pandas as pd
 from rayline import runtime
 from rayline.data import TableLayout
 from rayline.errors import DataError
-from rayline.inference import _layout, _map_error, input_dataset, predictions, resolve_model
+from rayline.inference import _layout, _map_error, input_dataset, predictions, resolve_model, run_pipeline
 from rayline.registry import Registry, open_registry
 from rayline.spec import Spec
 
@@ -107,8 +107,16 @@ def evaluate(
         raise DataError(f"run {record.run_id}: checkpoint has no table layout to evaluate with")
     ds = input_dataset(spec, family, input or spec.predict.input, checkpoint, label=layout.label)
     try:
-        terms = predictions(spec, family, checkpoint, ds).map_batches(_RowTerms(layout), batch_format="pandas")
-        terms = runtime.call_with_timeout(terms.materialize, spec.predict.timeout_s, "evaluation")
+        # Built and run inside run_pipeline: a failed pipeline's actors live as long as its Dataset.
+        terms = run_pipeline(
+            lambda: (
+                predictions(spec, family, checkpoint, ds)
+                .map_batches(_RowTerms(layout), batch_format="pandas")
+                .materialize()
+            ),
+            spec.predict.timeout_s,
+            "evaluation",
+        )
         # Each Ray Data aggregation pass costs seconds of fixed overhead here: one pass for all the
         # means. Group-bys use few partitions: there are at most a few dozen groups, and Ray's
         # default (one per shuffle partition, hundreds) cost ~5 s per group-by on 2 CPUs.

@@ -7,13 +7,15 @@ the course's lesson-4 pattern. Output keeps the input columns and adds the famil
 
 from __future__ import annotations
 
+import gc
 import re
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pandas as pd
 
@@ -26,6 +28,8 @@ from rayline.spec import Spec
 
 if TYPE_CHECKING:
     import ray.data
+
+T = TypeVar("T")
 
 
 # A one-file table is one block, so a pool of two actors gets one input; that is fine, not a problem.
@@ -53,6 +57,7 @@ class PredictResult:
     output: Path
     rows: int
     seconds: float
+    engine: str = "ray"  # "local": in this process; "ray": a Ray Data actor pool
 
 
 def resolve_model(spec: Spec, model: str, registry: Registry) -> tuple[RunRecord, Family, Path]:
@@ -198,19 +203,20 @@ def predict(
     registry: Registry | None = None,
 ) -> PredictResult:
     """Predict every input row with a registered model; write parquet; register the job."""
+    from rayline import local_inference
+
     start = time.perf_counter()
     registry = registry or open_registry()
-    record, family, checkpoint = runtime.init_while(partial(resolve_model, spec, model, registry))
+    source = input or spec.predict.input
+    local = local_inference.wants_local(spec, get_family(spec.model.family), source)
+    if local:
+        record, family, checkpoint = resolve_model(spec, model, registry)
+    else:
+        record, family, checkpoint = runtime.init_while(partial(resolve_model, spec, model, registry))
     target = Path(output or spec.predict.output or default_output(spec, record.run_id))
-    ds = input_dataset(spec, family, input or spec.predict.input, checkpoint)
-    result = predictions(spec, family, checkpoint, ds)
+    write = local_inference.write_predictions if local else _write_on_pool
     with atomic_output(target) as tmp:
-        try:
-            runtime.call_with_timeout(lambda: result.write_parquet(str(tmp)), spec.predict.timeout_s, "batch inference")
-        except (DataError, TrainError):
-            raise
-        except Exception as err:
-            raise _map_error(err) from err
+        run_pipeline(partial(write, spec, family, checkpoint, source, tmp), spec.predict.timeout_s, "batch inference")
     import pyarrow.dataset as pads
 
     rows = pads.dataset(str(target), format="parquet").count_rows()
@@ -222,9 +228,40 @@ def predict(
         parent_id=record.run_id,
         tags={"rayline.model_run": record.run_id},
     ) as run:
-        run.log_params({"input": input or spec.predict.input or "valid split", "output": str(target)})
+        engine = "local" if local else "ray"
+        run.log_params({"input": source or "valid split", "output": str(target), "engine": engine})
         run.log_metrics({"rows": rows, "time_total_s": seconds, "rows_per_s": rows / max(seconds, 1e-9)})
-    return PredictResult(run.run_id, record.run_id, target, rows, seconds)
+    return PredictResult(run.run_id, record.run_id, target, rows, seconds, engine)
+
+
+def _write_on_pool(spec: Spec, family: Family, checkpoint: Path, source: str | None, target: Path) -> None:
+    predictions(spec, family, checkpoint, input_dataset(spec, family, source, checkpoint)).write_parquet(str(target))
+
+
+def run_pipeline(fn: Callable[[], T], timeout_s: float, what: str) -> T:
+    """Run ``fn`` (which builds and runs a Ray Data pipeline) with a deadline; errors become rayline's.
+
+    A failed pipeline's actors, with the CPUs they hold, live as long as its Dataset does, and
+    its exception's frames reference it: a caller that kept the error (a notebook,
+    ``pytest.raises``) left the next pipeline in the process waiting for CPUs forever. So the
+    Dataset lives only in ``fn``'s frames, the error raised here carries only the message, and
+    the old frames are collected before it is raised.
+    """
+    try:
+        return runtime.call_with_timeout(fn, timeout_s, what)
+    except Exception as err:
+        failure = _fresh(err) if isinstance(err, DataError | TrainError) and _own_error(err) else _map_error(err)
+    gc.collect()
+    raise failure
+
+
+def _fresh(err: DataError | TrainError) -> Exception:
+    return type(err)(err.message, hint=err.hint)
+
+
+def _own_error(err: BaseException) -> bool:
+    """A rayline error raised in this process (not a worker's, which Ray wraps in its own type)."""
+    return isinstance(err, DataError | TrainError) and type(err).__module__ == "rayline.errors"
 
 
 # "ValueError: ..." or "rayline.errors.DataError: ..." in the text of a worker's traceback.

@@ -177,6 +177,11 @@ class PredictSpec(_Strict):
     input: str | None = Field(default=None, description="default: the validation split of data.source")
     output: str | None = Field(default=None, description="default: RAYLINE_HOME/predictions/<name>/<run>.parquet")
     timeout_s: Annotated[float, Field(gt=0)] = 3600.0
+    engine: Literal["auto", "local", "ray"] = Field(
+        default="auto",
+        description="auto: in this process for a modest local table or image folder on the embedded Ray "
+        "(starting Ray and the actor pool would cost more than the work), a Ray Data actor pool otherwise",
+    )
 
     @field_validator("concurrency")
     @classmethod

@@ -55,8 +55,9 @@ def test_predict_and_evaluate_images(ray_session: object, tmp_path: Path) -> Non
     )
     trained = train(spec)
 
-    # default input: the validation split of the folder
+    # default input: the validation split of the folder, predicted in this process (engine: auto)
     result = predict(spec, model=trained.run_id)
+    assert result.engine == "local"
     out = pd.read_parquet(result.output)
     assert list(out.columns) == ["label", "key", "path", "predicted_label", "probability", "probabilities"]
     assert result.rows == len(out) > 0
@@ -68,6 +69,14 @@ def test_predict_and_evaluate_images(ray_session: object, tmp_path: Path) -> Non
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
     np.testing.assert_allclose(out["probability"], probs.max(axis=1))
     assert sorted(p.name for p in result.output.parent.iterdir()) == [result.output.name]
+    # the actor pool (predict.engine: ray) reads, decodes and predicts the same images alike
+    on_ray = spec.model_copy(update={"predict": spec.predict.model_copy(update={"engine": "ray"})})
+    pooled = predict(on_ray, model=trained.run_id, output=str(tmp_path / "pooled.parquet"))
+    assert pooled.engine == "ray"
+    pooled_out = pd.read_parquet(pooled.output).sort_values("path").reset_index(drop=True)
+    local_out = out.sort_values("path").reset_index(drop=True)
+    pd.testing.assert_frame_equal(pooled_out.drop(columns="probabilities"), local_out.drop(columns="probabilities"))
+    np.testing.assert_allclose(np.stack(pooled_out["probabilities"]), np.stack(local_out["probabilities"]), rtol=1e-5)
 
     evaluation = evaluate(spec, model=trained.run_id)
     assert evaluation.rows == len(out)
@@ -98,3 +107,37 @@ def test_evaluate_rejects_unknown_classes(ray_session: object, tmp_path: Path) -
     strange = imagesets.digits(tmp_path / "strange", per_class=3, classes=[0, 5])
     with pytest.raises(DataError, match="label '5' is not one of the model's classes"):
         evaluate(spec, model=trained.run_id, input=str(strange))
+
+
+def broken_input(tmp_path: Path, engine: str) -> tuple[object, str, Path]:
+    """A trained two-class model and an input folder with one file that is not an image."""
+    spec = imagesets.spec_for(
+        imagesets.digits(tmp_path / "digits", per_class=6, classes=[0, 1]),
+        name="broken",
+        model={"epochs": 1},
+        predict={"engine": engine},
+    )
+    trained = train(spec)
+    other = imagesets.digits(tmp_path / "other", per_class=3, classes=[0, 1])
+    (other / "1" / "broken.png").write_bytes(b"not a png at all")
+    return spec, trained.run_id, other
+
+
+# Separate tests: pytest keeps the failed pipeline's logged error, and with it its actor, until the test ends.
+@pytest.mark.parametrize("engine", ["local", "ray"])
+def test_predict_undecodable_file_fails(ray_session: object, tmp_path: Path, engine: str) -> None:
+    spec, run_id, other = broken_input(tmp_path, engine)
+    target = tmp_path / "out" / "p.parquet"
+    with pytest.raises(DataError, match=r"broken\.png: not a decodable image"):
+        predict(spec, model=run_id, input=str(other), output=str(target))  # type: ignore[arg-type]
+    assert not target.exists() and (not target.parent.exists() or list(target.parent.iterdir()) == [])
+
+
+@pytest.mark.parametrize("engine", ["local", "ray"])
+def test_predict_undecodable_file_skipped_on_request(ray_session: object, tmp_path: Path, engine: str) -> None:
+    spec, run_id, other = broken_input(tmp_path, engine)
+    skipping = spec.model_copy(update={"data": spec.data.model_copy(update={"on_bad_file": "skip"})})  # type: ignore[attr-defined]
+    target = tmp_path / "out" / "p.parquet"
+    result = predict(skipping, model=run_id, input=str(other), output=str(target))
+    assert result.engine == engine and result.rows == 6
+    assert not pd.read_parquet(target)["path"].str.endswith("broken.png").any()

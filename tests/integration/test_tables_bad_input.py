@@ -120,8 +120,16 @@ def test_unknown_model_reference(trained: tuple[Any, str], tmp_path: Path) -> No
     assert _kinds() == ["train"]
 
 
-def test_predict_input_missing_feature(ray_session: object, trained: tuple[Any, str], tmp_path: Path) -> None:
+def with_engine(spec: Any, engine: str) -> Any:
+    return spec.model_copy(update={"predict": spec.predict.model_copy(update={"engine": engine})})
+
+
+@pytest.mark.parametrize("engine", ["local", "ray"])
+def test_predict_input_missing_feature(
+    ray_session: object, trained: tuple[Any, str], tmp_path: Path, engine: str
+) -> None:
     spec, run_id = trained
+    spec = with_engine(spec, engine)
     bad = tables.write(tables.binary_frame(rows=50, seed=3).drop(columns=["x2"]), tmp_path / "in", "nox2", "csv")
     target = tmp_path / "out" / "p.parquet"
     with pytest.raises(DataError, match=r"column 'x2' is missing"):
@@ -140,9 +148,13 @@ def test_predict_input_missing_feature(ray_session: object, trained: tuple[Any, 
     assert "eval_accuracy" not in open_registry().get(run_id).metrics
 
 
-def test_failed_write_leaves_no_output(ray_session: object, trained: tuple[Any, str], tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", ["local", "ray"])
+def test_failed_write_leaves_no_output(
+    ray_session: object, trained: tuple[Any, str], tmp_path: Path, engine: str
+) -> None:
     """Inference that fails midway (text in a numeric feature) keeps the old output and leaves no temp copy."""
     spec, run_id = trained
+    spec = with_engine(spec, engine)
     target = tmp_path / "out" / "p.parquet"
     target.parent.mkdir()
     target.write_bytes(b"previous output")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.dataset as pads
 import pytest
 
 import tables
@@ -103,8 +104,10 @@ def test_predict_binary(ray_session: object, tmp_path: Path, rayline_home: Path)
     first = train(spec).run_id
     second = train(tables.spec_for("binary", source, name="pred-bin", model={"params": {"max_depth": 2}})).run_id
 
-    # default input: the validation split, default output under RAYLINE_HOME, newest model
+    # default input: the validation split, default output under RAYLINE_HOME, newest model; a
+    # small local table is predicted in this process (predict.engine: auto)
     latest = predict(spec, model="latest")
+    assert latest.engine == "local"
     assert latest.model_run_id == second
     assert latest.output == rayline_home / "predictions" / "pred-bin" / f"{second}.parquet"
     out = read_output(latest.output)
@@ -120,12 +123,27 @@ def test_predict_binary(ray_session: object, tmp_path: Path, rayline_home: Path)
     job = open_registry().get(latest.run_id)
     assert job.kind == "predict" and job.parent_id == second
     assert job.metrics["rows"] == len(valid)
+    assert job.params["engine"] == "local"
 
-    # an explicit run id, another file as input (CSV), an explicit output path
+    # the actor pool (predict.engine: ray) writes the same rows, columns and predictions
+    on_ray = spec.model_copy(update={"predict": spec.predict.model_copy(update={"engine": "ray"})})
+    pooled = predict(on_ray, model="latest", output=str(tmp_path / "pooled.parquet"))
+    assert pooled.engine == "ray"
+    by_row = ["x1", "x2"]
+    # the same parquet types; pandas' read-back dtypes differ only by Ray's Arrow-backed batches
+    assert pads.dataset(pooled.output).schema.remove_metadata() == pads.dataset(latest.output).schema.remove_metadata()
+    pd.testing.assert_frame_equal(
+        read_output(pooled.output).sort_values(by_row).reset_index(drop=True),
+        out.sort_values(by_row).reset_index(drop=True),
+        check_dtype=False,
+    )
+
+    # an explicit run id, another file as input (CSV), an explicit output path, on the actor pool
     other = tables.binary_frame(rows=150, seed=9)
     other_path = tables.write(other, tmp_path / "other", "fresh", "csv")
     target = tmp_path / "out" / "preds.parquet"
-    explicit = predict(spec, model=first, input=str(other_path), output=str(target))
+    explicit = predict(on_ray, model=first, input=str(other_path), output=str(target))
+    assert explicit.engine == "ray"
     assert explicit.model_run_id == first
     assert explicit.output == target
     out = read_output(target)
