@@ -216,16 +216,22 @@ def _first_size(raw: bytes, mode: str, where: str) -> tuple[int, int]:
 
 
 # ------------------------------------------------------------------------------ local reader
+def parquet_images(spec: Spec, source: str) -> tuple[list[str], list[bytes | None], list[str], list[str]]:
+    """A local parquet of encoded images: (row names, bytes, class names, split keys)."""
+    image_col, label_col = _parquet_columns(spec)
+    table = tables.read_local(source, "parquet", columns=[image_col, label_col]).to_pandas()
+    blobs = [_bytes_of(v) for v in table[image_col]]
+    labels = [str(v) for v in table[label_col]]
+    keys = [content_key(lab, b) for lab, b in zip(labels, blobs, strict=True)]
+    return [f"{source}[row {i}]" for i in range(len(blobs))], list(blobs), labels, keys
+
+
 def read_local(spec: Spec, source: str, threads: int) -> tuple[pd.DataFrame, ImageLayout]:
     """Decode every image in this process: columns ``image`` (uint8 CxHxW), ``label`` (class index), ``key``."""
     mode = spec.data.image.mode
+    blobs: list[Any]
     if source_kind(source, spec.data.format) == "parquet":
-        image_col, label_col = _parquet_columns(spec)
-        table = tables.read_local(source, "parquet", columns=[image_col, label_col]).to_pandas()
-        blobs: list[Any] = [_bytes_of(v) for v in table[image_col]]
-        labels = [str(v) for v in table[label_col]]
-        names = [f"{source}[row {i}]" for i in range(len(table))]
-        keys: list[Any] = [content_key(lab, b) for lab, b in zip(labels, blobs, strict=True)]
+        names, blobs, labels, keys = parquet_images(spec, source)
     else:
         files = scan_folder(source)
         names = [str(p) for p, _ in files]
@@ -233,19 +239,8 @@ def read_local(spec: Spec, source: str, threads: int) -> tuple[pd.DataFrame, Ima
         keys = [key_of(n) for n in names]
         blobs = [None] * len(files)  # read in the decode threads
     size = tuple(spec.data.image.size) if spec.data.image.size else None
-    if size is None:
-        first = blobs[0] if blobs[0] is not None else Path(names[0]).read_bytes()
-        size = _first_size(first, mode, names[0])
-
-    def load(i: int) -> np.ndarray | None:
-        raw = blobs[i] if blobs[i] is not None else Path(names[i]).read_bytes()
-        try:
-            return decode(raw, mode, size)  # type: ignore[arg-type]
-        except ValueError as err:
-            if spec.data.on_bad_file == "skip":
-                return None
-            raise DataError(f"{names[i]}: {err}", hint="set data.on_bad_file: skip to leave such files out") from None
-
+    load = FileDecoder(names, blobs, mode, size, skip=spec.data.on_bad_file == "skip")  # type: ignore[arg-type]
+    size = load.size
     with ThreadPoolExecutor(max(1, threads)) as pool:  # PIL releases the GIL while decoding
         arrays = list(pool.map(load, range(len(names))))
     skipped = [n for n, a in zip(names, arrays, strict=True) if a is None]
@@ -261,6 +256,36 @@ def read_local(spec: Spec, source: str, threads: int) -> tuple[pd.DataFrame, Ima
     )
     layout = ImageLayout(classes, mode, size, spec.data.image.mean, spec.data.image.std, skipped)  # type: ignore[arg-type]
     return frame, layout
+
+
+class FileDecoder:
+    """``load(i)``: image ``i`` (bytes in ``blobs[i]``, or read from the file ``names[i]``) decoded
+    at ``size`` (default: the first image's); ``None`` for an undecodable one when ``skip``."""
+
+    def __init__(
+        self,
+        names: Sequence[str],
+        blobs: Sequence[bytes | None],
+        mode: str,
+        size: tuple[int, int] | None,
+        *,
+        skip: bool,
+    ) -> None:
+        self.names, self.blobs, self.mode, self.skip = names, blobs, mode, skip
+        self.size = size if size is not None else _first_size(self._raw(0), mode, names[0])
+
+    def _raw(self, i: int) -> bytes:
+        blob = self.blobs[i]
+        return blob if blob is not None else Path(self.names[i]).read_bytes()
+
+    def __call__(self, i: int) -> np.ndarray | None:
+        try:
+            return decode(self._raw(i), self.mode, self.size)
+        except ValueError as err:
+            if self.skip:
+                return None
+            hint = "set data.on_bad_file: skip to leave such files out"
+            raise DataError(f"{self.names[i]}: {err}", hint=hint) from None
 
 
 def _bytes_of(value: Any) -> bytes:

@@ -27,7 +27,6 @@ from rayline.spec import Spec
 LOCAL_MAX_ROWS = 2_000_000
 LOCAL_MAX_CSV_BYTES = 256 * 1024**2
 LOCAL_MAX_IMAGES = 200_000
-CHUNK_ROWS = 4096
 
 
 def wants_local(spec: Spec, family: Family, source: str | None) -> bool:
@@ -65,8 +64,12 @@ def write_predictions(spec: Spec, family: Family, checkpoint: Path, source: str 
         cpus=runtime.local_cpus(),
         drop=("image",) if family.data_kind == "images" else (),
     )
-    images_in = family.data_kind == "images"
-    chunks = _image_chunks(spec, checkpoint, source) if images_in else _table_chunks(spec, checkpoint, source)
+    # The actor pool's batch size: what bounds the model's memory per call on either path.
+    batch = spec.predict.batch_size or family.predict_batch_size
+    if family.data_kind == "images":
+        chunks = _image_chunks(spec, checkpoint, source, batch)
+    else:
+        chunks = _table_chunks(spec, checkpoint, source, batch)
     rows = 0
     writer: pq.ParquetWriter | None = None
     target.mkdir(parents=True)
@@ -91,7 +94,7 @@ def write_predictions(spec: Spec, family: Family, checkpoint: Path, source: str 
     return rows
 
 
-def _table_chunks(spec: Spec, checkpoint: Path, source: str | None) -> Iterator[pd.DataFrame]:
+def _table_chunks(spec: Spec, checkpoint: Path, source: str | None, rows: int) -> Iterator[pd.DataFrame]:
     from rayline.inference import _layout
     from rayline.prepare import _SplitFilter
 
@@ -111,8 +114,8 @@ def _table_chunks(spec: Spec, checkpoint: Path, source: str | None) -> Iterator[
         if missing:
             raise DataError(f"input: column {missing[0]!r} is missing; the model needs {', '.join(needed)}")
     frame = tables.read_local(path, fmt).to_pandas()
-    for start in range(0, len(frame), CHUNK_ROWS):
-        chunk = frame.iloc[start : start + CHUNK_ROWS]
+    for start in range(0, len(frame), rows):
+        chunk = frame.iloc[start : start + rows]
         yield split(chunk) if split is not None else chunk
 
 
@@ -124,7 +127,7 @@ def _image_files(folder: str) -> Iterator[Path]:
             yield path
 
 
-def _image_chunks(spec: Spec, checkpoint: Path, source: str | None) -> Iterator[pd.DataFrame]:
+def _image_chunks(spec: Spec, checkpoint: Path, source: str | None, rows: int) -> Iterator[pd.DataFrame]:
     """Decoded images with the columns the Ray reader gives them (``image``, ``label``, ``key``, ``path``)."""
     from rayline.inference import image_size
 
@@ -132,13 +135,9 @@ def _image_chunks(spec: Spec, checkpoint: Path, source: str | None) -> Iterator[
     declared = "auto" if source else spec.data.format
     mode, skip = spec.data.image.mode, spec.data.on_bad_file == "skip"
     size = image_size(checkpoint)
+    blobs: list[bytes | None]
     if images.source_kind(path, declared) == "parquet":
-        image_col, label_col = images._parquet_columns(spec)
-        table = tables.read_local(path, "parquet", columns=[image_col, label_col]).to_pandas()
-        blobs: list[bytes | None] = [images._bytes_of(v) for v in table[image_col]]
-        labels = [str(v) for v in table[label_col]]
-        names = [f"{path}[row {i}]" for i in range(len(blobs))]
-        keys = [images.content_key(lab, b) for lab, b in zip(labels, blobs, strict=True) if b is not None]
+        names, blobs, labels, keys = images.parquet_images(spec, path)
         columns = {"label": labels, "key": keys}
     else:
         files = list(_image_files(path))
@@ -151,26 +150,13 @@ def _image_chunks(spec: Spec, checkpoint: Path, source: str | None) -> Iterator[
             "key": [images.key_of(n) for n in names],
             "path": names,
         }
-    if size is None:
-        first = blobs[0] if blobs[0] is not None else Path(names[0]).read_bytes()
-        size = images._first_size(first, mode, names[0])
-
-    def load(i: int) -> object:
-        blob = blobs[i]
-        raw = blob if blob is not None else Path(names[i]).read_bytes()
-        try:
-            return images.decode(raw, mode, size)
-        except ValueError as err:
-            if skip:
-                return None
-            raise DataError(f"{names[i]}: {err}") from None
-
+    load = images.FileDecoder(names, blobs, mode, size, skip=skip)
     frame = pd.DataFrame(columns)
     if source is None:
         frame = frame[images.valid_mask(frame["key"].tolist(), spec.split.valid_fraction, spec.split.seed)]
     with ThreadPoolExecutor(runtime.local_cpus()) as pool:  # PIL releases the GIL while decoding
-        for start in range(0, len(frame), CHUNK_ROWS):
-            chunk = frame.iloc[start : start + CHUNK_ROWS]
+        for start in range(0, len(frame), rows):
+            chunk = frame.iloc[start : start + rows]
             decoded = list(pool.map(load, chunk.index))
             kept = [i for i, a in enumerate(decoded) if a is not None]
             chunk = chunk.iloc[kept].copy()

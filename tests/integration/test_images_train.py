@@ -7,12 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
 import imagesets
 from rayline.errors import DataError
 from rayline.families.resnet import build_model
+from rayline.inference import predict
 from rayline.registry import open_registry
 from rayline.training import train
 
@@ -94,15 +96,28 @@ def test_size_defaults_to_the_first_image_and_others_are_resized(tmp_path: Path)
         assert load_checkpoint(result.run_id)[0]["images"]["size"] == [img.height, img.width]  # type: ignore[index]
 
 
-def test_images_in_parquet(tmp_path: Path) -> None:
+def test_images_in_parquet(tmp_path: Path, ray_session: object) -> None:
     folder = imagesets.digits(tmp_path / "digits", per_class=12, classes=[3, 5, 8])
     source = imagesets.to_parquet(folder, tmp_path / "digits.parquet")
+    spec = imagesets.spec_for(source, name="digits-parquet")
 
-    result = train(imagesets.spec_for(source, name="digits-parquet"))
+    result = train(spec)
 
     meta, _ = load_checkpoint(result.run_id)
     assert meta["images"]["classes"] == ["3", "5", "8"]  # type: ignore[index]
     assert open_registry().get(result.run_id).tags["rayline.data.rows"] == "36"
+
+    # batch inference on the parquet's validation rows: in process and on the actor pool alike
+    outputs = {}
+    for engine in ("local", "ray"):
+        on = spec.model_copy(update={"predict": spec.predict.model_copy(update={"engine": engine})})
+        done = predict(on, model=result.run_id, output=str(tmp_path / f"{engine}.parquet"))
+        assert done.engine == engine
+        outputs[engine] = pd.read_parquet(done.output).sort_values("key").reset_index(drop=True)
+    local, pooled = outputs["local"], outputs["ray"]
+    assert list(local.columns) == ["label", "key", "predicted_label", "probability", "probabilities"]
+    assert 0 < len(local) < 36 and set(local["label"]) <= {"3", "5", "8"}
+    pd.testing.assert_frame_equal(local.drop(columns="probabilities"), pooled.drop(columns="probabilities"))
 
 
 # ------------------------------------------------------------------------------- bad data
