@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rayline import runtime
+from rayline import local_inference, runtime
 from rayline.data import TableLayout
 from rayline.errors import DataError
 from rayline.inference import _layout, _map_error, input_dataset, predictions, resolve_model, run_pipeline
@@ -97,6 +97,7 @@ def evaluate(
 ) -> Evaluation:
     """Metrics of a registered model on labelled rows (default: the validation split)."""
     import ray
+    import ray.data
     from ray.data.aggregate import Count, Mean
 
     start = time.perf_counter()
@@ -105,18 +106,24 @@ def evaluate(
     layout = _layout(checkpoint)
     if layout is None:
         raise DataError(f"run {record.run_id}: checkpoint has no table layout to evaluate with")
-    ds = input_dataset(spec, family, input or spec.predict.input, checkpoint, label=layout.label)
+    source = input or spec.predict.input
+    to_terms = _RowTerms(layout)
+
+    def on_pool() -> Any:  # a materialized ray.data.Dataset, built and run inside run_pipeline (see there why)
+        ds = input_dataset(spec, family, source, checkpoint, label=layout.label)
+        return predictions(spec, family, checkpoint, ds).map_batches(to_terms, batch_format="pandas").materialize()
+
+    def in_process() -> Any:
+        # predict.engine picks where the model runs, as for predict; the reductions stay Ray Data's.
+        chunks = local_inference.predicted_chunks(spec, family, checkpoint, source, label=layout.label)
+        frames = [to_terms(chunk) for chunk in chunks]
+        if not frames:
+            raise DataError("evaluation input has no rows")
+        return ray.data.from_pandas(pd.concat(frames, ignore_index=True)).materialize()
+
+    local = local_inference.wants_local(spec, family, source)
     try:
-        # Built and run inside run_pipeline: a failed pipeline's actors live as long as its Dataset.
-        terms = run_pipeline(
-            lambda: (
-                predictions(spec, family, checkpoint, ds)
-                .map_batches(_RowTerms(layout), batch_format="pandas")
-                .materialize()
-            ),
-            spec.predict.timeout_s,
-            "evaluation",
-        )
+        terms = run_pipeline(in_process if local else on_pool, spec.predict.timeout_s, "evaluation")
         # Each Ray Data aggregation pass costs seconds of fixed overhead here: one pass for all the
         # means. Group-bys use few partitions: there are at most a few dozen groups, and Ray's
         # default (one per shuffle partition, hundreds) cost ~5 s per group-by on 2 CPUs.

@@ -51,11 +51,10 @@ def wants_local(spec: Spec, family: Family, source: str | None) -> bool:
     return (tables.local_schema(path, fmt)[1] or 0) <= LOCAL_MAX_ROWS
 
 
-def write_predictions(spec: Spec, family: Family, checkpoint: Path, source: str | None, target: Path) -> int:
-    """Predict every input row in this process; write ``target/part-NNNNN.parquet``; return the row count."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
+def predicted_chunks(
+    spec: Spec, family: Family, checkpoint: Path, source: str | None, *, label: str | None = None
+) -> Iterator[pd.DataFrame]:
+    """The input's rows in batches, each with the family's prediction columns (``label``: must be present)."""
     from rayline.inference import BatchPredictor
 
     predictor = BatchPredictor(
@@ -69,23 +68,32 @@ def write_predictions(spec: Spec, family: Family, checkpoint: Path, source: str 
     if family.data_kind == "images":
         chunks = _image_chunks(spec, checkpoint, source, batch)
     else:
-        chunks = _table_chunks(spec, checkpoint, source, batch)
-    rows = 0
-    writer: pq.ParquetWriter | None = None
-    target.mkdir(parents=True)
+        chunks = _table_chunks(spec, checkpoint, source, batch, label)
     try:
         for chunk in chunks:
-            if chunk.empty:
-                continue
-            table = pa.Table.from_pandas(predictor(chunk.reset_index(drop=True)), preserve_index=False)
-            if writer is None:
-                writer = pq.ParquetWriter(target / "part-00000.parquet", table.schema)
-            writer.write_table(table.cast(writer.schema))
-            rows += table.num_rows
+            if not chunk.empty:
+                yield predictor(chunk.reset_index(drop=True))
     except DataError:
         raise
     except Exception as err:  # the model code's own error, named as the actor pool path names it
         raise TrainError(f"batch inference failed: {type(err).__name__}: {err}"[:400]) from err
+
+
+def write_predictions(spec: Spec, family: Family, checkpoint: Path, source: str | None, target: Path) -> int:
+    """Predict every input row in this process; write ``target/part-00000.parquet``; return the row count."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = 0
+    writer: pq.ParquetWriter | None = None
+    target.mkdir(parents=True)
+    try:
+        for predicted in predicted_chunks(spec, family, checkpoint, source):
+            table = pa.Table.from_pandas(predicted, preserve_index=False)
+            if writer is None:
+                writer = pq.ParquetWriter(target / "part-00000.parquet", table.schema)
+            writer.write_table(table.cast(writer.schema))
+            rows += table.num_rows
     finally:
         if writer is not None:
             writer.close()
@@ -94,7 +102,9 @@ def write_predictions(spec: Spec, family: Family, checkpoint: Path, source: str 
     return rows
 
 
-def _table_chunks(spec: Spec, checkpoint: Path, source: str | None, rows: int) -> Iterator[pd.DataFrame]:
+def _table_chunks(
+    spec: Spec, checkpoint: Path, source: str | None, rows: int, label: str | None
+) -> Iterator[pd.DataFrame]:
     from rayline.inference import _layout
     from rayline.prepare import _SplitFilter
 
@@ -113,6 +123,8 @@ def _table_chunks(spec: Spec, checkpoint: Path, source: str | None, rows: int) -
         missing = [c for c in needed if c not in schema.names]
         if missing:
             raise DataError(f"input: column {missing[0]!r} is missing; the model needs {', '.join(needed)}")
+    if label is not None and label not in schema.names:
+        raise DataError(f"evaluation input has no label column {label!r}")
     frame = tables.read_local(path, fmt).to_pandas()
     for start in range(0, len(frame), rows):
         chunk = frame.iloc[start : start + rows]

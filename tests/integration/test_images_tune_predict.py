@@ -80,6 +80,9 @@ def test_predict_and_evaluate_images(ray_session: object, tmp_path: Path) -> Non
 
     evaluation = evaluate(spec, model=trained.run_id)
     assert evaluation.rows == len(out)
+    pooled_eval = evaluate(on_ray, model=trained.run_id)
+    assert pooled_eval.metrics == pytest.approx(evaluation.metrics, rel=1e-4)
+    assert (pooled_eval.per_class, pooled_eval.confusion) == (evaluation.per_class, evaluation.confusion)
     # the same validation images as training: the split agrees between the two readers
     assert evaluation.metrics["accuracy"] == pytest.approx(trained.metrics["valid_accuracy"], abs=1e-6)
     assert evaluation.metrics["accuracy"] == pytest.approx((out["label"] == out["predicted_label"]).mean())

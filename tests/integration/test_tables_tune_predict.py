@@ -176,6 +176,15 @@ def test_predict_and_evaluate_multiclass(ray_session: object, tmp_path: Path) ->
     assert list(out["predicted_label"]) == [tables.CLASSES[i] for i in probs.argmax(axis=1)]
 
     evaluation = evaluate(spec, model=trained.run_id)
+    # predictions in process (engine: auto on a small local table) or on the actor pool: same numbers
+    on_ray = spec.model_copy(update={"predict": spec.predict.model_copy(update={"engine": "ray"})})
+    pooled = evaluate(on_ray, model=trained.run_id)
+    assert pooled.metrics == pytest.approx(evaluation.metrics)
+    assert (pooled.rows, pooled.per_class, pooled.confusion) == (
+        evaluation.rows,
+        evaluation.per_class,
+        evaluation.confusion,
+    )
     assert evaluation.model_run_id == trained.run_id
     assert evaluation.rows == len(valid)
     # computed on the same rows as training's validation metrics
