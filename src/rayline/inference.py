@@ -84,11 +84,7 @@ def input_dataset(
         if "://" not in path and not Path(path).exists():
             raise DataError(f"--input {path} does not exist")
         ds = tables.read_ray(path, tables.table_format(path, "auto"))
-        layout = _layout(checkpoint)
-        if layout is not None:
-            _check_columns(ds, layout.features, "input")
-        if label is not None and label not in ds.schema().names:
-            raise DataError(f"evaluation input has no label column {label!r}")
+        check_input_columns(ds.schema().names, checkpoint, label)
         return ds
     path = tables.resolve_source(spec)
     ds = tables.read_ray(path, tables.table_format(path, spec.data.format))
@@ -121,11 +117,15 @@ def _image_input(spec: Spec, source: str | None, size: tuple[int, int] | None) -
     )
 
 
-def _check_columns(ds: ray.data.Dataset, needed: list[str], where: str) -> None:
-    names = ds.schema().names
+def check_input_columns(names: list[str], checkpoint: Path, label: str | None) -> None:
+    """An ``--input`` table has the model's features (and ``label``, to evaluate with)."""
+    layout = _layout(checkpoint)
+    needed = layout.features if layout is not None else []
     missing = [c for c in needed if c not in names]
     if missing:
-        raise DataError(f"{where}: column {missing[0]!r} is missing; the model needs {', '.join(needed)}")
+        raise DataError(f"input: column {missing[0]!r} is missing; the model needs {', '.join(needed)}")
+    if label is not None and label not in names:
+        raise DataError(f"evaluation input has no label column {label!r}")
 
 
 def predictions(spec: Spec, family: Family, checkpoint: Path, ds: ray.data.Dataset) -> ray.data.Dataset:
@@ -250,18 +250,17 @@ def run_pipeline(fn: Callable[[], T], timeout_s: float, what: str) -> T:
     try:
         return runtime.call_with_timeout(fn, timeout_s, what)
     except Exception as err:
-        failure = _fresh(err) if isinstance(err, DataError | TrainError) and _own_error(err) else _map_error(err)
+        failure = _detached(err)
     gc.collect()
     raise failure
 
 
-def _fresh(err: DataError | TrainError) -> Exception:
-    return type(err)(err.message, hint=err.hint)
-
-
-def _own_error(err: BaseException) -> bool:
-    """A rayline error raised in this process (not a worker's, which Ray wraps in its own type)."""
-    return isinstance(err, DataError | TrainError) and type(err).__module__ == "rayline.errors"
+def _detached(err: Exception) -> Exception:
+    """``err`` as a fresh rayline error with no traceback: rayline's own errors keep their type
+    and message (a worker's, which Ray wraps in its own type, is read by ``_map_error``)."""
+    if isinstance(err, DataError | TrainError) and type(err).__module__ == "rayline.errors":
+        return type(err)(err.message, hint=err.hint)
+    return _map_error(err)
 
 
 # "ValueError: ..." or "rayline.errors.DataError: ..." in the text of a worker's traceback.

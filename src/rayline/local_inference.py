@@ -105,7 +105,7 @@ def write_predictions(spec: Spec, family: Family, checkpoint: Path, source: str 
 def _table_chunks(
     spec: Spec, checkpoint: Path, source: str | None, rows: int, label: str | None
 ) -> Iterator[pd.DataFrame]:
-    from rayline.inference import _layout
+    from rayline.inference import check_input_columns
     from rayline.prepare import _SplitFilter
 
     path = source or tables.resolve_source(spec)
@@ -117,14 +117,10 @@ def _table_chunks(
         split = _SplitFilter(
             [*features, spec_label], spec.split.valid_fraction, spec.split.seed, valid=True, keep_all=True
         )
+        if label is not None and label not in schema.names:
+            raise DataError(f"{path}: no label column {label!r}, which the model was trained on")
     else:
-        layout = _layout(checkpoint)
-        needed = layout.features if layout is not None else []
-        missing = [c for c in needed if c not in schema.names]
-        if missing:
-            raise DataError(f"input: column {missing[0]!r} is missing; the model needs {', '.join(needed)}")
-    if label is not None and label not in schema.names:
-        raise DataError(f"evaluation input has no label column {label!r}")
+        check_input_columns(schema.names, checkpoint, label)
     frame = tables.read_local(path, fmt).to_pandas()
     for start in range(0, len(frame), rows):
         chunk = frame.iloc[start : start + rows]
