@@ -129,3 +129,42 @@ def test_image_handle_predicts_like_http(ray_session: Any, rayline_home: Path, t
         from ray import serve
 
         serve.shutdown()
+
+
+def test_every_image_model_replica_serves(ray_session: Any, rayline_home: Path, tmp_path: Path) -> None:
+    """A model replica that joins (autoscaling, or the second of two) takes requests too.
+
+    Serve sends a request that names a model (here always: the served run) to the replicas that
+    report that model loaded; a replica that never loaded it used to get no traffic at all."""
+    import time
+
+    import imagesets
+
+    source = imagesets.digits(tmp_path / "digits", per_class=6, classes=[1, 4])
+    serve_options = {"num_replicas": 2, "num_cpus": 0.25, "access_log": True}
+    spec = imagesets.spec_for(source, name="two-models", serve=serve_options)
+    rayline.train(spec)
+    service = rayline.serve(spec, port=free_port())
+    try:
+        import ray
+
+        logs = Path(ray._private.worker.global_worker.node.get_logs_dir_path()) / "serve"
+        image = imagesets.digit_array(4).tolist()
+
+        def serving_replicas() -> int:
+            files = logs.glob("replica_two-models_model_*.log")
+            return sum("CALL __call__ OK" in p.read_text() for p in files)
+
+        # One request first, as a service's first user sends: the replica it lands on reports
+        # the model loaded; then concurrent waves, which must reach the other replica too.
+        service.handle.predict.remote([image]).result(timeout_s=60)
+        time.sleep(2)
+        deadline = time.monotonic() + 30
+        while serving_replicas() < 2 and time.monotonic() < deadline:
+            calls = [service.handle.predict.remote([image]) for _ in range(40)]
+            assert all(len(c.result(timeout_s=60)) == 1 for c in calls)
+        assert serving_replicas() == 2
+    finally:
+        from ray import serve
+
+        serve.shutdown()

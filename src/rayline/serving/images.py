@@ -54,7 +54,7 @@ class Preprocessor:
 class ImageModel:
     """ResNet18 replicas: batches across requests, serves any registered run of the spec."""
 
-    def __init__(
+    async def __init__(  # type: ignore[misc]  # Serve awaits an async constructor
         self,
         *,
         default_run_id: str,
@@ -73,6 +73,10 @@ class ImageModel:
         self.home, self.tracking_uri = home, tracking_uri
         self.__call__.set_max_batch_size(max_batch_size)  # type: ignore[attr-defined]
         self.__call__.set_batch_wait_timeout_s(batch_wait_timeout_s)  # type: ignore[attr-defined]
+        # Serve routes a request naming a model to the replicas that report it loaded and only
+        # falls back to others when those are full: a replica added by autoscaling would get
+        # no traffic until one happened to land there. Each replica reports the default at start.
+        await self.get_model(default_run_id)
 
     @serve.multiplexed(max_num_models_per_replica=MAX_MODELS_PER_REPLICA)  # type: ignore[untyped-decorator]
     async def get_model(self, model_id: str) -> Any:
