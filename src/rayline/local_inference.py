@@ -10,10 +10,12 @@ parquet columns through the same atomic rename.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from rayline import checkpoints, images, runtime
@@ -43,7 +45,7 @@ def wants_local(spec: Spec, family: Family, source: str | None) -> bool:
         declared = "auto" if source else spec.data.format
         if images.source_kind(path, declared) == "parquet":
             return (tables.local_schema(path, "parquet")[1] or 0) <= LOCAL_MAX_IMAGES
-        return sum(1 for _ in _image_files(path)) <= LOCAL_MAX_IMAGES
+        return len(_image_files(path)) <= LOCAL_MAX_IMAGES
     fmt = tables.table_format(path, "auto" if source else spec.data.format)
     if fmt == "csv":
         size = sum(p.stat().st_size for p in ([Path(path)] if Path(path).is_file() else Path(path).rglob("*.csv")))
@@ -127,12 +129,19 @@ def _table_chunks(
         yield split(chunk) if split is not None else chunk
 
 
-def _image_files(folder: str) -> Iterator[Path]:
-    """Every image file under ``folder`` (any depth), as Ray Data's ``read_binary_files`` lists them."""
+def _image_files(folder: str) -> list[str]:
+    """Every image file under ``folder`` (any depth, absolute paths, sorted), as Ray Data's
+    ``read_binary_files`` lists them. ``os.walk`` reads file types from the directory listing:
+    no stat per file (``rglob`` + ``is_file`` + ``resolve`` took 1.3 s for 20,000 files)."""
     suffixes = set(images.EXTENSIONS)
-    for path in sorted(Path(folder).rglob("*")):
-        if path.is_file() and path.suffix.lower() in suffixes and not path.name.startswith("."):
-            yield path
+    found: list[str] = []
+    for root, _, names in os.walk(os.path.abspath(folder)):
+        found += [
+            os.path.join(root, name)
+            for name in names
+            if not name.startswith(".") and os.path.splitext(name)[1].lower() in suffixes
+        ]
+    return sorted(found)
 
 
 def _image_chunks(spec: Spec, checkpoint: Path, source: str | None, rows: int) -> Iterator[pd.DataFrame]:
@@ -148,11 +157,10 @@ def _image_chunks(spec: Spec, checkpoint: Path, source: str | None, rows: int) -
         names, blobs, labels, keys = images.parquet_images(spec, path)
         columns = {"label": labels, "key": keys}
     else:
-        files = list(_image_files(path))
-        if not files:
+        names = _image_files(path)
+        if not names:
             raise DataError(f"{path}: no image files ({', '.join(images.EXTENSIONS)})")
-        names = [str(p.resolve()) for p in files]
-        blobs = [None] * len(files)
+        blobs = [None] * len(names)
         columns = {
             "label": [images.class_of(n) for n in names],
             "key": [images.key_of(n) for n in names],
@@ -162,10 +170,20 @@ def _image_chunks(spec: Spec, checkpoint: Path, source: str | None, rows: int) -
     frame = pd.DataFrame(columns)
     if source is None:
         frame = frame[images.valid_mask(frame["key"].tolist(), spec.split.valid_fraction, spec.split.seed)]
-    with ThreadPoolExecutor(runtime.local_cpus()) as pool:  # PIL releases the GIL while decoding
-        for start in range(0, len(frame), rows):
-            chunk = frame.iloc[start : start + rows]
-            decoded = list(pool.map(load, chunk.index))
+    chunks = [frame.iloc[start : start + rows] for start in range(0, len(frame), rows)]
+
+    def decode_all(chunk: pd.DataFrame) -> list[np.ndarray | None]:
+        return [load(i) for i in chunk.index]
+
+    # One thread decodes the next chunk while the caller runs this one's forward pass (torch
+    # leaves the GIL). One, not one per core: decoding is mostly Python for small images, and
+    # two threads contending for the GIL decoded 20,000 digits in 3.3 s against 1.3 s for one.
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(decode_all, chunks[0]) if chunks else None
+        for k, chunk in enumerate(chunks):
+            assert pending is not None
+            decoded = pending.result()
+            pending = pool.submit(decode_all, chunks[k + 1]) if k + 1 < len(chunks) else None
             kept = [i for i, a in enumerate(decoded) if a is not None]
             chunk = chunk.iloc[kept].copy()
             chunk.insert(0, "image", [decoded[i] for i in kept])
