@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import random
 import signal
 import socket
@@ -51,6 +53,15 @@ def call(url: str, body: bytes | None = None, headers: dict[str, str] | None = N
             return err.code, raw
 
 
+def _sigint_as_from_a_terminal() -> None:
+    """Runs in the service's process before it starts: SIGINT back to its default action.
+
+    A shell without job control starts background commands with SIGINT ignored, children
+    inherit that, and Python then leaves it ignored (as POSIX intends): a test run launched
+    that way would send Ctrl-C to a service that never sees it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @contextmanager
 def serving(
     args: list[str], env: dict[str, str], timeout_s: float = 240
@@ -63,6 +74,10 @@ def serving(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_sigint_as_from_a_terminal,
+        # Its own process group: Ray's processes and HAProxy start in it, so a service that
+        # does not stop can be ended with everything it started, leaving nothing behind.
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout_s
@@ -76,14 +91,20 @@ def serving(
             pass
         time.sleep(1)
     else:
-        proc.kill()
+        _kill_all(proc)
         raise AssertionError("service did not become healthy")
     try:
         yield url, proc
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=90)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        _kill_all(proc)
+
+
+def _kill_all(proc: subprocess.Popen[str]) -> None:
+    """SIGKILL whatever is left in the service's process group (nothing, after a clean stop)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
