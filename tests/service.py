@@ -83,6 +83,7 @@ def serving(
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
+            _kill_all(proc)  # Ray's processes may outlive a driver that failed
             raise AssertionError(f"rayline serve exited early:\n{proc.stderr.read() if proc.stderr else ''}")
         try:
             if call(f"{url}/healthz")[0] == 200:

@@ -27,11 +27,6 @@ from typing import Literal
 
 IngressMode = Literal["haproxy", "proxy", "direct"]
 _LOOPBACK_ENV = "RAYLINE_HAPROXY_PRIVATE"
-# A replica runs user code on an event loop of its own by default, so every request crosses
-# threads on its way in and out. On one loop (what Ray's RAY_SERVE_THROUGHPUT_OPTIMIZED also
-# sets) a table service's 1-client p50 went ~2.4 -> ~2.0 ms and its 16-client rate up ~10%
-# (paired runs, docs/benchmarks.md); image serving did not change.
-SAME_LOOP = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}
 
 
 def _spare_port(host: str, avoid: set[int]) -> int:
@@ -60,15 +55,14 @@ def ingress_env(mode: IngressMode, host: str, port: int) -> dict[str, str]:
     ``port`` is the service's own port, which the ports picked here must not take.
     """
     if mode == "proxy":
-        return {**SAME_LOOP, "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0", "RAY_SERVE_ENABLE_HA_PROXY": "0"}
+        return {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "0", "RAY_SERVE_ENABLE_HA_PROXY": "0"}
     if mode == "direct":
-        return {**SAME_LOOP, "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", "RAY_SERVE_ENABLE_HA_PROXY": "0"}
+        return {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", "RAY_SERVE_ENABLE_HA_PROXY": "0"}
     # Short paths: HAProxy's socket paths must fit in a unix socket name (~107 bytes).
     folder = tempfile.mkdtemp(prefix="rl-hap-", dir="/tmp")
     loopback = host in ("127.0.0.1", "localhost", "::1")
     taken = {port}
     env = {
-        **SAME_LOOP,
         "RAY_SERVE_ENABLE_HA_PROXY": "1",
         # Replicas wait this long for an external balancer to notice they are going away; the
         # embedded HAProxy is told directly, and Ray's 30 s default made Ctrl-C take 30 s.
