@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from rayline.errors import DataError
+from rayline.errors import DataError, read_error
 from rayline.spec import Spec
 
 if TYPE_CHECKING:
@@ -192,8 +192,7 @@ def split_frame(frame: pd.DataFrame, spec: Spec) -> tuple[pd.DataFrame, pd.DataF
 
 # ---------------------------------------------------------------------------------- reading
 def _arrow_error(source: str, err: Exception) -> DataError:
-    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return DataError(f"{source}: cannot read the table ({first[:200]})")
+    return read_error(source, err, "the table")
 
 
 def read_local(source: str, fmt: TableFormat, columns: list[str] | None = None) -> pa.Table:

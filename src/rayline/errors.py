@@ -64,3 +64,18 @@ def root_cause(err: BaseException) -> str:
             break
     # Innermost messages are short, but some (a crashed subprocess's stderr tail) span lines.
     return f"{type(err).__name__}: {' '.join(str(err).split())}"[:500]
+
+
+def read_error(source: str, err: BaseException, what: str) -> DataError:
+    """``source: cannot read <what> (first line of the error)``, or ``source does not exist``.
+
+    Arrow reports a missing file, S3 key or bucket as ``FileNotFoundError`` with the bare path
+    (no scheme) as its whole message, which alone reads like no explanation at all.
+    """
+    inner: BaseException | None = err
+    while inner is not None:
+        if isinstance(inner, FileNotFoundError):
+            return DataError(f"{source} does not exist")
+        inner = getattr(inner, "cause", None) or inner.__cause__
+    text = str(err).strip().splitlines()
+    return DataError(f"{source}: cannot read {what} ({(text[0] if text else type(err).__name__)[:200]})")

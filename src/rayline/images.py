@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from rayline import data as tables
-from rayline.errors import DataError
+from rayline.errors import DataError, read_error
 from rayline.spec import Spec
 
 if TYPE_CHECKING:
@@ -384,8 +384,7 @@ def read_ray(
     except DataError:
         raise
     except Exception as err:
-        text = str(err).strip().splitlines()
-        raise DataError(f"{source}: cannot read images ({(text[0] if text else type(err).__name__)[:200]})") from None
+        raise read_error(source, err, "images") from None
 
 
 class _ContentKeys:

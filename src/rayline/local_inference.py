@@ -38,15 +38,20 @@ def wants_local(spec: Spec, family: Family, source: str | None) -> bool:
         return engine == "local"
     if runtime.cluster_address() is not None or spec.predict.num_gpus > 0:
         return False
-    path = source or (None if spec.data.is_uri else tables.resolve_source(spec))
-    if path is None or "://" in path or not Path(path).exists():
-        return False
+    path = source or tables.resolve_source(spec)
+    remote = "://" in path
+    if not remote and not Path(path).exists():
+        return False  # the pool path names what is missing
     if family.data_kind == "images":
         declared = "auto" if source else spec.data.format
+        if remote:
+            return False
         if images.source_kind(path, declared) == "parquet":
             return (tables.local_schema(path, "parquet")[1] or 0) <= LOCAL_MAX_IMAGES
         return len(_image_files(path)) <= LOCAL_MAX_IMAGES
     fmt = tables.table_format(path, "auto" if source else spec.data.format)
+    if remote and fmt == "csv":
+        return False  # its size is unknown until it is read
     if fmt == "csv":
         size = sum(p.stat().st_size for p in ([Path(path)] if Path(path).is_file() else Path(path).rglob("*.csv")))
         return size <= LOCAL_MAX_CSV_BYTES
