@@ -77,17 +77,24 @@ def uri(key: str) -> str:
     return f"s3://anonymous@{BUCKET}/{key}"
 
 
+def train(folder: Path, name: str, body: str) -> tuple[Path, str]:
+    """Write ``name.yaml`` (``name:`` + ``body``), train it with the CLI; the spec and the CLI's output."""
+    spec = folder / f"{name}.yaml"
+    spec.write_text(f"name: {name}\n{body}")
+    return spec, rayline("train", str(spec)).stdout
+
+
 def test_table_on_s3_trains_in_process_and_predicts(tmp_path: Path, s3_env: None) -> None:
     from rayline.registry import open_registry
 
-    spec = tmp_path / "clicks.yaml"
-    spec.write_text(
-        f"name: clicks\ndata: {{source: '{uri('tables/clicks')}', label: clicked, categorical: [color]}}\n"
-        "model: {family: xgboost, num_boost_round: 20, params: {max_depth: 3}}\n"
+    spec, trained = train(
+        tmp_path,
+        "clicks",
+        f"data: {{source: '{uri('tables/clicks')}', label: clicked, categorical: [color]}}\n"
+        "model: {family: xgboost, num_boost_round: 20, params: {max_depth: 3}}\n",
     )
-    trained = rayline("train", str(spec))
     # A small remote parquet table is sized from its footers and read here, not on a Train run.
-    assert "(local," in trained.stdout, trained.stdout
+    assert "(local," in trained, trained
     (run,) = open_registry().list_runs("clicks", kind="train")
     assert run.metrics["valid_accuracy"] > 0.85
     assert run.tags["rayline.data.source"] == uri("tables/clicks") and run.tags["rayline.data.rows"] == "600"
@@ -108,13 +115,13 @@ def test_table_on_s3_trains_in_process_and_predicts(tmp_path: Path, s3_env: None
 
 
 def test_image_folder_on_s3_trains_and_predicts(tmp_path: Path, s3_env: None) -> None:
-    spec = tmp_path / "colours.yaml"
-    spec.write_text(
-        f"name: colours\ndata: {{source: '{uri('images/colours')}', image: {{mode: RGB, size: [24, 32]}}}}\n"
-        "model: {family: resnet18, epochs: 1, batch_size: 16}\nmetric: valid_accuracy\nmode: max\n"
+    spec, trained = train(
+        tmp_path,
+        "colours",
+        f"data: {{source: '{uri('images/colours')}', image: {{mode: RGB, size: [24, 32]}}}}\n"
+        "model: {family: resnet18, epochs: 1, batch_size: 16}\nmetric: valid_accuracy\nmode: max\n",
     )
-    trained = rayline("train", str(spec))
-    assert "valid_accuracy" in trained.stdout
+    assert "valid_accuracy" in trained
 
     out = tmp_path / "colours.parquet"
     rayline("predict", str(spec), "--model", "latest", "--input", uri("images/colours"), "--out", str(out))
