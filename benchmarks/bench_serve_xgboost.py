@@ -58,7 +58,9 @@ def wait(url: str, proc: subprocess.Popen[bytes], timeout: float = 240) -> None:
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGINT)
+    # SIGTERM, not SIGINT: a process started from a shell without job control inherits SIGINT
+    # ignored, and the service then never stopped (killed after 90 s, its HAProxy left running).
+    proc.send_signal(signal.SIGTERM)
     try:
         proc.wait(timeout=90)
     except subprocess.TimeoutExpired:
