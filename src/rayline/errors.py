@@ -14,6 +14,8 @@ the boundary where they happen, so the CLI and the HTTP edge each map one tree.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 
 class RaylineError(Exception):
     """Base class. ``hint`` is an optional short fix appended to the message."""
@@ -48,20 +50,26 @@ class ServeError(RaylineError):
     """The online service could not start or serve."""
 
 
-def root_cause(err: BaseException) -> str:
-    """``Type: message`` (one line) of the innermost cause: what a user can act on inside Ray's wrappers.
-
-    Ray re-raises a task's or actor's exception as ``RayTaskError`` (the original in ``.cause``,
-    its traceback in the text); Train and Tune chain theirs with ``__cause__``.
-    """
+def _chain(err: BaseException) -> Iterator[BaseException]:
+    """``err``, then each cause inward: Ray's ``.cause`` where it has one, else ``__cause__``."""
     while True:
+        yield err
         inner = getattr(err, "cause", None)
         if isinstance(inner, BaseException) and inner is not err:
             err = inner
         elif err.__cause__ is not None:
             err = err.__cause__
         else:
-            break
+            return
+
+
+def root_cause(err: BaseException) -> str:
+    """``Type: message`` (one line) of the innermost cause: what a user can act on inside Ray's wrappers.
+
+    Ray re-raises a task's or actor's exception as ``RayTaskError`` (the original in ``.cause``,
+    its traceback in the text); Train and Tune chain theirs with ``__cause__``.
+    """
+    *_, err = _chain(err)
     # Innermost messages are short, but some (a crashed subprocess's stderr tail) span lines.
     return f"{type(err).__name__}: {' '.join(str(err).split())}"[:500]
 
@@ -72,10 +80,7 @@ def read_error(source: str, err: BaseException, what: str) -> DataError:
     Arrow reports a missing file, S3 key or bucket as ``FileNotFoundError`` with the bare path
     (no scheme) as its whole message, which alone reads like no explanation at all.
     """
-    inner: BaseException | None = err
-    while inner is not None:
-        if isinstance(inner, FileNotFoundError):
-            return DataError(f"{source} does not exist")
-        inner = getattr(inner, "cause", None) or inner.__cause__
+    if any(isinstance(inner, FileNotFoundError) for inner in _chain(err)):
+        return DataError(f"{source} does not exist")
     text = str(err).strip().splitlines()
     return DataError(f"{source}: cannot read {what} ({(text[0] if text else type(err).__name__)[:200]})")

@@ -43,9 +43,9 @@ def wants_local(spec: Spec, family: Family, source: str | None) -> bool:
     if not remote and not Path(path).exists():
         return False  # the pool path names what is missing
     if family.data_kind == "images":
-        declared = "auto" if source else spec.data.format
         if remote:
             return False
+        declared = "auto" if source else spec.data.format
         if images.source_kind(path, declared) == "parquet":
             return (tables.local_schema(path, "parquet")[1] or 0) <= LOCAL_MAX_IMAGES
         return len(_image_files(path)) <= LOCAL_MAX_IMAGES

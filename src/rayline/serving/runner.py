@@ -103,21 +103,21 @@ def start(
     import ray
 
     hook = None
+    added: dict[str, str] = {}
     if runtime.cluster_address() is None:
         _check_port(host, port)  # a taken port would otherwise surface as a health-check timeout
         if ray.is_initialized():
             # Serve reads its ingress flags when Ray's processes start; this Ray is already up.
             log.warning("Ray is already running in this process: serve.ingress=%s is not applied", spec.serve.ingress)
         else:
-            ray_only = {name: os.environ.get(name, value) for name, value in RAY_ONLY.items()}  # a user's own wins
-            os.environ.update({**ONE_LOOP, **ray_only, **ingress_env(spec.serve.ingress, host, port)})
+            added = {name: value for name, value in RAY_ONLY.items() if name not in os.environ}  # a user's own wins
+            os.environ.update({**ONE_LOOP, **added, **ingress_env(spec.serve.ingress, host, port)})
             hook = "rayline.serving.ingress.loopback_haproxy"
     try:
         record, checkpoint = runtime.init_while(partial(_resolve, registry, spec, model), setup_hook=hook)
     finally:
-        if hook is not None:  # Ray's processes took their environment when Ray started
-            for name in RAY_ONLY:
-                os.environ.pop(name, None)
+        for name in added:  # Ray's processes took their environment when Ray started
+            os.environ.pop(name, None)
     try:
         serve.start(http_options={"host": host, "port": port})
     except Exception as err:  # e.g. HAProxy failing to start, raised from its manager actor
