@@ -20,7 +20,15 @@ import pandas as pd
 from rayline import local_inference, runtime
 from rayline.data import TableLayout
 from rayline.errors import DataError
-from rayline.inference import _layout, _map_error, input_dataset, predictions, resolve_model, run_pipeline
+from rayline.inference import (
+    _layout,
+    _map_error,
+    input_dataset,
+    predictions,
+    require_gpus,
+    resolve_model,
+    run_pipeline,
+)
 from rayline.registry import Registry, open_registry
 from rayline.spec import Spec
 
@@ -101,6 +109,7 @@ def evaluate(
     from ray.data.aggregate import Count, Mean
 
     start = time.perf_counter()
+    require_gpus(spec)
     registry = registry or open_registry()
     record, family, checkpoint = runtime.init_while(partial(resolve_model, spec, model, registry))
     layout = _layout(checkpoint)

@@ -128,6 +128,13 @@ def check_input_columns(names: list[str], checkpoint: Path, label: str | None) -
         raise DataError(f"evaluation input has no label column {label!r}")
 
 
+def require_gpus(spec: Spec) -> None:
+    """``predict.num_gpus`` for each of the pool's (first) actors must exist on the embedded Ray."""
+    pool, share = spec.predict.concurrency, spec.predict.num_gpus
+    actors = pool if isinstance(pool, int) else pool[0]
+    runtime.require_gpus(actors * share, f"predict.num_gpus={share:g} x {actors} actor(s)")
+
+
 def predictions(spec: Spec, family: Family, checkpoint: Path, ds: ray.data.Dataset) -> ray.data.Dataset:
     """``ds`` (from ``input_dataset``) with the family's prediction columns, computed on an actor pool."""
     import ray
@@ -206,6 +213,7 @@ def predict(
     from rayline import local_inference
 
     start = time.perf_counter()
+    require_gpus(spec)
     registry = registry or open_registry()
     source = input or spec.predict.input
     local = local_inference.wants_local(spec, get_family(spec.model.family), source)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from rayline.errors import RuntimeStartError
+from rayline.errors import RuntimeStartError, SpecError
 
 _GIB = 1024**3
 T = TypeVar("T")
@@ -84,6 +84,32 @@ def local_cpus() -> int:
             raise RuntimeStartError(f"RAYLINE_NUM_CPUS={raw!r} must be at least 1")
         return value
     return os.cpu_count() or 1
+
+
+def local_gpus() -> float:
+    """GPUs on this machine: the embedded Ray's count once it runs, else what CUDA reports."""
+    import ray
+
+    if ray.is_initialized():
+        return float(ray.cluster_resources().get("GPU", 0.0))
+    import torch
+
+    return float(torch.cuda.device_count())
+
+
+def require_gpus(needed: float, what: str) -> None:
+    """Fail now when the embedded Ray cannot give ``needed`` GPUs: Ray would wait for them forever.
+
+    A cluster (``RAY_ADDRESS``) is left to decide: its autoscaler may add GPU nodes on demand.
+    """
+    if needed <= 0 or cluster_address() is not None:
+        return
+    have = local_gpus()
+    if have < needed:
+        raise SpecError(
+            f"{what} needs {needed:g} GPU(s), this machine has {have:g}",
+            hint="turn it off, or set RAY_ADDRESS to a Ray cluster with GPUs",
+        )
 
 
 def init(*, quiet: bool | None = None, setup_hook: str | None = None) -> Resources:

@@ -134,8 +134,14 @@ class ScalingSpec(_Strict):
     cpus_per_worker: Annotated[float, Field(gt=0)] | None = Field(
         default=None, description="default: the CPUs Ray has, divided among workers"
     )
-    use_gpu: bool = False
-    gpus_per_worker: Annotated[float, Field(gt=0)] = 1.0
+    use_gpu: bool = Field(
+        default=False,
+        description="train on GPUs: in-process on CUDA, or each Ray Train worker on its share; "
+        "workers sharing a GPU all-reduce with gloo (NCCL refuses two ranks on one GPU)",
+    )
+    gpus_per_worker: Annotated[float, Field(gt=0)] = Field(
+        default=1.0, description="with use_gpu: each worker's (and each Tune trial's) share of a GPU, e.g. 0.5"
+    )
 
 
 # ----------------------------------------------------------------------------------- tune
@@ -173,7 +179,9 @@ class PredictSpec(_Strict):
         default=1, description="actor pool size, or [min, max] for an autoscaling pool"
     )
     num_cpus: Annotated[float, Field(gt=0)] = 1.0
-    num_gpus: Annotated[float, Field(ge=0)] = 0.0
+    num_gpus: Annotated[float, Field(ge=0)] = Field(
+        default=0.0, description="each actor's share of a GPU (e.g. 0.25); its model then runs on CUDA"
+    )
     input: str | None = Field(default=None, description="default: the validation split of data.source")
     output: str | None = Field(default=None, description="default: RAYLINE_HOME/predictions/<name>/<run>.parquet")
     timeout_s: Annotated[float, Field(gt=0)] = 3600.0
@@ -221,7 +229,9 @@ class ServeSpec(_Strict):
     num_replicas: Annotated[int, Field(gt=0)] | None = Field(default=None, description="fixed replicas (default 1)")
     autoscaling: AutoscalingSpec | None = None
     num_cpus: Annotated[float, Field(gt=0)] = 0.5
-    num_gpus: Annotated[float, Field(ge=0)] = 0.0
+    num_gpus: Annotated[float, Field(ge=0)] = Field(
+        default=0.0, description="each model replica's share of a GPU (e.g. 0.5); its model then runs on CUDA"
+    )
     max_batch_size: Annotated[int, Field(gt=0)] = 32
     batch_wait_timeout_s: Annotated[float, Field(ge=0)] = 0.0
     max_ongoing_requests: Annotated[int, Field(gt=0)] = 64

@@ -55,12 +55,30 @@ def _train_worker(config: dict[str, Any]) -> None:
     family.train_loop(config, TrainWorkerContext(cpus=int(config["worker_cpus"])))
 
 
+def require_gpus(spec: Spec) -> None:
+    """With ``scaling.use_gpu``, the GPUs one run's workers take must exist (on the embedded Ray)."""
+    if spec.scaling.use_gpu:
+        workers = 1 if spec.scaling.num_workers == "auto" else int(spec.scaling.num_workers)
+        share = spec.scaling.gpus_per_worker
+        runtime.require_gpus(workers * share, f"scaling.use_gpu with {workers} worker(s) x gpus_per_worker={share:g}")
+
+
 def worker_resources(spec: Spec, total_cpus: float) -> tuple[int, float]:
     """(workers, CPUs each), leaving a slice of CPU free so Ray Data tasks can still be scheduled."""
     workers = 1 if spec.scaling.num_workers == "auto" else int(spec.scaling.num_workers)
     if spec.scaling.cpus_per_worker is not None:
         return workers, spec.scaling.cpus_per_worker
     return workers, runtime.cpus_per_actor(total_cpus, float("inf"), workers)
+
+
+def scaling_config(spec: Spec, workers: int, cpus_each: float) -> Any:
+    """Ray Train's ScalingConfig: ``workers`` of ``cpus_each`` CPUs, and the spec's GPU share each."""
+    import ray.train
+
+    resources: dict[str, float] = {"CPU": cpus_each}
+    if spec.scaling.use_gpu:
+        resources["GPU"] = spec.scaling.gpus_per_worker
+    return ray.train.ScalingConfig(num_workers=workers, use_gpu=spec.scaling.use_gpu, resources_per_worker=resources)
 
 
 def run_local(spec: Spec, family: Family, data: prepare.Prepared, on_report: ProgressFn | None) -> LocalContext:
@@ -80,15 +98,10 @@ def run_ray_train(
 
     workers, cpus_each = worker_resources(spec, total_cpus)
     config = {**data.config, "worker_cpus": max(1, int(cpus_each))}
-    resources: dict[str, float] = {"CPU": cpus_each}
-    if spec.scaling.use_gpu:
-        resources["GPU"] = spec.scaling.gpus_per_worker
     trainer = family.trainer(
         _train_worker,
         train_loop_config=config,
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=workers, use_gpu=spec.scaling.use_gpu, resources_per_worker=resources
-        ),
+        scaling_config=scaling_config(spec, workers, cpus_each),
         run_config=ray.train.RunConfig(
             name=f"{spec.name}-train-{int(time.time())}",
             storage_path=runtime.storage_path(),
@@ -143,6 +156,7 @@ def train(spec: Spec, *, on_report: ProgressFn | None = None, registry: Registry
     """Train the spec's model once and register it. Returns the run id and final metrics."""
     start = time.perf_counter()
     family = get_family(spec.model.family)
+    require_gpus(spec)
     local = prepare.wants_local(spec)
     registry = registry or open_registry()
     # Importing mlflow and opening the store take ~1 s: do it while the data loads and trains.

@@ -29,7 +29,7 @@ from rayline.errors import SpecError, TrainError, root_cause
 from rayline.families.base import Family, get_family
 from rayline.registry import Registry, open_registry
 from rayline.spec import SearchDomain, Spec
-from rayline.training import _train_worker, log_run, worker_resources
+from rayline.training import _train_worker, log_run, require_gpus, scaling_config, worker_resources
 
 ProgressFn = Callable[[Mapping[str, float]], None]
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ def _train_trial(config: dict[str, Any], *, base: dict[str, Any], datasets: dict
     trainer = family.trainer(
         _train_worker,
         train_loop_config={**base, "spec": trial_spec.model_dump(mode="json"), "worker_cpus": max(1, int(cpus_each))},
-        scaling_config=ray.train.ScalingConfig(num_workers=workers, resources_per_worker={"CPU": cpus_each}),
+        scaling_config=scaling_config(trial_spec, workers, cpus_each),
         run_config=ray.train.RunConfig(
             storage_path=runtime.storage_path(),
             callbacks=[TuneReportCallback()],  # type: ignore[list-item]
@@ -111,15 +111,19 @@ def _train_trial(config: dict[str, Any], *, base: dict[str, Any], datasets: dict
         ray.tune.report(dict(result.metrics or {}), checkpoint=result.checkpoint)
 
 
-def _concurrency(spec: Spec, total_cpus: float, local: bool) -> tuple[int, float]:
+def _concurrency(spec: Spec, resources: runtime.Resources, local: bool) -> tuple[int, float]:
     """(trials at once, CPUs per trial) so trials never oversubscribe the cores or starve Ray Data."""
+    total_cpus = resources.cpus
+    workers = 1 if spec.scaling.num_workers == "auto" else int(spec.scaling.num_workers)
     if spec.tune.max_concurrent != "auto":
         at_once = min(spec.tune.num_samples, int(spec.tune.max_concurrent))
     elif local:
         at_once = min(spec.tune.num_samples, max(1, int(total_cpus)))
     else:
-        workers = 1 if spec.scaling.num_workers == "auto" else int(spec.scaling.num_workers)
         at_once = max(1, min(spec.tune.num_samples, int((total_cpus - runtime.data_reserve(total_cpus)) // workers)))
+    if spec.scaling.use_gpu and resources.gpus > 0:
+        # Trials beyond the GPUs would wait anyway; counting them would shrink every trial's CPUs.
+        at_once = max(1, min(at_once, int(resources.gpus // (workers * spec.scaling.gpus_per_worker))))
     return at_once, (total_cpus / at_once if local else 0.0)
 
 
@@ -158,6 +162,7 @@ def tune(spec: Spec, *, on_report: ProgressFn | None = None, registry: Registry 
     start = time.perf_counter()
     family = get_family(spec.model.family)
     space = search_space(spec, family)
+    require_gpus(spec)
     if os.environ.get("RAYLINE_VERBOSE") != "1":
         # Tune's rich console tables would interleave with rayline's own progress line.
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -171,12 +176,15 @@ def tune(spec: Spec, *, on_report: ProgressFn | None = None, registry: Registry 
     local = prepare.wants_local(spec)
     resources = runtime.init()
     data = prepare.prepare_local(spec, family) if local else prepare.prepare_ray(spec, family)
-    at_once, cpus_per_trial = _concurrency(spec, resources.cpus, local)
+    at_once, cpus_per_trial = _concurrency(spec, resources, local)
     if local:
         trainable = ray_tune.with_parameters(
             _local_trial, base=data.config, frames=data.frames, cpus=max(1, int(cpus_per_trial))
         )
-        trainable = ray_tune.with_resources(trainable, {"cpu": cpus_per_trial})
+        trial_resources = {"cpu": cpus_per_trial}
+        if spec.scaling.use_gpu:  # the loop runs in the trial's own process: it holds the GPU
+            trial_resources["gpu"] = spec.scaling.gpus_per_worker
+        trainable = ray_tune.with_resources(trainable, trial_resources)
     else:
         trainable = ray_tune.with_parameters(
             _train_trial, base=data.config, datasets=data.datasets, cpus=resources.cpus

@@ -98,6 +98,41 @@ def test_spec_errors_are_one_line(tmp_path: Path) -> None:
     assert_one_line_error(rayline("validate", str(tmp_path / "none.yaml"), check=False), "not found")
 
 
+def _has_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.skipif(_has_gpu(), reason="checks the message on a machine without a GPU")
+@pytest.mark.parametrize(
+    ("command", "spec", "sets", "message"),
+    [
+        ("train", "taxi", ["scaling.use_gpu=true"], "scaling.use_gpu with 1 worker(s) x gpus_per_worker=1 needs 1 GPU"),
+        (
+            "tune",
+            "mnist",
+            ["scaling.use_gpu=true", "scaling.num_workers=2", "scaling.gpus_per_worker=0.5"],
+            "needs 1 GPU",
+        ),
+        (
+            "predict",
+            "taxi",
+            ["predict.num_gpus=0.5", "predict.concurrency=3"],
+            "predict.num_gpus=0.5 x 3 actor(s) needs 1.5 GPU",
+        ),
+        ("evaluate", "mnist", ["predict.num_gpus=1", "predict.concurrency=[2,4]"], "x 2 actor(s) needs 2 GPU"),
+        ("serve", "mnist", ["serve.num_gpus=0.25"], "serve.num_gpus=0.25 x 1 replica(s) needs 0.25 GPU"),
+    ],
+)
+def test_gpus_the_machine_lacks_are_one_line(command: str, spec: str, sets: list[str], message: str) -> None:
+    """Asked for GPUs the embedded Ray does not have, a command stops at once (Ray would wait forever)."""
+    overrides = [arg for s in sets for arg in ("--set", s)]
+    proc = rayline(command, str(EXAMPLES / f"{spec}.yaml"), *overrides, check=False)
+    assert_one_line_error(proc, message, "this machine has 0", "RAY_ADDRESS")
+    assert proc.returncode == 2
+
+
 def test_debug_shows_traceback(tmp_path: Path) -> None:
     proc = rayline("--debug", "validate", str(tmp_path / "none.yaml"), check=False)
     assert proc.returncode == 2 and "Traceback" in proc.stderr

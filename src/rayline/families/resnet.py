@@ -105,7 +105,7 @@ def train_resnet(config: Mapping[str, Any], ctx: LoopContext) -> None:
         device = _device(spec.scaling.use_gpu)
         model = build_model(len(layout.classes), layout.channels).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=model_spec.lr)
-    meta = {"family": "resnet18", "images": layout.to_dict()}
+    meta = {"family": "resnet18", "images": layout.to_dict(), "device": str(device)}
     every = spec.train.report_every
     key = spec.metric if spec.metric in _EPOCH_METRICS else "valid_loss"
     minimize = spec.mode == "min" if key == spec.metric else True
@@ -259,8 +259,14 @@ class ResNetFamily:
         train_resnet(config, ctx)
 
     def trainer(self, train_loop: Callable[[dict[str, Any]], None], **kwargs: Any) -> Any:
-        from ray.train.torch import TorchTrainer
+        from ray.train.torch import TorchConfig, TorchTrainer
 
+        scaling = kwargs.get("scaling_config")
+        gpu_share = (scaling.resources_per_worker or {}).get("GPU", 1.0) if scaling is not None else 1.0
+        if scaling is not None and scaling.use_gpu and scaling.num_workers > 1 and gpu_share < 1.0:
+            # Workers sharing a GPU: NCCL refuses two ranks on one device; gloo all-reduces
+            # CUDA tensors too (through host memory).
+            kwargs.setdefault("torch_config", TorchConfig(backend="gloo"))
         return TorchTrainer(train_loop, **kwargs)
 
     def load(self, checkpoint: Path, *, cpus: int = 1) -> ResNetPredictor:

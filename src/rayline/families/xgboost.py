@@ -134,6 +134,8 @@ def train_booster(config: Mapping[str, Any], ctx: LoopContext) -> None:
     if layout.task == "multiclass":
         params["num_class"] = len(layout.classes)
     params.setdefault("verbosity", 0)
+    if spec.scaling.use_gpu:
+        params.setdefault("device", "cuda")  # Ray Train made this worker's GPU its only visible one
     history: dict[str, Any] = {}
     meta = {"family": "xgboost", "layout": layout.to_dict(), "scaler": scaler, "objective": params["objective"]}
     reporter = _reporter(ctx, layout.task, spec.train.report_every, model.num_boost_round, meta)

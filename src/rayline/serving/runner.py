@@ -97,6 +97,9 @@ def start(
     from rayline.serving.deployments import ModelServer
     from rayline.serving.images import image_app
 
+    auto, share = spec.serve.autoscaling, spec.serve.num_gpus
+    replicas = (spec.serve.num_replicas or 1) if auto is None else max(1, auto.min_replicas)
+    runtime.require_gpus(share * replicas, f"serve.num_gpus={share:g} x {replicas} replica(s)")
     registry = registry or open_registry()
     host = host or spec.serve.host
     port = spec.serve.port if port is None else port
