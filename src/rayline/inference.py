@@ -166,7 +166,9 @@ def predictions(spec: Spec, family: Family, checkpoint: Path, ds: ray.data.Datas
         },
         compute=compute,
         batch_size=spec.predict.batch_size or family.predict_batch_size,
-        num_cpus=num_cpus,
+        # With a GPU share Ray Data reserves 1 CPU per actor itself, and warns that naming both
+        # is "experimental": name the CPUs only when they differ from that.
+        num_cpus=None if spec.predict.num_gpus and num_cpus == 1.0 else num_cpus,
         num_gpus=spec.predict.num_gpus or None,
         batch_format="pandas",
     )

@@ -178,6 +178,8 @@ class Registry:
             # Alembic logs every migration step at INFO when a new SQLite store is created.
             for name in ("alembic", "mlflow.store.db.utils"):
                 logging.getLogger(name).setLevel(logging.WARNING)
+            # With tqdm installed, every artifact read drew a progress bar between rayline's lines.
+            os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
             try:
                 from mlflow.tracking import MlflowClient
             except ImportError as err:  # pragma: no cover - mlflow is a dependency
