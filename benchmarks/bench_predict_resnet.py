@@ -5,7 +5,9 @@ process: ``rayline predict examples/mnist.yaml --model RUN --input DIR --out OUT
 ``predict.engine`` auto (a local folder this size is decoded and classified in process) and
 ray (Ray Data reads the files, decodes and classifies on an actor pool, writes parquet) and
 benchmarks/plain_predict_resnet.py (PIL decode, batches of 256, nothing written), on the 5,000
-digits and on a folder of ``--scale`` hard-linked copies of them.
+digits and on a folder of ``--scale`` hard-linked copies of them. Also the in-process engine
+with ``predict.precision: bfloat16`` (the plain loop stays float32: that row is rayline's
+option, not its overhead).
 
 Two rates per command: img/s of the whole command (start-up, imports, Ray start and MLflow
 included) at each size, and the marginal rate, (N_big - N_small) / (T_big - T_small): what each
@@ -25,6 +27,13 @@ from pathlib import Path
 
 from bench_train_resnet import ENV, SPEC, export_digits, train_once
 from common import BIN, REPO, median, table, timed
+
+# rayline's commands, each with its --set overrides (plain is always float32).
+VARIANTS = {
+    "rayline": ["predict.engine=auto"],
+    "rayline-ray": ["predict.engine=ray"],
+    "rayline-bf16": ["predict.engine=auto", "predict.precision=bfloat16"],
+}
 
 
 def linked_copies(digits: Path, target: Path, copies: int) -> Path:
@@ -66,8 +75,8 @@ def main() -> None:
                 walls.setdefault(("plain", size), []).append(wall)
                 cmd = [str(BIN / "rayline"), "predict", SPEC, "--model", run_id, "--input", str(folder)]
                 cmd += ["--out", str(tmp / "predictions.parquet")]
-                for who, engine in (("rayline", "auto"), ("rayline-ray", "ray")):
-                    wall, out = timed([*cmd, "--set", f"predict.engine={engine}"], env)
+                for who, sets in VARIANTS.items():
+                    wall, out = timed([*cmd, *(a for kv in sets for a in ("--set", kv))], env)
                     if f"wrote {images:,} rows" not in out:
                         raise SystemExit(f"rayline predict did not write {images:,} rows:\n{out}")
                     walls.setdefault((who, size), []).append(wall)
@@ -78,6 +87,7 @@ def main() -> None:
         "plain": "plain PIL + torch loop (batch 256, 2 threads)",
         "rayline": "rayline predict (engine auto: in process)",
         "rayline-ray": "rayline predict --set predict.engine=ray (actor pool)",
+        "rayline-bf16": "rayline predict --set predict.precision=bfloat16 (in process)",
     }
     for who, label in commands.items():
         t_small, t_big = median(walls[(who, "small")]), median(walls[(who, "big")])

@@ -39,8 +39,15 @@ warnings.filterwarnings("ignore", message="The minimum number of concurrent acto
 class BatchPredictor:
     """Loads a checkpoint once per actor; maps pandas batches to batches with prediction columns."""
 
-    def __init__(self, family: str, checkpoint: checkpoints.Portable, cpus: int, drop: tuple[str, ...] = ()) -> None:
-        self.predictor = get_family(family).load(checkpoints.local_folder(checkpoint), cpus=cpus)
+    def __init__(
+        self,
+        family: str,
+        checkpoint: checkpoints.Portable,
+        cpus: int,
+        drop: tuple[str, ...] = (),
+        precision: str = "float32",
+    ) -> None:
+        self.predictor = get_family(family).load(checkpoints.local_folder(checkpoint), cpus=cpus, precision=precision)
         self.drop = list(drop)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
@@ -163,6 +170,7 @@ def predictions(spec: Spec, family: Family, checkpoint: Path, ds: ray.data.Datas
             "checkpoint": checkpoints.portable(checkpoint),
             "cpus": threads,
             "drop": ("image",) if family.data_kind == "images" else (),
+            "precision": spec.predict.precision,
         },
         compute=compute,
         batch_size=spec.predict.batch_size or family.predict_batch_size,

@@ -69,6 +69,7 @@ def predicted_chunks(
         checkpoints.portable(checkpoint),
         cpus=runtime.local_cpus(),
         drop=("image",) if family.data_kind == "images" else (),
+        precision=spec.predict.precision,
     )
     # The actor pool's batch size: what bounds the model's memory per call on either path.
     batch = spec.predict.batch_size or family.predict_batch_size

@@ -144,3 +144,26 @@ def test_predict_undecodable_file_skipped_on_request(ray_session: object, tmp_pa
     result = predict(skipping, model=run_id, input=str(other), output=str(target))
     assert result.engine == engine and result.rows == 6
     assert not pd.read_parquet(target)["path"].str.endswith("broken.png").any()
+
+
+def test_bfloat16_predictions_match_float32(ray_session: object, tmp_path: Path) -> None:
+    """``predict.precision: bfloat16`` (in process and on the actor pool) stays close to float32."""
+    source = imagesets.digits(tmp_path / "digits", per_class=15, classes=[3, 5, 8])
+    spec = imagesets.spec_for(source, name="bf16", model={"epochs": 2})
+    trained = train(spec)
+
+    def probabilities(precision: str, engine: str) -> np.ndarray:
+        options = spec.predict.model_copy(update={"precision": precision, "engine": engine})
+        result = predict(
+            spec.model_copy(update={"predict": options}),
+            model=trained.run_id,
+            output=str(tmp_path / f"{precision}-{engine}.parquet"),
+        )
+        out = pd.read_parquet(result.output).sort_values("path")
+        return np.stack(out["probabilities"].to_numpy())
+
+    exact = probabilities("float32", "local")
+    reduced = probabilities("bfloat16", "local")
+    assert not np.array_equal(exact, reduced)  # it did compute in another precision
+    np.testing.assert_allclose(reduced, exact, atol=0.05)
+    np.testing.assert_allclose(probabilities("bfloat16", "ray"), reduced, atol=0.01)

@@ -168,3 +168,28 @@ def test_every_image_model_replica_serves(ray_session: Any, rayline_home: Path, 
         from ray import serve
 
         serve.shutdown()
+
+
+def test_image_model_serves_in_bfloat16(ray_session: Any, rayline_home: Path, tmp_path: Path) -> None:
+    """``serve.precision: bfloat16`` answers close to the float32 model (and not bit-identical)."""
+    import numpy as np
+
+    import imagesets
+    from rayline.families.resnet import ResNetPredictor
+
+    source = imagesets.digits(tmp_path / "digits", per_class=10, classes=[2, 6])
+    serve_options = {"num_replicas": 1, "num_cpus": 0.25, "precision": "bfloat16"}
+    spec = imagesets.spec_for(source, name="bf16-serve", serve=serve_options)
+    run = rayline.train(spec)
+    images = [imagesets.digit_array(label, n) for label in (2, 6) for n in range(3)]
+    exact = ResNetPredictor(rayline.open_registry().checkpoint_dir(run.run_id)).probabilities(np.stack(images)[:, None])
+    service = rayline.serve(spec, port=free_port())
+    try:
+        served = service.handle.predict.remote([image.tolist() for image in images]).result(timeout_s=60)
+    finally:
+        from ray import serve
+
+        serve.shutdown()
+    reduced = np.array([[p["probabilities"][c] for c in ("2", "6")] for p in served])
+    assert not np.array_equal(reduced, exact)
+    np.testing.assert_allclose(reduced, exact, atol=0.05)

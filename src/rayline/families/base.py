@@ -81,7 +81,7 @@ class Family(Protocol):
     def trainer(self, train_loop: Callable[[dict[str, Any]], None], **kwargs: Any) -> Any:
         """The Ray Train trainer for this family (XGBoostTrainer, TorchTrainer) around ``train_loop``."""
 
-    def load(self, checkpoint: Path, *, cpus: int = 1) -> Predictor: ...
+    def load(self, checkpoint: Path, *, cpus: int = 1, precision: str = "float32") -> Predictor: ...
 
     def tunable(self, spec: Spec) -> set[str]:
         """Names a tune search space may use for this family."""

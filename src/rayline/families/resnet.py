@@ -179,24 +179,26 @@ class ImageRequest(BaseModel):
 class ResNetPredictor:
     """A loaded ResNet18 checkpoint; predicts class probabilities for uint8 image batches."""
 
-    def __init__(self, checkpoint: Path, *, cpus: int = 1) -> None:
+    def __init__(self, checkpoint: Path, *, cpus: int = 1, precision: str = "float32") -> None:
         meta_path, weights = checkpoint / META_FILE, checkpoint / MODEL_FILE
         if not meta_path.is_file() or not weights.is_file():
             raise DataError(f"{checkpoint} is not a resnet18 checkpoint (no {MODEL_FILE} / {META_FILE})")
         self.meta = json.loads(meta_path.read_text())
         self.layout = ImageLayout.from_dict(self.meta["images"])
         self.device = _device(True)
+        # bfloat16 halves the weights' bytes: the 28x28 forward pass is bound by reading them.
+        self.dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32
         torch.set_num_threads(max(1, cpus))
         self.model = build_model(len(self.layout.classes), self.layout.channels)
         self.model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-        self.model.to(self.device).eval()
+        self.model.to(self.device, self.dtype).eval()
         self._classes = np.asarray(self.layout.classes, dtype=object)
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """uint8 [N, C, H, W] -> float [N, classes]."""
         with torch.inference_mode():
-            logits = self.model(_tensor(images, self.layout, self.device))
-            probs: np.ndarray = torch.softmax(logits, dim=1).cpu().numpy().astype(np.float64)
+            logits = self.model(_tensor(images, self.layout, self.device).to(self.dtype))
+            probs: np.ndarray = torch.softmax(logits.float(), dim=1).cpu().numpy().astype(np.float64)
         return probs
 
     def outputs(self, probs: np.ndarray) -> pd.DataFrame:
@@ -269,8 +271,8 @@ class ResNetFamily:
             kwargs.setdefault("torch_config", TorchConfig(backend="gloo"))
         return TorchTrainer(train_loop, **kwargs)
 
-    def load(self, checkpoint: Path, *, cpus: int = 1) -> ResNetPredictor:
-        return ResNetPredictor(checkpoint, cpus=cpus)
+    def load(self, checkpoint: Path, *, cpus: int = 1, precision: str = "float32") -> ResNetPredictor:
+        return ResNetPredictor(checkpoint, cpus=cpus, precision=precision)
 
     def tunable(self, spec: Spec) -> set[str]:
         return set(_TUNABLE)

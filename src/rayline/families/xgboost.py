@@ -287,8 +287,8 @@ class XGBoostFamily:
 
         return XGBoostTrainer(train_loop, **kwargs)
 
-    def load(self, checkpoint: Path, *, cpus: int = 1) -> XGBoostPredictor:
-        return XGBoostPredictor(checkpoint, cpus=cpus)
+    def load(self, checkpoint: Path, *, cpus: int = 1, precision: str = "float32") -> XGBoostPredictor:
+        return XGBoostPredictor(checkpoint, cpus=cpus)  # trees have no reduced-precision mode here
 
     def tunable(self, spec: Spec) -> set[str]:
         # Any xgboost parameter may be searched; the top-level loop settings too.

@@ -64,12 +64,13 @@ class ImageModel:
         max_batch_size: int,
         batch_wait_timeout_s: float,
         cpus: int,
+        precision: str = "float32",
     ) -> None:
         from rayline.families.resnet import ResNetPredictor
 
-        self.cpus = cpus
+        self.cpus, self.precision = cpus, precision
         self.default_run_id = default_run_id
-        self.default = ResNetPredictor(checkpoints.local_folder(checkpoint), cpus=cpus)
+        self.default = ResNetPredictor(checkpoints.local_folder(checkpoint), cpus=cpus, precision=precision)
         self.home, self.tracking_uri = home, tracking_uri
         self.__call__.set_max_batch_size(max_batch_size)  # type: ignore[attr-defined]
         self.__call__.set_batch_wait_timeout_s(batch_wait_timeout_s)  # type: ignore[attr-defined]
@@ -86,7 +87,7 @@ class ImageModel:
         from rayline.registry import Registry
 
         folder = await asyncio.to_thread(Registry(Path(self.home), self.tracking_uri).checkpoint_dir, model_id)
-        return await asyncio.to_thread(ResNetPredictor, folder, cpus=self.cpus)
+        return await asyncio.to_thread(ResNetPredictor, folder, cpus=self.cpus, precision=self.precision)
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
     async def __call__(self, batches: list[np.ndarray]) -> list[list[dict[str, Any]]]:
@@ -247,6 +248,7 @@ def image_app(
     batch_wait_timeout_s: float,
     api_key_env: str | None,
     max_request_bytes: int,
+    precision: str = "float32",
 ) -> Any:
     """The composed application, ready for ``serve.run``."""
     layout = json.loads((checkpoint / "meta.json").read_text())["images"]
@@ -259,6 +261,7 @@ def image_app(
         max_batch_size=max_batch_size,
         batch_wait_timeout_s=batch_wait_timeout_s,
         cpus=max(1, round(num_cpus)),
+        precision=precision,
     )
     light = _light(model_options)
     preprocessor = Preprocessor.options(**light).bind(layout)  # type: ignore[attr-defined]

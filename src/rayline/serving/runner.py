@@ -137,6 +137,7 @@ def start(
             batch_wait_timeout_s=spec.serve.batch_wait_timeout_s,
             api_key_env=spec.serve.api_key_env,
             max_request_bytes=spec.serve.max_request_bytes,
+            precision=spec.serve.precision,
         )
     else:
         deployment: Any = ModelServer
