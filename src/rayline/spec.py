@@ -143,6 +143,11 @@ class ScalingSpec(_Strict):
         default=1.0, description="with use_gpu: each worker's (and each Tune trial's) share of a GPU, e.g. 0.5"
     )
 
+    @property
+    def workers(self) -> int:
+        """Workers one training run takes (``auto``: one, in process or on Ray Train)."""
+        return 1 if self.num_workers == "auto" else int(self.num_workers)
+
 
 # ----------------------------------------------------------------------------------- tune
 class SearchDomain(_Strict):

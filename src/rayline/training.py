@@ -58,14 +58,13 @@ def _train_worker(config: dict[str, Any]) -> None:
 def require_gpus(spec: Spec) -> None:
     """With ``scaling.use_gpu``, the GPUs one run's workers take must exist (on the embedded Ray)."""
     if spec.scaling.use_gpu:
-        workers = 1 if spec.scaling.num_workers == "auto" else int(spec.scaling.num_workers)
-        share = spec.scaling.gpus_per_worker
+        workers, share = spec.scaling.workers, spec.scaling.gpus_per_worker
         runtime.require_gpus(workers * share, f"scaling.use_gpu with {workers} worker(s) x gpus_per_worker={share:g}")
 
 
 def worker_resources(spec: Spec, total_cpus: float) -> tuple[int, float]:
     """(workers, CPUs each), leaving a slice of CPU free so Ray Data tasks can still be scheduled."""
-    workers = 1 if spec.scaling.num_workers == "auto" else int(spec.scaling.num_workers)
+    workers = spec.scaling.workers
     if spec.scaling.cpus_per_worker is not None:
         return workers, spec.scaling.cpus_per_worker
     return workers, runtime.cpus_per_actor(total_cpus, float("inf"), workers)

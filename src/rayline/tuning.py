@@ -114,7 +114,7 @@ def _train_trial(config: dict[str, Any], *, base: dict[str, Any], datasets: dict
 def _concurrency(spec: Spec, resources: runtime.Resources, local: bool) -> tuple[int, float]:
     """(trials at once, CPUs per trial) so trials never oversubscribe the cores or starve Ray Data."""
     total_cpus = resources.cpus
-    workers = 1 if spec.scaling.num_workers == "auto" else int(spec.scaling.num_workers)
+    workers = spec.scaling.workers
     if spec.tune.max_concurrent != "auto":
         at_once = min(spec.tune.num_samples, int(spec.tune.max_concurrent))
     elif local:

@@ -47,8 +47,10 @@ def _device(use_gpu: bool) -> torch.device:
     return torch.device("cuda") if use_gpu and torch.cuda.is_available() else torch.device("cpu")
 
 
-def _tensor(images: np.ndarray, layout: ImageLayout, device: torch.device) -> torch.Tensor:
-    return torch.from_numpy(normalize(images, layout)).to(device, non_blocking=True)
+def _tensor(
+    images: np.ndarray, layout: ImageLayout, device: torch.device, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    return torch.from_numpy(normalize(images, layout)).to(device, dtype, non_blocking=True)
 
 
 # ------------------------------------------------------------------------------ training
@@ -197,7 +199,7 @@ class ResNetPredictor:
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """uint8 [N, C, H, W] -> float [N, classes]."""
         with torch.inference_mode():
-            logits = self.model(_tensor(images, self.layout, self.device).to(self.dtype))
+            logits = self.model(_tensor(images, self.layout, self.device, self.dtype))
             probs: np.ndarray = torch.softmax(logits.float(), dim=1).cpu().numpy().astype(np.float64)
         return probs
 
@@ -264,8 +266,7 @@ class ResNetFamily:
         from ray.train.torch import TorchConfig, TorchTrainer
 
         scaling = kwargs.get("scaling_config")
-        gpu_share = (scaling.resources_per_worker or {}).get("GPU", 1.0) if scaling is not None else 1.0
-        if scaling is not None and scaling.use_gpu and scaling.num_workers > 1 and gpu_share < 1.0:
+        if scaling is not None and scaling.use_gpu and scaling.num_workers > 1 and scaling.num_gpus_per_worker < 1:
             # Workers sharing a GPU: NCCL refuses two ranks on one device; gloo all-reduces
             # CUDA tensors too (through host memory).
             kwargs.setdefault("torch_config", TorchConfig(backend="gloo"))
