@@ -8,9 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import pytest
 
 import rayline
+import tables
 from rayline.serving.config import deployment_options
 from rayline.spec import spec_from_dict
 from service import free_port
@@ -67,6 +70,42 @@ def test_handle_predicts_like_http(service: Any) -> None:
 def test_handle_validates_input(service: Any) -> None:
     with pytest.raises(Exception, match="trip_distance"):
         service.handle.predict.remote([{**RECORD, "trip_distance": "far"}]).result(timeout_s=60)
+
+
+@pytest.mark.parametrize("kind", ["binary", "multiclass", "regression"])
+def test_any_table_serves_what_batch_predict_writes(
+    ray_session: Any, rayline_home: Path, tmp_path: Path, kind: tables.Kind
+) -> None:
+    """The serving hot path (records -> matrix -> dicts) against the batch path (DataFrames)."""
+    source = tables.make_table(kind, tmp_path / "data")
+    spec = tables.spec_for(kind, source, name=f"srv-{kind}", serve={"num_replicas": 1, "num_cpus": 0.25})
+    rayline.train(spec)
+    offline = pd.read_parquet(rayline.predict(spec, model="latest").output).head(25)
+    rows = offline[list(tables.frame(kind).columns)]  # as the table has them, label included
+    svc = rayline.serve(spec, port=free_port())
+    try:
+        body = rows.to_json(orient="records").encode()
+        request = urllib.request.Request(f"{svc.url}/predict", data=body, method="POST")
+        with urllib.request.urlopen(request, timeout=60) as resp:
+            served = json.loads(resp.read())["predictions"]
+    finally:
+        from ray import serve
+
+        serve.shutdown()
+    assert len(served) == len(offline)
+    if kind == "regression":
+        assert set(served[0]) == {"prediction"}
+        np.testing.assert_allclose([r["prediction"] for r in served], offline["prediction"], rtol=1e-5)
+        return
+    assert [r["label"] for r in served] == offline["predicted_label"].tolist()
+    np.testing.assert_allclose([r["probability"] for r in served], offline["probability"], rtol=1e-5)
+    if kind == "binary":
+        assert all(type(r["label"]) is int for r in served)  # the table's 0/1 ints, not strings
+    else:
+        for r in served:
+            assert list(r["probabilities"]) == tables.CLASSES
+            assert max(r["probabilities"].values()) == r["probability"]
+            assert sum(r["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
 
 
 def test_deployment_options_from_spec() -> None:

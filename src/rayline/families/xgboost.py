@@ -194,22 +194,26 @@ class XGBoostPredictor:
         return self.outputs(raw)
 
     def outputs(self, raw: np.ndarray) -> pd.DataFrame:
+        columns = self._columns(raw)
+        if "probabilities" in columns:
+            columns["probabilities"] = list(columns["probabilities"])
+        return pd.DataFrame(columns)
+
+    def _columns(self, raw: np.ndarray) -> dict[str, np.ndarray]:
+        """Raw booster output -> prediction, or probability + predicted label (+ class probabilities)."""
         task, classes = self.layout.task, self.layout.classes
         if task == "regression":
-            return pd.DataFrame({"prediction": raw.astype(np.float64)})
+            return {"prediction": raw.astype(np.float64)}
         if task == "binary":
             probability = raw.astype(np.float64)
-            label = np.where(probability >= 0.5, classes[1], classes[0])
-            return pd.DataFrame({"probability": probability, "predicted_label": label})
+            return {"probability": probability, "predicted_label": np.where(probability >= 0.5, classes[1], classes[0])}
         probs = raw.reshape(len(raw), len(classes)).astype(np.float64)
         best = probs.argmax(axis=1)
-        return pd.DataFrame(
-            {
-                "probability": probs[np.arange(len(best)), best],
-                "predicted_label": np.asarray(classes, dtype=object)[best],
-                "probabilities": list(probs),
-            }
-        )
+        return {
+            "probability": probs[np.arange(len(best)), best],
+            "predicted_label": np.asarray(classes, dtype=object)[best],
+            "probabilities": probs,
+        }
 
     # ------------------------------------------------------------------------------ serving
     def request_model(self) -> type[BaseModel]:
@@ -230,16 +234,18 @@ class XGBoostPredictor:
     def predict_items(self, items: list[Any]) -> list[dict[str, Any]]:
         names = self.layout.features
         if self.layout.categorical:
-            frame = pd.DataFrame([{n: getattr(r, n) for n in names} for r in items])
-            out = self.predict(frame)
+            rows = pd.DataFrame([{n: getattr(r, n) for n in names} for r in items])
+            frame = features_frame(rows, self.layout, self.scaler)
+            raw = self.booster.predict(xgboost.DMatrix(frame, enable_categorical=True))
         else:
-            # Hot path of online serving: records -> float32 matrix -> inplace_predict, no DataFrame.
+            # Hot path of online serving: records -> float32 matrix -> inplace_predict -> dicts,
+            # no DataFrame on the way (building one cost more than the prediction per request).
             matrix = np.array([[getattr(r, n) for n in names] for r in items], dtype=np.float32)
             for col, (lo, hi) in self.scaler.items():
                 j = self._index[col]
                 matrix[:, j] = (matrix[:, j] - lo) / ((hi - lo) or 1.0)
-            out = self.outputs(np.asarray(self.booster.inplace_predict(matrix)))
-        return _records(out, self.layout)
+            raw = np.asarray(self.booster.inplace_predict(matrix))
+        return _records(self._columns(raw), self.layout)
 
 
 def _python_type(name: str, layout: TableLayout) -> type:
@@ -255,17 +261,18 @@ def _python_type(name: str, layout: TableLayout) -> type:
     return float
 
 
-def _records(out: pd.DataFrame, layout: TableLayout) -> list[dict[str, Any]]:
+def _records(columns: dict[str, np.ndarray], layout: TableLayout) -> list[dict[str, Any]]:
+    # ``tolist`` turns numpy values into JSON-ready Python ones in one C loop.
     if layout.task == "regression":
-        return [{"prediction": float(v)} for v in out["prediction"]]
-    rows = []
-    for i, (p, label) in enumerate(zip(out["probability"], out["predicted_label"], strict=True)):
-        row: dict[str, Any] = {"label": label.item() if hasattr(label, "item") else label, "probability": float(p)}
-        if layout.task == "multiclass":
-            probs = out["probabilities"][i]
-            row["probabilities"] = {str(c): float(v) for c, v in zip(layout.classes, probs, strict=True)}
-        rows.append(row)
-    return rows
+        return [{"prediction": v} for v in columns["prediction"].tolist()]
+    pairs = zip(columns["predicted_label"].tolist(), columns["probability"].tolist(), strict=True)
+    if layout.task == "binary":
+        return [{"label": label, "probability": p} for label, p in pairs]
+    names = [str(c) for c in layout.classes]
+    return [
+        {"label": label, "probability": p, "probabilities": dict(zip(names, row, strict=True))}
+        for (label, p), row in zip(pairs, columns["probabilities"].tolist(), strict=True)
+    ]
 
 
 class XGBoostFamily:
