@@ -6,6 +6,8 @@ spec errors answer in well under a second.
 
 from __future__ import annotations
 
+import atexit
+import gc
 import os
 import sys
 import time
@@ -423,6 +425,11 @@ def _one_line(text: str) -> str:
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: every failure is one line on stderr and a non-zero exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
+    # At exit Python's last garbage collection walks every object torch, MLflow and pandas
+    # created (~580,000 after a predict): 1.2-1.4 s of a 9 s command here. Frozen objects are
+    # skipped; the process is ending, so nothing is lost. Only at exit: an in-process caller
+    # (a notebook, a test) keeps its collector.
+    atexit.register(gc.freeze)
     debug = "--debug" in args or os.environ.get("RAYLINE_DEBUG") == "1"
     command = typer.main.get_command(app)
     try:
