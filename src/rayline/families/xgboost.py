@@ -187,15 +187,17 @@ class XGBoostPredictor:
         self._index = {name: i for i, name in enumerate(self.layout.features)}
 
     def predict(self, batch: pd.DataFrame) -> pd.DataFrame:
+        return self.outputs(self._raw(batch))
+
+    def _raw(self, batch: pd.DataFrame) -> np.ndarray:
         matrix = xgboost.DMatrix(
             features_frame(batch, self.layout, self.scaler), enable_categorical=bool(self.layout.categorical)
         )
-        raw = self.booster.predict(matrix)
-        return self.outputs(raw)
+        return np.asarray(self.booster.predict(matrix))
 
     def outputs(self, raw: np.ndarray) -> pd.DataFrame:
-        columns = self._columns(raw)
-        if "probabilities" in columns:
+        columns: dict[str, Any] = self._columns(raw)
+        if "probabilities" in columns:  # one array per row in a single column
             columns["probabilities"] = list(columns["probabilities"])
         return pd.DataFrame(columns)
 
@@ -234,9 +236,7 @@ class XGBoostPredictor:
     def predict_items(self, items: list[Any]) -> list[dict[str, Any]]:
         names = self.layout.features
         if self.layout.categorical:
-            rows = pd.DataFrame([{n: getattr(r, n) for n in names} for r in items])
-            frame = features_frame(rows, self.layout, self.scaler)
-            raw = self.booster.predict(xgboost.DMatrix(frame, enable_categorical=True))
+            raw = self._raw(pd.DataFrame([{n: getattr(r, n) for n in names} for r in items]))
         else:
             # Hot path of online serving: records -> float32 matrix -> inplace_predict -> dicts,
             # no DataFrame on the way (building one cost more than the prediction per request).
