@@ -45,25 +45,34 @@ class LoadResult:
 
 
 async def _worker(host: str, port: int, payload: bytes, count: int, deadline: float, lat: list[float]) -> int:
-    reader, writer = await asyncio.open_connection(host, port)
+    """``count`` requests on one keep-alive connection; a connection the server drops (a 5xx
+    with ``Connection: close``, a restart) counts as an error and is opened again."""
     errors = 0
+    reader, writer = await asyncio.open_connection(host, port)
     try:
         for _ in range(count):
             if time.perf_counter() > deadline:
                 break
             start = time.perf_counter()
-            writer.write(payload)
-            head = await reader.readuntil(b"\r\n\r\n")
-            status = int(head[9:12])
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line[:15].lower() == b"content-length:":
-                    length = int(line[15:])
-            if length:
-                await reader.readexactly(length)
+            try:
+                writer.write(payload)
+                head = await reader.readuntil(b"\r\n\r\n")
+                status = int(head[9:12])
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line[:15].lower() == b"content-length:":
+                        length = int(line[15:])
+                if length:
+                    await reader.readexactly(length)
+                closing = b"connection: close" in head.lower()
+            except (asyncio.IncompleteReadError, ConnectionError):
+                status, closing = 0, True
             lat.append((time.perf_counter() - start) * 1000)
             if status != 200:
                 errors += 1
+            if closing:
+                writer.close()
+                reader, writer = await asyncio.open_connection(host, port)
     finally:
         writer.close()
     return errors
@@ -78,11 +87,12 @@ async def run(url: str, body: bytes, concurrency: int, total: int, timeout_s: fl
         f"POST {parts.path or '/'} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\nConnection: keep-alive\r\n\r\n"
     ).encode() + body
-    per = max(1, total // concurrency)
+    counts = [total // concurrency + (1 if i < total % concurrency else 0) for i in range(concurrency)]
     lat: list[float] = []
     start = time.perf_counter()
     deadline = start + timeout_s
-    errors = await asyncio.gather(*(_worker(host, port, payload, per, deadline, lat) for _ in range(concurrency)))
+    workers = (_worker(host, port, payload, n, deadline, lat) for n in counts if n)
+    errors = await asyncio.gather(*workers)
     return LoadResult(len(lat), sum(errors), time.perf_counter() - start, lat)
 
 
