@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import urllib.request
 from collections.abc import Iterator
@@ -70,6 +71,43 @@ def test_handle_predicts_like_http(service: Any) -> None:
 def test_handle_validates_input(service: Any) -> None:
     with pytest.raises(Exception, match="trip_distance"):
         service.handle.predict.remote([{**RECORD, "trip_distance": "far"}]).result(timeout_s=60)
+
+
+def test_lone_requests_skip_the_batch_queue_concurrent_ones_batch(service: Any) -> None:
+    def batching() -> dict[str, int]:
+        with urllib.request.urlopen(f"{service.url}/healthz", timeout=30) as resp:
+            return dict(json.loads(resp.read())["batching"])
+
+    def post_one() -> None:
+        request = urllib.request.Request(f"{service.url}/predict", data=json.dumps([RECORD]).encode(), method="POST")
+        with urllib.request.urlopen(request, timeout=60) as resp:
+            assert resp.status == 200
+
+    before = batching()
+    for _ in range(5):
+        post_one()
+    alone = batching()
+    assert alone["alone"] - before["alone"] == 5
+    assert alone["batches"] == before["batches"]
+
+    # 16 requests written at once on open keep-alive connections reach the replica together.
+    async def burst(n: int) -> list[bytes]:
+        host, port = service.url.split("//")[1].split(":")
+        body = json.dumps([RECORD]).encode()
+        head = f"POST /predict HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        conns = [await asyncio.open_connection(host, int(port)) for _ in range(n)]
+        for _, writer in conns:
+            writer.write(head + body)
+        heads = [await reader.readuntil(b"\r\n\r\n") for reader, _ in conns]
+        for _, writer in conns:
+            writer.close()
+        return heads
+
+    heads = asyncio.run(burst(16))
+    assert all(h.startswith(b"HTTP/1.1 200") for h in heads), heads
+    after = batching()
+    assert after["requests"] - alone["requests"] + after["alone"] - alone["alone"] == 16
+    assert after["largest"] > 1, after
 
 
 @pytest.mark.parametrize("kind", ["binary", "multiclass", "regression"])
