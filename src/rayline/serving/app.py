@@ -84,6 +84,13 @@ def _replica_id() -> str:
         return "local"
 
 
+def count_batch(stats: dict[str, int], size: int) -> None:
+    """Add one ``@serve.batch`` call of ``size`` requests to the ``batching`` counts in /healthz."""
+    stats["batches"] += 1
+    stats["requests"] += size
+    stats["largest"] = max(stats["largest"], size)
+
+
 def build_api(
     *,
     title: str,

@@ -16,7 +16,7 @@ from ray import serve
 from rayline import __version__, checkpoints
 from rayline.errors import RegistryError
 from rayline.families.base import get_family
-from rayline.serving.app import ingress_app
+from rayline.serving.app import count_batch, ingress_app
 from rayline.serving.page import table_fields
 
 
@@ -88,10 +88,7 @@ class ModelServer:
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
     async def _predict_batch(self, requests: list[list[Any]]) -> list[list[dict[str, Any]]]:
-        stats = self.info["batching"]
-        stats["batches"] += 1
-        stats["requests"] += len(requests)
-        stats["largest"] = max(stats["largest"], len(requests))
+        count_batch(self.info["batching"], len(requests))
         flat = [item for items in requests for item in items]
         results = self.predictor.predict_items(flat)
         out, start = [], 0

@@ -24,7 +24,7 @@ from ray import serve
 from rayline import __version__, checkpoints
 from rayline.errors import DataError, RegistryError
 from rayline.images import ImageLayout, decode_request
-from rayline.serving.app import ingress_app
+from rayline.serving.app import count_batch, ingress_app
 
 MAX_MODELS_PER_REPLICA = 3
 
@@ -195,10 +195,7 @@ class ImageIngress:
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0, max_concurrent_batches=4)
     async def _batched(self, requests: list[tuple[list[Any], str]]) -> list[list[dict[str, Any]] | str]:
         """A group of concurrent requests: one preprocessor call, one model call per model id."""
-        stats = self.info["batching"]
-        stats["batches"] += 1
-        stats["requests"] += len(requests)
-        stats["largest"] = max(stats["largest"], len(requests))
+        count_batch(self.info["batching"], len(requests))
         arrays = await self.preprocessor.remote([images for images, _ in requests])
         results: list[list[dict[str, Any]] | str] = [a if isinstance(a, str) else [] for a in arrays]
         by_model: dict[str, list[int]] = {}
