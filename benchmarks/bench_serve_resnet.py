@@ -20,10 +20,12 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-from bench_serve_xgboost import free_port, stop, wait
+from bench_serve_xgboost import stop, wait
 from bench_train_resnet import ENV, SPEC, export_digits, train_once
 from common import BIN, REPO, median, table
 from loadgen import load
+
+from rayline.serving.runner import free_port
 
 
 def body() -> bytes:

@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -21,6 +20,8 @@ from pathlib import Path
 
 from common import BIN, REPO, median, table, timed
 from loadgen import load
+
+from rayline.serving.runner import free_port
 
 RECORD = [
     {
@@ -33,12 +34,6 @@ RECORD = [
     }
 ]
 SPEC = str(REPO / "examples" / "taxi.yaml")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait(url: str, proc: subprocess.Popen[bytes], timeout: float = 240) -> None:

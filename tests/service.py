@@ -1,13 +1,13 @@
-"""HTTP helpers for the serving tests: a free port, one JSON call, a `rayline serve` subprocess."""
+"""HTTP helpers for the serving tests: a free port (the library's), one JSON call, a `rayline serve` subprocess."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-import random
+import re
+import select
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,24 +18,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from rayline.serving.runner import free_port
+
 SCRIPT = Path(sys.executable).with_name("rayline")
-
-
-def free_port() -> int:
-    """A free port below the kernel's ephemeral range (32768+) and above Ray's worker ports (<20000).
-
-    The service binds it seconds later, after Ray has opened many outgoing connections; an
-    ephemeral port could be taken by one of those in between.
-    """
-    for _ in range(100):
-        port = random.randint(20000, 29999)
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 20000-29999")
 
 
 def call(url: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
@@ -64,10 +49,13 @@ def _sigint_as_from_a_terminal() -> None:
 
 @contextmanager
 def serving(
-    args: list[str], env: dict[str, str], timeout_s: float = 240
+    args: list[str], env: dict[str, str], timeout_s: float = 240, port: int | None = None
 ) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    """``rayline serve ARGS --port P`` until /healthz answers; SIGINT (Ctrl-C) on exit."""
-    port = free_port()
+    """``rayline serve ARGS --port P`` until /healthz answers; SIGINT (Ctrl-C) on exit.
+
+    P is a free port by default; with ``port=0`` the service picks one and the URL is read
+    from what it prints."""
+    port = free_port() if port is None else port
     proc = subprocess.Popen(
         [str(SCRIPT), "serve", *args, "--port", str(port)],
         env=env,
@@ -79,8 +67,8 @@ def serving(
         # does not stop can be ended with everything it started, leaving nothing behind.
         start_new_session=True,
     )
-    url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout_s
+    url = f"http://127.0.0.1:{port}" if port else _printed_url(proc, deadline)
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             _kill_all(proc)  # Ray's processes may outlive a driver that failed
@@ -102,6 +90,21 @@ def serving(
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=90)
         _kill_all(proc)
+
+
+def _printed_url(proc: subprocess.Popen[str], deadline: float) -> str:
+    """The service's URL, from its "predict  POST <url>/predict" line."""
+    assert proc.stdout is not None
+    seen = []
+    while time.monotonic() < deadline and proc.poll() is None:
+        if not select.select([proc.stdout], [], [], 1)[0]:
+            continue
+        line = proc.stdout.readline()
+        seen.append(line)
+        if match := re.search(r"POST (http://\S+)/predict", line):
+            return match.group(1)
+    _kill_all(proc)
+    raise AssertionError(f"rayline serve printed no URL:\n{''.join(seen)}{proc.stderr.read() if proc.stderr else ''}")
 
 
 def _kill_all(proc: subprocess.Popen[str]) -> None:

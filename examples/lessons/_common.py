@@ -31,11 +31,3 @@ def digits_folder(per_class: int | None) -> Path:
             for png in sorted(label_dir.iterdir())[:per_class]:
                 (small / label_dir.name / png.name).write_bytes(png.read_bytes())
     return small
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import urllib.request
 
-from _common import EXAMPLES, arguments, free_port
+from _common import EXAMPLES, arguments
 
 import rayline
 from rayline import runtime
@@ -35,7 +35,7 @@ def main() -> None:
     # Online prediction with Ray Serve, then an HTTP request with one trip. A fresh Ray, so Serve's
     # HAProxy ingress (chosen when Ray starts) applies.
     runtime.shutdown()
-    service = rayline.serve(spec, model="best", port=free_port())
+    service = rayline.serve(spec, model="best", port=0)  # 0: any free port
     trip = {"passenger_count": 1, "trip_distance": 2.5, "fare_amount": 12.0, "trip_duration": 600}
     trip |= {"hour": 18, "day_of_week": 3}
     request = urllib.request.Request(f"{service.url}/predict", json.dumps([trip]).encode(), method="POST")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import EXAMPLES, arguments, digits_folder, free_port
+from _common import EXAMPLES, arguments, digits_folder
 from fastapi import FastAPI
 from pydantic import BaseModel
 from ray import serve
@@ -75,7 +75,7 @@ def main() -> None:
     import rayline
     from rayline import runtime
     from rayline.datasets import load_mnist
-    from rayline.serving.runner import shutdown
+    from rayline.serving.runner import free_port, shutdown
 
     folder = digits_folder(per_class=30 if args.smoke else None)
     overrides = [f"data.source={folder}", "model.epochs=1" if args.smoke else "model.epochs=3"]
@@ -93,7 +93,7 @@ def main() -> None:
     print("by hand:", post(f"http://127.0.0.1:{port}/predict", {"image": image})["label"], "(truth", labels[-1], ")")
     shutdown()
 
-    service = rayline.serve(spec, model=first, port=free_port())
+    service = rayline.serve(spec, model=first, port=0)  # 0: any free port
     print("rayline:", post(f"{service.url}/predict", {"image": [image]})["predictions"][0]["label"])
     multiplexed = post(f"{service.url}/predict", {"image": [image]}, {"serve_multiplexed_model_id": second})
     print("rayline, model", multiplexed["model"][:8], "by header:", multiplexed["predictions"][0]["label"])

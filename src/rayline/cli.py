@@ -282,7 +282,7 @@ def serve_cmd(
     spec: SpecArg,
     model: ModelOpt = "best",
     host: Annotated[str | None, typer.Option("--host", help="interface to listen on (default 127.0.0.1)")] = None,
-    port: Annotated[int | None, typer.Option("--port", help="HTTP port (default 8000)")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="HTTP port (default 8000; 0 picks a free one)")] = None,
     set_: SetOpt = None,
 ) -> None:
     """Serve a registered model over HTTP (FastAPI on Ray Serve) until Ctrl-C."""

@@ -238,7 +238,7 @@ class AutoscalingSpec(_Strict):
 
 class ServeSpec(_Strict):
     host: str = "127.0.0.1"
-    port: Annotated[int, Field(ge=0, le=65535)] = 8000
+    port: Annotated[int, Field(ge=0, le=65535)] = Field(default=8000, description="0 picks a free port")
     num_replicas: Annotated[int, Field(gt=0)] | None = Field(default=None, description="fixed replicas (default 1)")
     autoscaling: AutoscalingSpec | None = None
     num_cpus: Annotated[float, Field(gt=0)] = 0.5

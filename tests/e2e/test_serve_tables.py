@@ -155,7 +155,8 @@ def test_two_services_on_one_machine(service: tuple[str, Any], env: dict[str, st
     )
     second = re.search(r"run ([0-9a-f]{32})", trained.stdout).group(1)  # type: ignore[union-attr]
     args = [str(EXAMPLES / "taxi.yaml"), "--model", second, *SETS, "--set", "serve.num_replicas=1"]
-    with serving(args, env) as (url, _):
+    with serving(args, env, port=0) as (url, _):  # port 0: the service picks a free one
+        assert 20000 <= int(url.rsplit(":", 1)[1]) < 30000, url
         # Each HAProxy's backup server is its own service's proxy, not one port shared by all.
         backups = haproxy_backup_ports()
         assert len(backups) >= 2 and len(set(backups.values())) == len(backups), backups

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import socket
 import time
 import urllib.error
@@ -49,6 +50,25 @@ class Service:
         from ray import serve
 
         serve.delete(self.name)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free on `host` now, from 20000-29999: above Ray's worker ports, below the kernel's ephemeral range.
+
+    A service binds its port seconds after it is picked, once Ray has started and opened many
+    outgoing connections; a port from the ephemeral range (what binding port 0 gives) can be
+    taken by one of those in between, and HAProxy then fails with "Address already in use".
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for _ in range(200):
+        port = random.randint(20000, 29999)
+        with socket.socket(family) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise ServeError(f"no free port on {host} in 20000-29999", hint="pass a --port")
 
 
 def _check_port(host: str, port: int) -> None:
@@ -108,6 +128,7 @@ def start(
     hook = None
     added: dict[str, str] = {}
     if runtime.cluster_address() is None:
+        port = port or free_port(host)
         _check_port(host, port)  # a taken port would otherwise surface as a health-check timeout
         if ray.is_initialized():
             # Serve reads its ingress flags when Ray's processes start; this Ray is already up.
@@ -116,6 +137,8 @@ def start(
             added = {name: value for name, value in RAY_ONLY.items() if name not in os.environ}  # a user's own wins
             os.environ.update({**ONE_LOOP, **added, **ingress_env(spec.serve.ingress, host, port)})
             hook = "rayline.serving.ingress.loopback_haproxy"
+    elif port == 0:  # the proxy listens on the cluster's nodes, where this process cannot check a port
+        raise ServeError("serve.port 0 (any free port) works on embedded Ray only", hint="set a port for a cluster")
     try:
         record, checkpoint = runtime.init_while(partial(_resolve, registry, spec, model), setup_hook=hook)
     finally:
