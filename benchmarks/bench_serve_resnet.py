@@ -25,7 +25,7 @@ from bench_train_resnet import ENV, SPEC, export_digits, train_once
 from common import BIN, REPO, median, table
 from loadgen import load
 
-from rayline.serving.runner import free_port
+from rayline.serving.ports import free_port
 
 
 def body() -> bytes:

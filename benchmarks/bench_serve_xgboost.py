@@ -21,7 +21,7 @@ from pathlib import Path
 from common import BIN, REPO, median, table, timed
 from loadgen import load
 
-from rayline.serving.runner import free_port
+from rayline.serving.ports import free_port
 
 RECORD = [
     {

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from rayline.serving.runner import free_port
+from rayline.serving.ports import free_port
 
 SCRIPT = Path(sys.executable).with_name("rayline")
 

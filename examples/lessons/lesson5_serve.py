@@ -75,7 +75,8 @@ def main() -> None:
     import rayline
     from rayline import runtime
     from rayline.datasets import load_mnist
-    from rayline.serving.runner import free_port, shutdown
+    from rayline.serving.ports import free_port
+    from rayline.serving.runner import shutdown
 
     folder = digits_folder(per_class=30 if args.smoke else None)
     overrides = [f"data.source={folder}", "model.epochs=1" if args.smoke else "model.epochs=3"]

@@ -17,7 +17,7 @@ from test_cli import assert_one_line_error, rayline
 
 import imagesets
 import tables
-from rayline.serving.runner import free_port
+from rayline.serving.ports import free_port
 
 BUCKET = "rayline-test"
 pytestmark = pytest.mark.slow

@@ -20,33 +20,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
-import socket
 import tempfile
 from typing import Literal
 
+from rayline.serving.ports import free_port
+
 IngressMode = Literal["haproxy", "proxy", "direct"]
 _LOOPBACK_ENV = "RAYLINE_HAPROXY_PRIVATE"
-
-
-def _spare_port(host: str, avoid: set[int]) -> int:
-    """A port free now, between Ray's worker ports (<20000) and the kernel's ephemeral range (32768+).
-
-    It is bound seconds later, once Ray is up: an ephemeral port could meanwhile be taken by one
-    of the many outgoing connections Ray's processes open.
-    """
-    for _ in range(200):
-        port = random.randint(20000, 29999)
-        if port in avoid:
-            continue
-        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
-            try:
-                sock.bind((host, port))
-            except OSError:
-                continue
-            avoid.add(port)
-            return port
-    raise OSError(f"no free port in 20000-29999 on {host}")
 
 
 def ingress_env(mode: IngressMode, host: str, port: int) -> dict[str, str]:
@@ -77,8 +57,8 @@ def ingress_env(mode: IngressMode, host: str, port: int) -> dict[str, str]:
         "RAY_SERVE_HAPROXY_STARTUP_TIMEOUT_S": "90",
         # HAProxy's backup server is Serve's own proxy, on 8500 by default: a second service on the
         # machine would find 8500 taken and send its requests to the first service's proxy.
-        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(_spare_port("127.0.0.1", taken)),
-        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(_spare_port("127.0.0.1", taken)),
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_port("127.0.0.1", taken)),
+        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(free_port("127.0.0.1", taken)),
         _LOOPBACK_ENV: "1" if loopback else "",
     }
     # A user's own setting of these two wins.
@@ -92,8 +72,8 @@ def ingress_env(mode: IngressMode, host: str, port: int) -> dict[str, str]:
     }
     env.update({name: os.environ.get(name, value) for name, value in defaults.items()})
     if not loopback:  # the user exposed the service: the listeners stay on TCP, on ports of their own
-        env["RAY_SERVE_HAPROXY_STATS_PORT"] = str(_spare_port("0.0.0.0", taken))
-        env["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(_spare_port("0.0.0.0", taken))
+        env["RAY_SERVE_HAPROXY_STATS_PORT"] = str(free_port("0.0.0.0", taken))
+        env["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(free_port("0.0.0.0", taken))
     return env
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import socket
 import time
 import urllib.error
@@ -21,6 +20,7 @@ from rayline.inference import image_size
 from rayline.registry import Registry, RunRecord, open_registry
 from rayline.serving.config import deployment_options
 from rayline.serving.ingress import ingress_env, stop_haproxy
+from rayline.serving.ports import free_port
 from rayline.spec import Spec
 
 log = logging.getLogger(__name__)
@@ -50,25 +50,6 @@ class Service:
         from ray import serve
 
         serve.delete(self.name)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port free on `host` now, from 20000-29999: above Ray's worker ports, below the kernel's ephemeral range.
-
-    A service binds its port seconds after it is picked, once Ray has started and opened many
-    outgoing connections; a port from the ephemeral range (what binding port 0 gives) can be
-    taken by one of those in between, and HAProxy then fails with "Address already in use".
-    """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    for _ in range(200):
-        port = random.randint(20000, 29999)
-        with socket.socket(family) as sock:
-            try:
-                sock.bind((host, port))
-            except OSError:
-                continue
-            return port
-    raise ServeError(f"no free port on {host} in 20000-29999", hint="pass a --port")
 
 
 def _check_port(host: str, port: int) -> None:
