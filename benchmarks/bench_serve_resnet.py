@@ -71,11 +71,13 @@ def main() -> None:
         digits = export_digits(tmp, 50 if args.quick else None)
         run_id, checkpoint = train_once(home, digits, args.quick)
         env = {**os.environ, **ENV, "RAYLINE_HOME": str(home)}
+        # The plain server runs the model in the precision rayline serves it in.
+        precision = next((s.split("=", 1)[1] for s in args.sets if s.startswith("serve.precision=")), "float32")
         for _ in range(args.repeats):
             for threads in (2, 1):
                 port = free_port()
                 cmd = [str(BIN / "python"), str(REPO / "benchmarks" / "plain_serve_resnet.py"), str(checkpoint)]
-                plain = subprocess.Popen([*cmd, str(port), str(threads)], env=env)
+                plain = subprocess.Popen([*cmd, str(port), str(threads), precision], env=env)
                 try:
                     wait(f"http://127.0.0.1:{port}", plain, 120)
                     results[f"plain {threads}"].append(measure(f"http://127.0.0.1:{port}", payload, args.requests))
@@ -94,8 +96,8 @@ def main() -> None:
     medians = {n: {k: median([r[k] for r in runs]) for k in runs[0]} for n, runs in results.items()}
     best = max(("plain 2", "plain 1"), key=lambda n: medians[n]["rps"])
     labels = {
-        "plain 2": "plain uvicorn+FastAPI (unbatched, 2 torch threads)",
-        "plain 1": "plain uvicorn+FastAPI (unbatched, 1 torch thread)",
+        "plain 2": f"plain uvicorn+FastAPI (unbatched, 2 torch threads, {precision})",
+        "plain 1": f"plain uvicorn+FastAPI (unbatched, 1 torch thread, {precision})",
         "rayline": "rayline serve (examples/mnist.yaml" + "".join(f", {s}" for s in args.sets) + ")",
     }
     rows = [

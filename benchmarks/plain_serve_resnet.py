@@ -1,9 +1,10 @@
 """The image-serving baseline: one plain uvicorn + FastAPI process, the same ResNet18 checkpoint, no Ray.
 
 Unbatched: every request is validated with the same body model, decoded, and run as its own
-forward pass on the event loop, with ``THREADS`` torch threads.
+forward pass on the event loop, with ``THREADS`` torch threads, in ``PRECISION`` (float32 or
+bfloat16, as rayline's ``serve.precision``).
 
-    python benchmarks/plain_serve_resnet.py CHECKPOINT_DIR PORT [THREADS]
+    python benchmarks/plain_serve_resnet.py CHECKPOINT_DIR PORT [THREADS [PRECISION]]
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from rayline.errors import DataError
 from rayline.families.base import get_family
 
 
-def build(checkpoint: Path, threads: int) -> FastAPI:
-    predictor = get_family("resnet18").load(checkpoint, cpus=threads)
+def build(checkpoint: Path, threads: int, precision: str = "float32") -> FastAPI:
+    predictor = get_family("resnet18").load(checkpoint, cpus=threads, precision=precision)
     body_model = predictor.request_model()
     app = FastAPI()
 
@@ -42,8 +43,9 @@ def build(checkpoint: Path, threads: int) -> FastAPI:
 
 if __name__ == "__main__":
     threads = int(sys.argv[3]) if len(sys.argv) > 3 else 2
+    precision = sys.argv[4] if len(sys.argv) > 4 else "float32"
     uvicorn.run(
-        build(Path(sys.argv[1]), threads),
+        build(Path(sys.argv[1]), threads, precision),
         host="127.0.0.1",
         port=int(sys.argv[2]),
         log_level="warning",
