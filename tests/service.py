@@ -95,16 +95,16 @@ def serving(
 def _printed_url(proc: subprocess.Popen[str], deadline: float) -> str:
     """The service's URL, from its "predict  POST <url>/predict" line."""
     assert proc.stdout is not None
-    seen = []
+    # The pipe itself, not the text wrapper: a line the wrapper had already buffered would
+    # never make select() report the pipe readable again.
+    fd, printed = proc.stdout.fileno(), ""
     while time.monotonic() < deadline and proc.poll() is None:
-        if not select.select([proc.stdout], [], [], 1)[0]:
-            continue
-        line = proc.stdout.readline()
-        seen.append(line)
-        if match := re.search(r"POST (http://\S+)/predict", line):
-            return match.group(1)
+        if select.select([fd], [], [], 1)[0]:
+            printed += os.read(fd, 65536).decode(errors="replace")
+            if match := re.search(r"POST (http://\S+)/predict", printed):
+                return match.group(1)
     _kill_all(proc)
-    raise AssertionError(f"rayline serve printed no URL:\n{''.join(seen)}{proc.stderr.read() if proc.stderr else ''}")
+    raise AssertionError(f"rayline serve printed no URL:\n{printed}{proc.stderr.read() if proc.stderr else ''}")
 
 
 def _kill_all(proc: subprocess.Popen[str]) -> None:
