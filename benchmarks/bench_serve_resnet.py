@@ -4,7 +4,9 @@
 ``{"image": [<28x28 array of 0-255 ints>]}`` to POST /predict. Plain: one process, unbatched
 (one forward pass per request), measured with 2 and with 1 torch threads; the better one is the
 baseline. rayline: the spec's serving settings (dynamic batching, autoscaled replicas), plus any
-``--set``. Each repeat starts fresh servers, one at a time, so none runs beside another.
+``--set``, in each ``serve.topology`` (fused: one deployment decodes and predicts; composed: the
+course's ingress -> preprocessor -> model). Each repeat starts fresh servers, one at a time, so
+none runs beside another.
 
     .venv/bin/python benchmarks/bench_serve_resnet.py --requests 3000 --repeats 3
     .venv/bin/python benchmarks/bench_serve_resnet.py --quick     # 200 requests, once
@@ -59,12 +61,14 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--set", dest="sets", action="append", default=[], help="extra rayline --set KEY=VALUE")
     ap.add_argument("--quick", action="store_true", help="smoke run: 50 digits per class, 200 requests, once")
+    ap.add_argument("--topologies", default="fused,composed", help="serve.topology values to measure")
     args = ap.parse_args()
     if args.quick:
         args.requests, args.repeats = 200, 1
     args.requests -= args.requests % 16  # loadgen sends requests // 16 per client
     payload = body()
-    results: dict[str, list[dict[str, float]]] = {"plain 2": [], "plain 1": [], "rayline": []}
+    topologies = [t.strip() for t in args.topologies.split(",") if t.strip()]
+    results: dict[str, list[dict[str, float]]] = {"plain 2": [], "plain 1": [], **{t: [] for t in topologies}}
     with tempfile.TemporaryDirectory(prefix="rl-bench-serve-resnet-") as name:
         tmp = Path(name)
         home = tmp / "home"
@@ -83,28 +87,32 @@ def main() -> None:
                     results[f"plain {threads}"].append(measure(f"http://127.0.0.1:{port}", payload, args.requests))
                 finally:
                     stop(plain)
-            port = free_port()
-            cmd = [str(BIN / "rayline"), "serve", SPEC, "--model", run_id, "--port", str(port)]
-            for item in args.sets:
-                cmd += ["--set", item]
-            served = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            try:
-                wait(f"http://127.0.0.1:{port}", served)
-                results["rayline"].append(measure(f"http://127.0.0.1:{port}", payload, args.requests))
-            finally:
-                stop(served)
+            for topology in topologies:
+                port = free_port()
+                cmd = [str(BIN / "rayline"), "serve", SPEC, "--model", run_id, "--port", str(port)]
+                for item in [*args.sets, f"serve.topology={topology}"]:
+                    cmd += ["--set", item]
+                served = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                try:
+                    wait(f"http://127.0.0.1:{port}", served)
+                    results[topology].append(measure(f"http://127.0.0.1:{port}", payload, args.requests))
+                finally:
+                    stop(served)
     medians = {n: {k: median([r[k] for r in runs]) for k in runs[0]} for n, runs in results.items()}
     best = max(("plain 2", "plain 1"), key=lambda n: medians[n]["rps"])
     labels = {
         "plain 2": f"plain uvicorn+FastAPI (unbatched, 2 torch threads, {precision})",
         "plain 1": f"plain uvicorn+FastAPI (unbatched, 1 torch thread, {precision})",
-        "rayline": "rayline serve (examples/mnist.yaml" + "".join(f", {s}" for s in args.sets) + ")",
+        **{
+            t: f"rayline serve (examples/mnist.yaml, {t}" + "".join(f", {s}" for s in args.sets) + ")"
+            for t in topologies
+        },
     }
     rows = [
         [labels[n], m["rps"], m["rps"] / medians[best]["rps"], m["p50_ms"], m["p99_ms"]] for n, m in medians.items()
     ]
     print(f"{args.requests:,} requests at 16 clients, {args.repeats} repeat(s); baseline: {labels[best]}")
-    print("goal: rayline >= 3x plain req/s")
+    print("goal: rayline fused >= 3x plain req/s")
     print(table(["server", "req/s", "x plain", "p50 ms", "p99 ms"], rows))
 
 

@@ -26,7 +26,7 @@ def main() -> None:
     os.environ["RAYLINE_HOME"] = tempfile.mkdtemp(prefix="rl-bench-tune-")
     os.environ.setdefault("RAYLINE_NUM_CPUS", "2")
     from rayline import load_spec, runtime
-    from rayline.tuning import tune
+    from rayline.stages.tune import tune
 
     spec = load_spec(
         REPO / "examples" / "taxi.yaml",

@@ -19,8 +19,8 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from rayline.families.base import get_family  # noqa: E402
-from rayline.families.resnet import ResNetPredictor  # noqa: E402
+from rayline.families import get_family  # noqa: E402
+from rayline.families.resnet.family import ResNetPredictor  # noqa: E402
 
 
 def main() -> None:

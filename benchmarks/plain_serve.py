@@ -13,12 +13,16 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from rayline.families.base import get_family
+from rayline import checkpoints
+from rayline.data import get_kind
+from rayline.families import get_family
 
 
 def build(checkpoint: Path) -> FastAPI:
     predictor = get_family("xgboost").load(checkpoint, cpus=1)
-    body_model = predictor.request_model()
+    meta = checkpoints.read_meta(checkpoint)
+    kind = get_kind(meta["data_kind"])
+    body_model = kind.request_model(meta)
     app = FastAPI()
 
     @app.post("/predict")
@@ -27,7 +31,7 @@ def build(checkpoint: Path) -> FastAPI:
             body = body_model.model_validate_json(await request.body())
         except ValidationError as err:
             return JSONResponse({"error": str(err)}, 422)
-        return JSONResponse({"predictions": predictor.predict_items(predictor.request_items(body))})
+        return JSONResponse({"predictions": predictor.predict_items(kind.decode_request(body, meta))})
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

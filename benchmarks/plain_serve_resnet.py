@@ -17,19 +17,23 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
+from rayline import checkpoints
+from rayline.data import get_kind
 from rayline.errors import DataError
-from rayline.families.base import get_family
+from rayline.families import get_family
 
 
 def build(checkpoint: Path, threads: int, precision: str = "float32") -> FastAPI:
     predictor = get_family("resnet18").load(checkpoint, cpus=threads, precision=precision)
-    body_model = predictor.request_model()
+    meta = checkpoints.read_meta(checkpoint)
+    kind = get_kind(meta["data_kind"])
+    body_model = kind.request_model(meta)
     app = FastAPI()
 
     @app.post("/predict")
     async def predict(request: Request) -> JSONResponse:
         try:
-            items = predictor.request_items(body_model.model_validate_json(await request.body()))
+            items = kind.decode_request(body_model.model_validate_json(await request.body()), meta)
         except (ValidationError, DataError) as err:
             return JSONResponse({"error": str(err)}, 422)
         return JSONResponse({"predictions": predictor.predict_items(items)})

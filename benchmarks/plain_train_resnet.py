@@ -23,7 +23,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 from torch import nn  # noqa: E402
 
-from rayline.families.resnet import build_model  # noqa: E402
+from rayline.families.resnet.family import build_model  # noqa: E402
 
 
 def tensor(images: np.ndarray) -> torch.Tensor:

@@ -8,6 +8,11 @@ from pathlib import Path
 
 import pytest
 
+# The tiny test family (rayline.testing) is registered for this process, the CLI processes the
+# tests start and Ray's workers, which all inherit the environment. Before rayline is imported:
+# the spec reads the registry once.
+os.environ["RAYLINE_FAMILIES"] = "tiny=rayline.testing.tiny_spec:TinyModelSpec"
+
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
 

@@ -22,7 +22,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train.torch
     import torch
 
-    from rayline.families.resnet import build_model
+    from rayline.families.resnet.family import build_model
 
     torch.set_num_threads(1)
     model = ray.train.torch.prepare_model(build_model(num_classes=10, channels=1))  # DDP

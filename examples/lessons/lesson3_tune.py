@@ -21,7 +21,7 @@ def train_mnist(config: dict[str, Any], images: np.ndarray, labels: np.ndarray) 
     import ray.tune
     import torch
 
-    from rayline.families.resnet import build_model
+    from rayline.families.resnet.family import build_model
 
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)

@@ -23,7 +23,7 @@ class Classifier:
     """Loads the model once per actor (the expensive part), then predicts every batch it is given."""
 
     def __init__(self, checkpoint: str) -> None:
-        from rayline.families.base import get_family
+        from rayline.families import get_family
 
         self.predictor = get_family("resnet18").load(Path(checkpoint), cpus=1)
 

@@ -41,7 +41,7 @@ class Preprocessor:
 )
 class Classifier:
     def __init__(self, checkpoint: str) -> None:
-        from rayline.families.base import get_family
+        from rayline.families import get_family
 
         self.predictor = get_family("resnet18").load(Path(checkpoint))
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from rayline._version import __version__
 from rayline.errors import (
     DataError,
     RaylineError,
@@ -30,14 +31,12 @@ from rayline.registry import Registry, RunRecord, open_registry
 from rayline.spec import Spec, load_spec, spec_from_dict
 
 if TYPE_CHECKING:
-    from rayline.evaluation import Evaluation
-    from rayline.inference import PredictResult
-    from rayline.pipeline import LifecycleResult
     from rayline.serving.runner import Service
-    from rayline.training import TrainResult
-    from rayline.tuning import TuneResult
-
-__version__ = "0.1.0"
+    from rayline.stages.evaluate import Evaluation
+    from rayline.stages.pipeline import LifecycleResult
+    from rayline.stages.predict import PredictResult
+    from rayline.stages.train import TrainResult
+    from rayline.stages.tune import TuneResult
 
 __all__ = [
     "DataError",
@@ -64,29 +63,29 @@ __all__ = [
 
 
 def train(spec: Spec, **kwargs: Any) -> TrainResult:
-    """Train once and register the run (see ``rayline.training.train``)."""
-    from rayline.training import train as _train
+    """Train once and register the run (see ``rayline.stages.train.train``)."""
+    from rayline.stages.train import train as _train
 
     return _train(spec, **kwargs)
 
 
 def tune(spec: Spec, **kwargs: Any) -> TuneResult:
-    """Search ``spec.tune.space`` and register every trial (see ``rayline.tuning.tune``)."""
-    from rayline.tuning import tune as _tune
+    """Search ``spec.tune.space`` and register every trial (see ``rayline.stages.tune.tune``)."""
+    from rayline.stages.tune import tune as _tune
 
     return _tune(spec, **kwargs)
 
 
 def predict(spec: Spec, **kwargs: Any) -> PredictResult:
-    """Batch inference to parquet (see ``rayline.inference.predict``)."""
-    from rayline.inference import predict as _predict
+    """Batch inference to parquet (see ``rayline.stages.predict.predict``)."""
+    from rayline.stages.predict import predict as _predict
 
     return _predict(spec, **kwargs)
 
 
 def evaluate(spec: Spec, **kwargs: Any) -> Evaluation:
-    """Metrics of a registered model, stored on its run (see ``rayline.evaluation.evaluate``)."""
-    from rayline.evaluation import evaluate as _evaluate
+    """Metrics of a registered model, stored on its run (see ``rayline.stages.evaluate.evaluate``)."""
+    from rayline.stages.evaluate import evaluate as _evaluate
 
     return _evaluate(spec, **kwargs)
 
@@ -99,7 +98,7 @@ def serve(spec: Spec, **kwargs: Any) -> Service:
 
 
 def run(spec: Spec, **kwargs: Any) -> LifecycleResult:
-    """Train, tune (when ``tune.space`` is set), batch predict and evaluate (see ``rayline.pipeline.run``)."""
-    from rayline.pipeline import run as _run
+    """Train, tune (when ``tune.space`` is set), batch predict and evaluate (see ``rayline.stages.pipeline.run``)."""
+    from rayline.stages.pipeline import run as _run
 
     return _run(spec, **kwargs)

@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import tempfile
 from pathlib import Path
+from typing import Any
 
+from rayline.runtime import cluster_address
+
+META_FILE = "meta.json"
 Blob = dict[str, bytes]
 Portable = Blob | str  # a blob, or a folder path when every actor shares this machine's disk
 _MAX_BYTES = 2 * 1024**3
@@ -19,8 +24,6 @@ _MAX_BYTES = 2 * 1024**3
 
 def portable(folder: Path) -> Portable:
     """A form of the checkpoint that actors can load: the path locally, the bytes on a cluster."""
-    from rayline.runtime import cluster_address
-
     return pack(folder) if cluster_address() else str(folder)
 
 
@@ -49,3 +52,20 @@ def unpack(blob: Blob) -> Path:
         with contextlib.suppress(OSError):
             staging.rename(folder)
     return folder
+
+
+def read_meta(folder: Path) -> dict[str, Any]:
+    """A checkpoint's ``meta.json``: its family, data kind and layout (what the data kind wrote).
+
+    Checkpoints written before the data kind was recorded name it by their layout's key.
+    """
+    path = folder / META_FILE
+    meta: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+    if "data_kind" not in meta:
+        if "images" in meta:
+            meta["data_kind"], meta["layout"] = "images", meta["images"]
+        else:
+            if "scaler" in meta and isinstance(meta.get("layout"), dict):
+                meta["layout"].setdefault("scaler", meta["scaler"])
+            meta["data_kind"] = "table"
+    return meta

@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from rayline import __version__
+from rayline._version import __version__
 from rayline.errors import RaylineError, SpecError
 
 app = typer.Typer(
@@ -125,7 +125,7 @@ def _metric_line(metrics: Mapping[str, float]) -> str:
 def train_cmd(spec: SpecArg, set_: SetOpt = None) -> None:
     """Train the spec's model once and register it."""
     from rayline.spec import load_spec
-    from rayline.training import train
+    from rayline.stages.train import train
 
     loaded = load_spec(spec, set_ or [])
     started = time.perf_counter()
@@ -146,7 +146,7 @@ def train_cmd(spec: SpecArg, set_: SetOpt = None) -> None:
 def tune_cmd(spec: SpecArg, set_: SetOpt = None) -> None:
     """Search the spec's tune.space; register every trial and the best model."""
     from rayline.spec import load_spec
-    from rayline.tuning import tune
+    from rayline.stages.tune import tune
 
     loaded = load_spec(spec, set_ or [])
     started = time.perf_counter()
@@ -173,13 +173,13 @@ def run_cmd(
     set_: SetOpt = None,
 ) -> None:
     """The whole lifecycle: train, tune (when tune.space is set), batch predict, evaluate."""
-    from rayline.pipeline import run
     from rayline.spec import load_spec
+    from rayline.stages.pipeline import run
 
     loaded = load_spec(spec, set_ or [])
     started = time.perf_counter()
     stage_since = [started]
-    total = getattr(loaded.model, "epochs", None) or getattr(loaded.model, "num_boost_round", 0)
+    total = loaded.model.total_steps()
     with err.status(f"{loaded.name}: starting") as status:
 
         def on_stage(name: str) -> None:
@@ -218,7 +218,7 @@ def report_cmd(
     """(Re)build a run's report.html and plots; also logged on the run (report/)."""
     from pathlib import Path
 
-    from rayline.report import build_report
+    from rayline.stages.report import build_report
 
     with err.status(f"building the report of run {run_id}"):
         folder = build_report(run_id, out=Path(out_path) if out_path else None)
@@ -236,8 +236,8 @@ def predict_cmd(
     set_: SetOpt = None,
 ) -> None:
     """Batch inference (in this process for modest local inputs, else a Ray Data actor pool); writes parquet."""
-    from rayline.inference import predict
     from rayline.spec import load_spec
+    from rayline.stages.predict import predict
 
     loaded = load_spec(spec, set_ or [])
     with err.status(f"predicting with {loaded.name} model {model}"):
@@ -258,13 +258,14 @@ def evaluate_cmd(
     set_: SetOpt = None,
 ) -> None:
     """Metrics, per-class accuracy and confusion matrix of a model; stored on its run."""
-    from rayline.evaluation import evaluate
     from rayline.spec import load_spec
+    from rayline.stages.evaluate import evaluate
 
     loaded = load_spec(spec, set_ or [])
     with err.status(f"evaluating {loaded.name} model {model}"):
         result = evaluate(loaded, model=model, input=input_path)
-    out.print(f"model {result.model_run_id} on {result.rows:,} rows ({result.seconds:.1f} s)")
+    where = "in process" if result.engine == "local" else "on Ray"
+    out.print(f"model {result.model_run_id} on {result.rows:,} rows ({result.seconds:.1f} s, {where})")
     for key, value in result.metrics.items():
         out.print(f"  {key:>10}  {value:.4f}")
     if result.per_class:
@@ -384,6 +385,7 @@ def doctor() -> None:
     import platform
     from importlib import metadata
 
+    from rayline.families import names
     from rayline.registry import default_tracking_uri
     from rayline.runtime import cluster_address, home, local_cpus
 
@@ -409,6 +411,7 @@ def doctor() -> None:
         ("mlflow", version("mlflow")),
         ("cpus", f"{os.cpu_count()} (rayline uses {local_cpus()} locally)"),
         ("gpus", gpus),
+        ("families", ", ".join(names())),
         ("RAY_ADDRESS", cluster_address() or "(unset: embedded local Ray)"),
         ("RAYLINE_HOME", str(home())),
         ("tracking", default_tracking_uri(home())),
@@ -426,7 +429,7 @@ def main(argv: list[str] | None = None) -> None:
     """Console entry point: every failure is one line on stderr and a non-zero exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     # At exit Python's last garbage collection walks every object torch, MLflow and pandas
-    # created (~580,000 after a predict): 1.2-1.4 s of a 9 s command here. Frozen objects are
+    # created, a noticeable part of a short command (docs/benchmarks.md). Frozen objects are
     # skipped; the process is ending, so nothing is lost. Only at exit: an in-process caller
     # (a notebook, a test) keeps its collector.
     atexit.register(gc.freeze)

@@ -8,13 +8,17 @@
      +-- TrainError              training, tuning or batch inference failed
      +-- ServeError              the HTTP service could not start or answer
 
-Errors from dependencies (Ray, MLflow, xgboost, torch, pydantic) are mapped to this tree at
-the boundary where they happen, so the CLI and the HTTP edge each map one tree.
+This module is the one place where the exceptions of Ray, xgboost, LightGBM, torch and Arrow
+become this tree: ``map_error(err, during="training")`` returns the error to raise (text only,
+so ``from None`` drops the foreign one), and the CLI and the HTTP edge each handle one tree.
+``KNOWN_FOREIGN`` lists the foreign types it maps by class.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import re
+import sys
+from collections.abc import Callable, Iterator
 
 
 class RaylineError(Exception):
@@ -84,3 +88,176 @@ def read_error(source: str, err: BaseException, what: str) -> DataError:
         return DataError(f"{source} does not exist")
     text = str(err).strip().splitlines()
     return DataError(f"{source}: cannot read {what} ({(text[0] if text else type(err).__name__)[:200]})")
+
+
+def map_error(err: BaseException, *, during: str) -> RaylineError:
+    """``err`` as a rayline error that carries only text (no frames, so no Ray Dataset kept alive).
+
+    ``during`` names the work in a few words ("training", "batch inference", "serving",
+    "starting Ray"); it picks the class of a failure (``ServeError`` while serving,
+    ``RuntimeStartError`` while starting Ray, else ``TrainError``) and words the message.
+    Raise the result after the ``except`` block when the failed frames must be freed: inside it,
+    even ``raise ... from None`` keeps the foreign error as ``__context__``.
+    """
+    causes = _causes(err)
+    for inner in causes:  # rayline's own error, raised in a worker, survives Ray's wrappers
+        if isinstance(inner, RaylineError):
+            # Not type(inner): Ray's RayTaskError(DataError) is a DataError too, with its own __init__.
+            for cls in type(inner).__mro__:
+                if issubclass(cls, RaylineError) and cls.__module__.split(".")[0] == "rayline":
+                    return cls(inner.message, hint=inner.hint)
+    found = _exception_line(causes)
+    if found is not None and (own := _own(*found[:2])) is not None:
+        return own(found[2][:400])
+    for inner in reversed(causes):  # innermost first: the wrapper nearest the real failure
+        for _, rule in _known(inner):
+            if (mapped := rule(inner, err, during)) is not None:
+                return mapped
+    return _failed(during)(f"{during} failed: {_detail(causes)}"[:400])
+
+
+def _causes(err: BaseException) -> list[BaseException]:
+    """``_chain``, also into Ray Train V2's errors, which hold the worker's exception as an attribute."""
+    out: list[BaseException] = []
+    inner: BaseException | None = err
+    while inner is not None and all(inner is not seen for seen in out):
+        out.append(inner)
+        failures = getattr(inner, "worker_failures", None)
+        first = failures[min(failures)] if isinstance(failures, dict) and failures else None
+        links = (getattr(inner, n, None) for n in ("cause", "controller_failure", "health_check_failure"))
+        inner = next((e for e in (*links, first, inner.__cause__) if isinstance(e, BaseException)), None)
+    return out
+
+
+# "ValueError: ..." or "rayline.errors.DataError: ..." in the text of a worker's traceback.
+_EXCEPTION_LINE = re.compile(r"^(?:([A-Za-z_][\w.]*)\.)?([A-Za-z_]\w*(?:Error|Exception)): (.+)$")
+
+
+def _exception_line(causes: list[BaseException]) -> tuple[str, str, str] | None:
+    """``(module, name, message)`` of the last exception line that is not Ray's own, innermost text first.
+
+    Ray Data passes a worker's exception on as text, ending in its own retry advice; the last
+    other line is what the model code actually raised.
+    """
+    for inner in reversed(causes):
+        lines = [line.strip() for line in str(inner).splitlines()]
+        found = [m for m in map(_EXCEPTION_LINE.match, lines) if m is not None and not m.group(0).startswith("ray.")]
+        if found:
+            module, name, message = found[-1].groups()
+            return module or "", name, message
+    return None
+
+
+def _own(module: str, name: str) -> type[RaylineError] | None:
+    """rayline's class named on an exception line: bare (as ``root_cause`` writes it) or under
+    ``rayline.``, not another library's namesake (pandas has a ``DataError`` too)."""
+    return _OWN.get(name) if module == "" or module.split(".")[0] == "rayline" else None
+
+
+def _detail(causes: list[BaseException]) -> str:
+    """What failed, in one line: the innermost exception, or the one named in a traceback's text
+    (a Ray error's, or any multi-line one)."""
+    inner = causes[-1]
+    textual = type(inner).__module__.split(".")[0] == "ray" or "\n" in str(inner).strip()
+    if textual and (found := _exception_line(causes)) is not None:
+        return f"{found[1]}: {found[2]}"
+    return root_cause(inner)
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an error's message (its type's name when it has none), at most 300 characters."""
+    lines = str(err).strip().splitlines()
+    return lines[0].strip()[:300] if lines else type(err).__name__
+
+
+def _failed(during: str) -> type[RaylineError]:
+    return {"serving": ServeError, "starting Ray": RuntimeStartError}.get(during, TrainError)
+
+
+def _known(err: BaseException) -> Iterator[tuple[str, _Rule]]:
+    """The ``KNOWN_FOREIGN`` entries ``err`` is an instance of, with their rules, in table order."""
+    for name, rule in _RULES:
+        cls = _resolve(name)
+        if cls is not None and isinstance(err, cls):
+            yield name, rule
+
+
+def _resolve(name: str) -> type[BaseException] | None:
+    """The class ``module.Name`` if its module is already imported: mapping never imports torch or Ray."""
+    module, _, attr = name.rpartition(".")
+    cls = getattr(sys.modules.get(module), attr, None)
+    return cls if isinstance(cls, type) and issubclass(cls, BaseException) else None
+
+
+_TREE = (RaylineError, SpecError, DataError, RegistryError, RuntimeStartError, TrainError, ServeError)
+_OWN: dict[str, type[RaylineError]] = {c.__name__: c for c in _TREE}
+_Rule = Callable[[BaseException, BaseException, str], RaylineError | None]
+_HOST_MEMORY = "lower batch_size or concurrency, or run where there is more memory"
+
+
+def _missing(inner: BaseException, err: BaseException, during: str) -> RaylineError:
+    # Arrow's message is the bare path; open()'s puts it in .filename after "[Errno 2] ...".
+    path = getattr(inner, "filename", None) or first_line(inner)
+    return DataError(f"{path} does not exist")
+
+
+def _arrow(inner: BaseException, err: BaseException, during: str) -> RaylineError:
+    return DataError(f"{during} failed: {type(inner).__name__}: {first_line(inner)}")
+
+
+def _library(label: str) -> _Rule:
+    return lambda inner, err, during: _failed(during)(f"{label} failed: {first_line(inner)}")
+
+
+def _out_of_memory(hint: str) -> _Rule:
+    def rule(inner: BaseException, err: BaseException, during: str) -> RaylineError:
+        detail = f": {first_line(inner)}" if str(inner).strip() else ""
+        return _failed(during)(f"out of memory during {during}{detail}", hint=hint)
+
+    return rule
+
+
+def _ray(hint: str | None) -> _Rule:
+    def rule(inner: BaseException, err: BaseException, during: str) -> RaylineError:
+        # An actor whose __init__ raised did not die of anything the hint is about.
+        why = None if getattr(inner, "actor_init_failed", False) else hint
+        return _failed(during)(f"{during} failed: {_detail(_causes(err))}"[:400], hint=why)
+
+    return rule
+
+
+def _timeout(inner: BaseException, err: BaseException, during: str) -> RaylineError:
+    return _failed(during)(f"{during} timed out", hint="raise the spec's timeout_s")
+
+
+def _joining(inner: BaseException, err: BaseException, during: str) -> RaylineError | None:
+    if during != "starting Ray":  # a dropped connection elsewhere is that stage's failure
+        return None
+    return RuntimeStartError(f"could not join Ray: {first_line(inner)}", hint="check RAY_ADDRESS")
+
+
+_DIED = "a Ray worker process died, most often for lack of memory; see /tmp/ray/session_latest/logs"
+
+# Most specific first: the first entry an exception is an instance of maps it.
+_RULES: tuple[tuple[str, _Rule], ...] = (
+    ("builtins.FileNotFoundError", _missing),
+    ("pyarrow.lib.ArrowException", _arrow),  # ArrowInvalid, ArrowTypeError, ... (ArrowIOError is OSError)
+    ("xgboost.core.XGBoostError", _library("xgboost")),
+    ("lightgbm.basic.LightGBMError", _library("lightgbm")),
+    ("torch.OutOfMemoryError", _out_of_memory("lower batch_size, or use a GPU with more memory")),
+    ("builtins.MemoryError", _out_of_memory(_HOST_MEMORY)),
+    ("ray.exceptions.OutOfMemoryError", _out_of_memory(_HOST_MEMORY)),
+    ("ray.exceptions.GetTimeoutError", _timeout),
+    ("ray.exceptions.RayTaskError", _ray(None)),
+    ("ray.exceptions.ActorDiedError", _ray(_DIED)),
+    ("ray.exceptions.RayActorError", _ray(_DIED)),
+    ("ray.exceptions.WorkerCrashedError", _ray(_DIED)),
+    ("ray.exceptions.ObjectLostError", _ray("a node holding intermediate data was lost")),
+    ("ray.train.v2.api.exceptions.TrainingFailedError", _ray(None)),
+    ("ray.train.base_trainer.TrainingFailedError", _ray(None)),
+    ("ray.tune.error.TuneError", _ray(None)),
+    ("builtins.ConnectionError", _joining),
+)
+
+KNOWN_FOREIGN: tuple[str, ...] = tuple(name for name, _ in _RULES)
+"""``module.Class`` of every foreign exception ``map_error`` maps by type (resolved only once imported)."""

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from rayline.errors import RegistryError
+from rayline.errors import RegistryError, first_line
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -203,7 +203,7 @@ class Registry:
         except RegistryError:
             raise
         except Exception as err:
-            raise RegistryError(f"run registry at {self.tracking_uri} failed: {_first_line(err)}") from err
+            raise RegistryError(f"run registry at {self.tracking_uri} failed: {first_line(err)}") from err
 
     @contextmanager
     def start_run(
@@ -230,7 +230,7 @@ class Registry:
                 exp_id, run_name=run_name, tags={k: _clean(v) for k, v in all_tags.items()}
             )
         except Exception as err:
-            raise RegistryError(f"could not create a run in {self.tracking_uri}: {_first_line(err)}") from err
+            raise RegistryError(f"could not create a run in {self.tracking_uri}: {first_line(err)}") from err
         run = ActiveRun(self.client, created.info.run_id)
         if spec is not None:
             import yaml
@@ -258,14 +258,14 @@ class Registry:
             for name, text in (files or {}).items():
                 self.client.log_text(run_id, text, name)
         except Exception as err:
-            raise RegistryError(f"could not update run {run_id}: {_first_line(err)}") from err
+            raise RegistryError(f"could not update run {run_id}: {first_line(err)}") from err
 
     def log_folder(self, run_id: str, folder: str | os.PathLike[str], artifact_path: str) -> None:
         """Add a folder's files as artifacts of an existing, possibly finished, run."""
         try:
             self.client.log_artifacts(run_id, str(folder), artifact_path)
         except Exception as err:
-            raise RegistryError(f"could not update run {run_id}: {_first_line(err)}") from err
+            raise RegistryError(f"could not update run {run_id}: {first_line(err)}") from err
 
     # ----------------------------------------------------------------------------- reading
     def metric_history(self, run_id: str, key: str) -> list[tuple[int, float]]:
@@ -306,7 +306,7 @@ class Registry:
         try:
             return {str(e.experiment_id): e.name for e in self.client.search_experiments()}
         except Exception as err:
-            raise RegistryError(f"run registry at {self.tracking_uri} failed: {_first_line(err)}") from err
+            raise RegistryError(f"run registry at {self.tracking_uri} failed: {first_line(err)}") from err
 
     def list_runs(
         self, experiment: str | None = None, *, kind: str | None = None, limit: int = 1000
@@ -325,7 +325,7 @@ class Registry:
                 ids, filter_string=filters, max_results=limit, order_by=["attributes.start_time DESC"]
             )
         except Exception as err:
-            raise RegistryError(f"run registry at {self.tracking_uri} failed: {_first_line(err)}") from err
+            raise RegistryError(f"run registry at {self.tracking_uri} failed: {first_line(err)}") from err
         return [self._record(r, experiments) for r in runs]
 
     def get(self, run_id: str) -> RunRecord:
@@ -383,12 +383,7 @@ class Registry:
         try:
             return Path(self.client.download_artifacts(record.run_id, CHECKPOINT_PATH, str(target)))
         except Exception as err:
-            raise RegistryError(f"could not fetch the checkpoint of run {record.run_id}: {_first_line(err)}") from err
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0][:300] if text else type(err).__name__
+            raise RegistryError(f"could not fetch the checkpoint of run {record.run_id}: {first_line(err)}") from err
 
 
 def open_registry(home: Path | None = None) -> Registry:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from rayline.errors import RuntimeStartError, SpecError
+from rayline.errors import RuntimeStartError, SpecError, first_line
 
 _GIB = 1024**3
 T = TypeVar("T")
@@ -150,8 +150,7 @@ def init(*, quiet: bool | None = None, setup_hook: str | None = None) -> Resourc
             ray.init(**kwargs)
         except Exception as err:  # Ray raises ConnectionError, RuntimeError, ValueError...
             where = f"the Ray cluster at RAY_ADDRESS={address}" if address else "a local Ray"
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise RuntimeStartError(f"could not start {where}: {first}") from err
+            raise RuntimeStartError(f"could not start {where}: {first_line(err)}") from err
         finally:
             if callable(on_sigterm) and threading.current_thread() is threading.main_thread():
                 signal.signal(signal.SIGTERM, on_sigterm)
@@ -197,7 +196,7 @@ def init_while(fn: Callable[[], T], *, setup_hook: str | None = None) -> T:
     """``init()`` while ``fn`` runs in a thread; returns ``fn``'s result (or raises its error).
 
     Starting Ray mostly waits on its processes, while opening the MLflow store (imports, schema
-    check) is Python work: run together they cost ~3 s less per command than one after the other.
+    check) is Python work: run together they cost seconds less per command than one after the other.
     """
     from concurrent.futures import ThreadPoolExecutor
 

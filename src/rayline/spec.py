@@ -10,14 +10,17 @@ import hashlib
 import json
 import os
 import re
+import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
+from rayline import plugins
 from rayline.errors import SpecError
+from rayline.modelspec import ModelSpec, Strict
 
 BUILTIN_SOURCES = ("builtin:taxi", "builtin:mnist")
 TAXI_S3_URI = "s3://anonymous@anyscale-training-data/intro-to-ray-air/nyc_taxi_2021.parquet"
@@ -25,8 +28,7 @@ TAXI_S3_URI = "s3://anonymous@anyscale-training-data/intro-to-ray-air/nyc_taxi_2
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+_Strict = Strict
 
 
 # ----------------------------------------------------------------------------------- data
@@ -94,35 +96,29 @@ class SplitSpec(_Strict):
 
 
 # ---------------------------------------------------------------------------------- model
-class XGBoostModelSpec(_Strict):
-    """XGBoost on tables; ``params`` go to xgboost unchanged (max_depth, eta, subsample, ...)."""
-
-    family: Literal["xgboost"]
-    objective: str = Field(
-        default="auto",
-        description="auto (from the label: binary / multiclass / regression) or an xgboost objective",
-    )
-    num_boost_round: Annotated[int, Field(gt=0)] = 100
-    early_stopping_rounds: Annotated[int, Field(gt=0)] | None = 10
-    params: dict[str, Any] = Field(default_factory=lambda: {"max_depth": 6, "eta": 0.3, "tree_method": "hist"})
+def _model_specs() -> tuple[type[ModelSpec], ...]:
+    """Every registered family's section class (``rayline.plugins``), checked once at import."""
+    found = []
+    for name, target in plugins.families().items():
+        cls = plugins.load(target)
+        if not (isinstance(cls, type) and issubclass(cls, ModelSpec)):
+            raise TypeError(f"family {name!r}: {target} is not a rayline.modelspec.ModelSpec")
+        found.append(cls)
+    return tuple(found)
 
 
-class ResNetModelSpec(_Strict):
-    """torchvision ResNet18 with the first conv matched to the image channels."""
-
-    family: Literal["resnet18"]
-    epochs: Annotated[int, Field(gt=0)] = 2
-    batch_size: Annotated[int, Field(gt=0)] = 64
-    lr: Annotated[float, Field(gt=0)] = 1e-3
-
-
-ModelSpec = Annotated[XGBoostModelSpec | ResNetModelSpec, Field(discriminator="family")]
-FAMILIES = ("xgboost", "resnet18")
+MODEL_SPECS = _model_specs()
+FAMILIES = tuple(typing.get_args(cls.model_fields["family"].annotation)[0] for cls in MODEL_SPECS)
+if typing.TYPE_CHECKING:  # a type checker sees the base; families narrow it with isinstance
+    AnyModelSpec = ModelSpec
+else:
+    AnyModelSpec = Annotated[Union[MODEL_SPECS], Field(discriminator="family")]  # noqa: UP007
 
 
 class TrainSpec(_Strict):
     report_every: Annotated[int, Field(gt=0)] = Field(
-        default=10, description="rounds (xgboost) or epochs (resnet) between metric reports and checkpoints"
+        default=10,
+        description="rounds (tree families) or epochs (neural networks) between metric reports and checkpoints",
     )
     timeout_s: Annotated[float, Field(gt=0)] = 3600.0
 
@@ -180,8 +176,8 @@ class TuneSpec(_Strict):
 # -------------------------------------------------------------------------------- predict
 Precision = Literal["float32", "bfloat16"]
 _PRECISION = (
-    "resnet18 arithmetic: bfloat16 ran 1.3-1.6x faster on a CPU with AVX512-BF16 (all 5,000 digits "
-    "got the same labels, probabilities within 0.03); slower on CPUs without it; xgboost ignores it"
+    "arithmetic of neural-network families: bfloat16 is faster on CPUs with AVX512-BF16 and slower "
+    "without (docs/benchmarks.md); tree families ignore it"
 )
 
 
@@ -255,13 +251,19 @@ class ServeSpec(_Strict):
         description="haproxy: HAProxy load-balances replicas that serve HTTP themselves (fastest); "
         "proxy: Ray Serve's Python proxy; direct: replicas on their own ports for an external balancer",
     )
+    topology: Literal["auto", "composed", "fused"] = Field(
+        default="auto",
+        description="image models: composed puts a preprocessor deployment in front of the model (the "
+        "course's composition: decoding scales apart from model replicas that hold GPUs); fused decodes "
+        "in the model replica (one hop fewer); auto: composed when model replicas hold GPUs, else fused",
+    )
     api_key_env: str | None = Field(
         default=None, description="name of an env var holding a bearer token required on /predict"
     )
     access_log: bool = Field(
         default=False,
-        description="Ray Serve's per-request access log in the replicas' log files (off: it took ~10% "
-        "of the ingress replica's CPU under load)",
+        description="Ray Serve's per-request access log in the replicas' log files (off by default: it "
+        "costs CPU on every request)",
     )
 
     @model_validator(mode="after")
@@ -278,7 +280,7 @@ class Spec(_Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
     data: DataSpec
     split: SplitSpec = Field(default_factory=SplitSpec)
-    model: ModelSpec
+    model: AnyModelSpec
     metric: str = Field(default="valid_loss", description="metric that picks the best run and tune trial")
     mode: Literal["min", "max"] = "min"
     train: TrainSpec = Field(default_factory=TrainSpec)
@@ -289,13 +291,12 @@ class Spec(_Strict):
 
     @model_validator(mode="after")
     def _cross(self) -> Spec:
-        family = self.model.family
-        if family == "xgboost" and self.data.source == "builtin:mnist":
-            raise ValueError("model.family xgboost needs a table; builtin:mnist is images (use resnet18)")
-        if family == "resnet18" and self.data.source == "builtin:taxi":
-            raise ValueError("model.family resnet18 needs images; builtin:taxi is a table (use xgboost)")
-        if family == "xgboost" and self.data.format == "images":
-            raise ValueError("model.family xgboost needs a table, but data.format is images")
+        family, wants = self.model.family, self.model.data_kind
+        builtin = {"builtin:taxi": "table", "builtin:mnist": "images"}.get(self.data.source)
+        if builtin is not None and builtin != wants:
+            raise ValueError(f"model.family {family} learns from {wants}; {self.data.source} is {builtin}")
+        if self.data.format == "images" and wants != "images":
+            raise ValueError(f"model.family {family} learns from {wants}, but data.format is images")
         return self
 
     def fingerprint(self) -> str:

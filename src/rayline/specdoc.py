@@ -8,13 +8,20 @@ from __future__ import annotations
 import json
 import types
 import typing
+from collections.abc import Collection
 from typing import Any
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from rayline.spec import ResNetModelSpec, Spec, XGBoostModelSpec
+from rayline import plugins
+from rayline.modelspec import ModelSpec
+from rayline.spec import MODEL_SPECS, Spec
+
+
+def _family_name(cls: type[BaseModel]) -> str:
+    return str(typing.get_args(cls.model_fields["family"].annotation)[0])
 
 
 def _type_name(annotation: Any) -> str:
@@ -62,28 +69,34 @@ def _section(title: str, model: type[BaseModel], out: list[str], seen: set[type[
             path = name if title == "spec" else f"{title}.{name}"
             nested.append((f"{path}.<name>" if typing.get_origin(annotation) is dict else path, sub[0]))
         description = (field.description or "").replace("|", "\\|")
-        out.append(f"| `{name}` | {_type_name(annotation)} | {_default(field)} | {description} |")
+        kind = _type_name(annotation)
+        if len(sub) > 1 and all(issubclass(a, ModelSpec) for a in sub):
+            kind, description = "section", "one family's section, picked by its `family` field (below)"
+        out.append(f"| `{name}` | {kind} | {_default(field)} | {description} |")
     out.append("")
     for sub_title, sub_model in nested:
         seen.add(sub_model)
         _section(sub_title, sub_model, out, seen)
 
 
-def reference() -> str:
+def reference(families: Collection[str] | None = None) -> str:
+    """The reference of the spec, with a section per registered family (or per name in ``families``)."""
     out = [
         "# Spec reference",
         "",
-        "Generated from `src/rayline/spec.py` by `python -m rayline.specdoc`; a test checks it is current.",
+        "Generated from `src/rayline/spec.py` and every registered family's `spec.py` by",
+        "`python -m rayline.specdoc`; a test checks it is current.",
         "Unknown fields are errors. Override any field with `--set section.field=value`.",
         "",
     ]
     seen: set[type[BaseModel]] = {Spec}
     _section("spec", Spec, out, seen)
-    for family in (XGBoostModelSpec, ResNetModelSpec):
-        name = typing.get_args(family.model_fields["family"].annotation)[0]
-        _section(f"model (family: {name})", family, out, seen)
+    for family in sorted(MODEL_SPECS, key=_family_name):
+        name = _family_name(family)
+        if families is None or name in families:
+            _section(f"model (family: {name}, learns from {family.data_kind})", family, out, seen)
     return "\n".join(out).rstrip() + "\n"
 
 
 if __name__ == "__main__":
-    print(reference(), end="")
+    print(reference(plugins.installed_families()), end="")

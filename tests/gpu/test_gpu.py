@@ -19,12 +19,12 @@ import torch
 import yaml
 
 import imagesets
-from rayline.evaluation import evaluate
-from rayline.inference import predict
 from rayline.registry import open_registry
 from rayline.spec import Spec
-from rayline.training import train
-from rayline.tuning import tune
+from rayline.stages.evaluate import evaluate
+from rayline.stages.predict import predict
+from rayline.stages.train import train
+from rayline.stages.tune import tune
 from service import call, serving
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]

@@ -13,10 +13,10 @@ import torch
 
 import imagesets
 from rayline.errors import DataError
-from rayline.families.resnet import build_model
-from rayline.inference import predict
+from rayline.families.resnet.family import build_model
 from rayline.registry import open_registry
-from rayline.training import train
+from rayline.stages.predict import predict
+from rayline.stages.train import train
 
 pytestmark = pytest.mark.slow
 SCRIPT = Path(sys.executable).with_name("rayline")
@@ -47,7 +47,7 @@ def test_local_path_trains_digits_and_registers(tmp_path: Path) -> None:
     assert 0.0 <= result.metrics["valid_accuracy"] <= 1.0
     meta, state = load_checkpoint(result.run_id)
     assert meta["family"] == "resnet18"
-    images = meta["images"]
+    images = meta["layout"]
     assert isinstance(images, dict)
     assert images["classes"] == [str(d) for d in range(10)] and images["size"] == [28, 28] and images["mode"] == "L"
     # the course's swap: the first conv takes one channel
@@ -73,7 +73,7 @@ def test_ray_train_ddp_path_on_colour_images(tmp_path: Path, ray_session: object
     assert result.path == "ray-train:2"
     assert result.metrics["epoch"] == 1.0 and "valid_accuracy" in result.metrics
     meta, state = load_checkpoint(result.run_id)
-    assert meta["images"] == {
+    assert meta["layout"] == {
         "classes": ["blue", "green", "red"],
         "mode": "RGB",
         "size": [20, 30],
@@ -93,7 +93,7 @@ def test_size_defaults_to_the_first_image_and_others_are_resized(tmp_path: Path)
 
     first = sorted((source / "blue").iterdir())[0]
     with Image.open(first) as img:
-        assert load_checkpoint(result.run_id)[0]["images"]["size"] == [img.height, img.width]  # type: ignore[index]
+        assert load_checkpoint(result.run_id)[0]["layout"]["size"] == [img.height, img.width]  # type: ignore[index]
 
 
 def test_images_in_parquet(tmp_path: Path, ray_session: object) -> None:
@@ -104,7 +104,7 @@ def test_images_in_parquet(tmp_path: Path, ray_session: object) -> None:
     result = train(spec)
 
     meta, _ = load_checkpoint(result.run_id)
-    assert meta["images"]["classes"] == ["3", "5", "8"]  # type: ignore[index]
+    assert meta["layout"]["classes"] == ["3", "5", "8"]  # type: ignore[index]
     assert open_registry().get(result.run_id).tags["rayline.data.rows"] == "36"
 
     # batch inference on the parquet's validation rows: in process and on the actor pool alike

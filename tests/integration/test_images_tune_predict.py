@@ -10,12 +10,12 @@ import pytest
 
 import imagesets
 from rayline.errors import DataError
-from rayline.evaluation import evaluate
-from rayline.inference import predict
 from rayline.registry import open_registry
-from rayline.report import build_report
-from rayline.training import train
-from rayline.tuning import tune
+from rayline.stages.evaluate import evaluate
+from rayline.stages.predict import predict
+from rayline.stages.report import build_report
+from rayline.stages.train import train
+from rayline.stages.tune import tune
 
 pytestmark = pytest.mark.slow
 
@@ -81,6 +81,7 @@ def test_predict_and_evaluate_images(ray_session: object, tmp_path: Path) -> Non
     evaluation = evaluate(spec, model=trained.run_id)
     assert evaluation.rows == len(out)
     pooled_eval = evaluate(on_ray, model=trained.run_id)
+    assert (evaluation.engine, pooled_eval.engine) == ("local", "ray")
     assert pooled_eval.metrics == pytest.approx(evaluation.metrics, rel=1e-4)
     assert (pooled_eval.per_class, pooled_eval.confusion) == (evaluation.per_class, evaluation.confusion)
     # the same validation images as training: the split agrees between the two readers

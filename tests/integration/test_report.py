@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 import tables
-from rayline.evaluation import evaluate
 from rayline.registry import open_registry
-from rayline.report import build_report
-from rayline.training import train
-from rayline.tuning import tune
+from rayline.stages.evaluate import evaluate
+from rayline.stages.report import build_report
+from rayline.stages.train import train
+from rayline.stages.tune import tune
 
 pytestmark = pytest.mark.slow
 

@@ -218,7 +218,8 @@ def test_every_image_model_replica_serves(ray_session: Any, rayline_home: Path, 
     import imagesets
 
     source = imagesets.digits(tmp_path / "digits", per_class=6, classes=[1, 4])
-    serve_options = {"num_replicas": 2, "num_cpus": 0.25, "access_log": True}
+    # The composed topology: its model deployment is called through handles with a model id.
+    serve_options = {"num_replicas": 2, "num_cpus": 0.25, "access_log": True, "topology": "composed"}
     spec = imagesets.spec_for(source, name="two-models", serve=serve_options)
     rayline.train(spec)
     service = rayline.serve(spec, port=free_port())
@@ -252,7 +253,7 @@ def test_image_model_serves_in_bfloat16(ray_session: Any, rayline_home: Path, tm
     import numpy as np
 
     import imagesets
-    from rayline.families.resnet import ResNetPredictor
+    from rayline.families.resnet.family import ResNetPredictor
 
     source = imagesets.digits(tmp_path / "digits", per_class=10, classes=[2, 6])
     serve_options = {"num_replicas": 1, "num_cpus": 0.25, "precision": "bfloat16"}

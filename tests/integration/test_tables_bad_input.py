@@ -13,11 +13,11 @@ import pytest
 
 import tables
 from rayline.errors import DataError, RegistryError, SpecError, TrainError
-from rayline.evaluation import evaluate
-from rayline.inference import predict
 from rayline.registry import open_registry
 from rayline.spec import spec_from_dict
-from rayline.training import train
+from rayline.stages.evaluate import evaluate
+from rayline.stages.predict import predict
+from rayline.stages.train import train
 
 
 def _corrupt(folder: Path) -> Path:

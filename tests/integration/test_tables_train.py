@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 
 import tables
-from rayline import prepare
-from rayline.evaluation import evaluate
-from rayline.families.base import get_family
+from rayline.data import get_kind
+from rayline.families import get_family
 from rayline.registry import open_registry
 from rayline.spec import spec_from_dict
-from rayline.training import TrainResult, train
+from rayline.stages.evaluate import evaluate
+from rayline.stages.train import TrainResult, train
 
 KINDS = ("binary", "multiclass", "regression")
 
@@ -123,8 +123,8 @@ def test_feature_subset_and_scaling(tmp_path: Path) -> None:
     folder = open_registry().checkpoint_dir(result.run_id)
     predictor: Any = get_family("xgboost").load(folder)
     assert predictor.layout.features == ["x1", "x2"]
-    lo, hi = predictor.scaler["x1"]
-    train_rows = prepare.prepare_local(spec, get_family("xgboost")).frames["train"]
+    lo, hi = predictor.layout.scaler["x1"]
+    train_rows = get_kind("table").prepare_local(spec).frames["train"]
     assert (lo, hi) == (train_rows["x1"].min(), train_rows["x1"].max())
     # a frame without the unused column x3 predicts fine
     out = predictor.predict(read_back(source).drop(columns=["x3"]))
@@ -151,7 +151,7 @@ def test_ray_train_path(
 
     # evaluate() on the default input (the validation split) sees the rows training validated on
     evaluation = evaluate(spec, model=result.run_id)
-    valid_rows = len(prepare.prepare_local(spec, get_family("xgboost")).frames["valid"])
+    valid_rows = len(get_kind("table").prepare_local(spec).frames["valid"])
     assert evaluation.rows == valid_rows
     # Close, not equal: Ray Train splits each dataset into equal shards (streaming_split(equal=True)),
     # which drops up to num_workers - 1 validation rows from the training-time metrics.
@@ -185,10 +185,9 @@ def test_split_is_the_same_on_both_paths(
     # declare an integer column categorical too: its categories must match across the paths
     extra: dict[str, Any] = {"data": {"categorical": ["color", "count"]}} if kind == "binary" else {}
     spec = tables.spec_for(kind, source, **extra)
-    family = get_family("xgboost")
 
-    local, again = prepare.prepare_local(spec, family), prepare.prepare_local(spec, family)
-    on_ray = prepare.prepare_ray(spec, family)
+    local, again = get_kind("table").prepare_local(spec), get_kind("table").prepare_local(spec)
+    on_ray = get_kind("table").prepare_ray(spec)
 
     for split in ("train", "valid"):
         pd.testing.assert_frame_equal(local.frames[split], again.frames[split])
@@ -200,7 +199,7 @@ def test_split_is_the_same_on_both_paths(
 
     # another seed moves rows across the split
     reseeded = spec_from_dict({**tables.spec_dict(kind, source, **extra), "split": {"seed": 7}})
-    other = prepare.prepare_local(reseeded, family)
+    other = get_kind("table").prepare_local(reseeded)
     assert not _sorted(other.frames["valid"]).equals(_sorted(local.frames["valid"]))
 
 

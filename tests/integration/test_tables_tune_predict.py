@@ -10,14 +10,14 @@ import pyarrow.dataset as pads
 import pytest
 
 import tables
-from rayline import prepare
-from rayline.evaluation import evaluate
-from rayline.families.base import get_family
-from rayline.inference import predict
+from rayline.data import get_kind
+from rayline.families import get_family
 from rayline.registry import open_registry
 from rayline.spec import Spec
-from rayline.training import train
-from rayline.tuning import tune
+from rayline.stages.evaluate import evaluate
+from rayline.stages.predict import predict
+from rayline.stages.train import train
+from rayline.stages.tune import tune
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +25,7 @@ SPACE = {"max_depth": {"randint": [2, 6]}, "eta": {"uniform": [0.05, 0.5]}}
 
 
 def valid_split(spec: Spec) -> pd.DataFrame:
-    return prepare.prepare_local(spec, get_family("xgboost")).frames["valid"]
+    return get_kind("table").prepare_local(spec).frames["valid"]
 
 
 def read_output(path: Path) -> pd.DataFrame:
@@ -179,6 +179,7 @@ def test_predict_and_evaluate_multiclass(ray_session: object, tmp_path: Path) ->
     # predictions in process (engine: auto on a small local table) or on the actor pool: same numbers
     on_ray = spec.model_copy(update={"predict": spec.predict.model_copy(update={"engine": "ray"})})
     pooled = evaluate(on_ray, model=trained.run_id)
+    assert (evaluation.engine, pooled.engine) == ("local", "ray")  # reduced with pandas here, on Ray Data there
     assert pooled.metrics == pytest.approx(evaluation.metrics)
     assert (pooled.rows, pooled.per_class, pooled.confusion) == (
         evaluation.rows,
@@ -252,3 +253,41 @@ def test_tune_launches_ray_train_per_trial_for_big_data(
     assert best.run_id == result.best_run_id
     assert "valid_loss" in best.metrics
     assert (registry.checkpoint_dir(best.run_id) / "model.ubj").is_file()
+
+
+def test_binary_evaluation_agrees_between_engines(ray_session: object, tmp_path: Path) -> None:
+    """AUC, log loss and the confusion matrix: pandas in this process and Ray Data give the same numbers."""
+    source = tables.make_table("binary", tmp_path / "data")
+    spec = tables.spec_for("binary", source, name="bin-eval")
+    trained = train(spec)
+    local = evaluate(spec, model=trained.run_id)
+    on_ray = spec.model_copy(update={"predict": spec.predict.model_copy(update={"engine": "ray"})})
+    pooled = evaluate(on_ray, model=trained.run_id)
+    assert (local.engine, pooled.engine) == ("local", "ray")
+    assert set(local.metrics) == {"accuracy", "logloss", "auc"}
+    assert pooled.metrics == pytest.approx(local.metrics)
+    assert (pooled.rows, pooled.per_class, pooled.confusion) == (local.rows, local.per_class, local.confusion)
+    assert local.metrics["auc"] == pytest.approx(trained.metrics["valid_auc"], abs=2e-3)
+
+
+def test_evaluating_a_small_local_table_does_not_start_ray(tmp_path: Path) -> None:
+    """A 200-row CSV is trained, evaluated (and reported) in one fresh process without starting Ray."""
+    import subprocess
+    import sys
+
+    source = tables.make_table("binary", tmp_path / "data", "csv", rows=200)
+    script = f"""
+import ray, rayline, tables
+spec = tables.spec_for("binary", {str(source)!r}, name="small-eval")
+run = rayline.train(spec)
+result = rayline.evaluate(spec, model=run.run_id)
+print(result.engine, result.rows, ",".join(sorted(result.metrics)), ray.is_initialized())
+"""
+    tests = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=tests, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    engine, rows, metrics, started = done.stdout.strip().splitlines()[-1].split()
+    assert engine == "local" and 20 < int(rows) < 80
+    assert metrics == "accuracy,auc,logloss" and started == "False"

@@ -18,10 +18,10 @@ def test_every_exported_name_resolves() -> None:
 
 
 def test_stage_functions_are_functions_not_modules() -> None:
-    import rayline.evaluation
-    import rayline.inference
-    import rayline.training
-    import rayline.tuning
+    import rayline.stages.evaluate
+    import rayline.stages.predict
+    import rayline.stages.train
+    import rayline.stages.tune
 
     for name in ("train", "tune", "predict", "evaluate", "serve"):
         assert callable(getattr(rayline, name)) and type(getattr(rayline, name)).__name__ == "function"

@@ -8,16 +8,10 @@ import io
 import numpy as np
 import pytest
 
+from rayline.data.image_codec import ImageLayout, decode, decode_request, from_array, normalize
+from rayline.data.image_read import key_of
+from rayline.data.split import key_mask as valid_mask
 from rayline.errors import DataError
-from rayline.images import (
-    ImageLayout,
-    decode,
-    decode_request,
-    from_array,
-    key_of,
-    normalize,
-    valid_mask,
-)
 
 GRAY = ImageLayout(classes=["0", "1"], mode="L", size=(4, 6))
 RGB = ImageLayout(classes=["a", "b"], mode="RGB", size=(4, 6))

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from rayline.serving.ingress import ingress_env, loopback_haproxy
+from rayline.serving._ingress import ingress_env, loopback_haproxy
 
 
 def test_proxy_and_direct_modes_turn_haproxy_off() -> None:

@@ -5,7 +5,9 @@ from pathlib import Path
 import pytest
 
 from rayline import SpecError, load_spec, spec_from_dict
-from rayline.spec import TAXI_S3_URI, ResNetModelSpec, XGBoostModelSpec
+from rayline.families.resnet.spec import ResNetModelSpec
+from rayline.families.xgboost.spec import XGBoostModelSpec
+from rayline.spec import TAXI_S3_URI
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -53,7 +55,7 @@ def test_override_creates_nested_section() -> None:
         ("model.epochz=2", "model.epochz: unknown field"),
         ("model.epochs=two", "model.epochs: Input should be a valid integer"),
         ("model.epochs=0", "model.epochs: Input should be greater than 0"),
-        ("model.family=lightgbm", "unknown model family 'lightgbm'"),
+        ("model.family=catboost", "unknown model family 'catboost'"),
         ("split.valid_fraction=1.5", "split.valid_fraction: Input should be less than 1"),
         ("noequals", "expected KEY.PATH=VALUE"),
         ("name.x=1", "name is not a section"),
@@ -107,7 +109,9 @@ def test_missing_file(tmp_path: Path) -> None:
 
 def test_family_data_mismatch() -> None:
     bad = {**MINIMAL, "model": {"family": "resnet18"}}
-    assert "resnet18 needs images" in str(pytest.raises(SpecError, spec_from_dict, bad).value)
+    assert "resnet18 learns from images; builtin:taxi is table" in str(
+        pytest.raises(SpecError, spec_from_dict, bad).value
+    )
 
 
 def test_unknown_builtin() -> None:

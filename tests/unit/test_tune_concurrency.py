@@ -8,7 +8,7 @@ import pytest
 
 from rayline.runtime import Resources
 from rayline.spec import Spec, spec_from_dict
-from rayline.tuning import _concurrency
+from rayline.stages.tune import trial_concurrency
 
 
 def spec(scaling: dict[str, Any], samples: int = 4) -> Spec:
@@ -34,14 +34,14 @@ def spec(scaling: dict[str, Any], samples: int = 4) -> Spec:
     ],
 )
 def test_in_process_trials(scaling: dict[str, Any], cpus: float, gpus: float, expected: tuple[int, float]) -> None:
-    assert _concurrency(spec(scaling), Resources(cpus=cpus, gpus=gpus), local=True) == expected
+    assert trial_concurrency(spec(scaling), Resources(cpus=cpus, gpus=gpus), local=True) == expected
 
 
 def test_gpus_not_yet_in_a_cluster_do_not_cap_trials() -> None:
     """A cluster may show no GPU until its autoscaler adds a node: the CPUs decide then."""
-    assert _concurrency(spec({"use_gpu": True}), Resources(cpus=8, gpus=0), local=True) == (4, 2.0)
+    assert trial_concurrency(spec({"use_gpu": True}), Resources(cpus=8, gpus=0), local=True) == (4, 2.0)
 
 
 def test_trials_launching_train_runs_count_their_workers() -> None:
     two_workers = {"num_workers": 2, "use_gpu": True, "gpus_per_worker": 0.5}
-    assert _concurrency(spec(two_workers), Resources(cpus=16, gpus=2), local=False) == (2, 0.0)
+    assert trial_concurrency(spec(two_workers), Resources(cpus=16, gpus=2), local=False) == (2, 0.0)

@@ -1,8 +1,10 @@
-"""The contract between lifecycle stages and a model family.
+"""The contract between lifecycle stages and a model family: protocols only.
 
-Stages (train, tune, predict, serve) are written once against these protocols. A family knows
-its training loop, how to save and load a checkpoint, how to predict on a batch, and the shape
-of one request record. It never starts Ray, touches the registry or parses a spec file.
+Stages (train, tune, predict, evaluate, serve) are written once against these protocols. A
+family knows its training loop, how to save and load a checkpoint, and how to predict on a
+batch; it declares the data kind it learns from (``ModelSpec.data_kind``), and that data kind
+owns reading, splitting and decoding requests. A family never starts Ray, touches the registry
+or parses a spec file.
 
 The same ``train_loop`` runs in three places, each behind a ``LoopContext``: in the driver
 process (small data, no Train start-up cost), in a Ray Tune trial, and in every Ray Train worker.
@@ -17,11 +19,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
-    from pydantic import BaseModel
 
     from rayline.spec import Spec
-
-DataKind = Literal["table", "images"]
 
 
 class LoopContext(Protocol):
@@ -56,19 +55,13 @@ class Predictor(Protocol):
     def predict(self, batch: pd.DataFrame) -> pd.DataFrame:
         """Output columns for each input row (probability, predicted_label, ...)."""
 
-    def request_model(self) -> type[BaseModel]:
-        """The pydantic body of ``POST /predict`` (shown in /docs with the real fields)."""
-
-    def request_items(self, body: Any) -> list[Any]:
-        """One item per record/image of a validated body; items from many requests batch together."""
-
     def predict_items(self, items: list[Any]) -> list[dict[str, Any]]:
-        """One JSON-ready result per item."""
+        """One JSON-ready result per decoded request item (the data kind decodes requests)."""
 
 
 class Family(Protocol):
     name: str
-    data_kind: DataKind
+    data_kind: str  # the data kind plug it learns from ("table", "images")
     predict_batch_size: int
     step_key: str  # what one step of the loop is called in reports: "round", "epoch"
 
@@ -79,28 +72,15 @@ class Family(Protocol):
         """Train, calling ``ctx.report`` every few rounds/epochs and once at the end with a checkpoint."""
 
     def trainer(self, train_loop: Callable[[dict[str, Any]], None], **kwargs: Any) -> Any:
-        """The Ray Train trainer for this family (XGBoostTrainer, TorchTrainer) around ``train_loop``."""
+        """The Ray Train trainer for this family (XGBoostTrainer, TorchTrainer, ...) around ``train_loop``."""
 
     def load(self, checkpoint: Path, *, cpus: int = 1, precision: str = "float32") -> Predictor: ...
 
     def tunable(self, spec: Spec) -> set[str]:
-        """Names a tune search space may use for this family."""
+        """Names a tune search space may use for this family ("*": any)."""
 
     def with_trial(self, spec: Spec, trial: Mapping[str, Any]) -> Spec:
         """The spec with one trial's sampled values applied."""
 
-
-def get_family(name: str) -> Family:
-    """The family module for ``model.family`` (imported on use: torch loads only for resnet)."""
-    if name == "xgboost":
-        from rayline.families.xgboost import XGBoostFamily
-
-        return XGBoostFamily()
-    if name == "resnet18":
-        from rayline.families.resnet import ResNetFamily  # type: ignore[import-not-found]
-
-        family: Family = ResNetFamily()
-        return family
-    from rayline.errors import SpecError
-
-    raise SpecError(f"model.family {name!r} is not a known family")
+    def importance(self, checkpoint: Path) -> dict[str, float]:
+        """Feature importance of a checkpoint, for the report (empty when the family has none)."""

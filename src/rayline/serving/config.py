@@ -29,3 +29,14 @@ def deployment_options(serve: ServeSpec) -> dict[str, Any]:
     else:
         options["num_replicas"] = serve.num_replicas or 1
     return options
+
+
+def topology(serve: ServeSpec) -> str:
+    """``composed`` (a preprocessor deployment in front of the model) or ``fused`` (one deployment).
+
+    The extra hop earns its cost when model replicas hold GPUs: decoding requests is CPU work
+    that should scale apart from them. Otherwise one replica does both, a hop fewer per batch.
+    """
+    if serve.topology != "auto":
+        return serve.topology
+    return "composed" if serve.num_gpus > 0 else "fused"

@@ -15,25 +15,22 @@ from pathlib import Path
 from typing import Any
 
 from rayline import checkpoints, runtime
-from rayline.errors import ServeError, root_cause
-from rayline.inference import image_size
+from rayline.errors import ServeError, map_error
 from rayline.registry import Registry, RunRecord, open_registry
-from rayline.serving.config import deployment_options
-from rayline.serving.ingress import ingress_env, stop_haproxy
+from rayline.serving._ingress import ingress_env, stop_haproxy
+from rayline.serving.config import deployment_options, topology
 from rayline.serving.ports import free_port
 from rayline.spec import Spec
 
 log = logging.getLogger(__name__)
 
 # A replica runs user code on an event loop of its own by default, so every request crosses
-# threads on its way in and out. On one loop (what Ray's RAY_SERVE_THROUGHPUT_OPTIMIZED also
-# sets, with the next setting) a table service's 1-client p50 went ~2.4 -> ~2.0 ms and its
-# 16-client rate up ~10% (paired runs, docs/benchmarks.md); image serving did not change.
+# threads on its way in and out; on one loop (what Ray's RAY_SERVE_THROUGHPUT_OPTIMIZED also
+# sets, with the next setting) it does not (docs/benchmarks.md).
 ONE_LOOP = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}
-# Likewise for the routers of the handles a replica holds (the image ingress calls the
-# preprocessor and the model through them): on the replica's loop instead of a thread of their
-# own, image serving at 16 clients went 322 -> 356 req/s (medians of 5 pairs). Ray's processes
-# only: a driver calling a handle from plain synchronous code needs the router's own loop.
+# Likewise for the routers of the handles a replica holds (the composed ingress calls the
+# preprocessor and the model through them). Ray's processes only: a driver calling a handle
+# from plain synchronous code needs the router's own loop.
 RAY_ONLY = {"RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0"}
 
 
@@ -95,8 +92,8 @@ def start(
     """Deploy the spec's model on Ray Serve and return once /healthz answers."""
     from ray import serve
 
-    from rayline.serving.deployments import ModelServer
-    from rayline.serving.images import image_app
+    from rayline.serving._composed import composed_app
+    from rayline.serving._server import ModelServer
 
     auto, share = spec.serve.autoscaling, spec.serve.num_gpus
     replicas = (spec.serve.num_replicas or 1) if auto is None else max(1, auto.min_replicas)
@@ -117,7 +114,7 @@ def start(
         else:
             added = {name: value for name, value in RAY_ONLY.items() if name not in os.environ}  # a user's own wins
             os.environ.update({**ONE_LOOP, **added, **ingress_env(spec.serve.ingress, host, port)})
-            hook = "rayline.serving.ingress.loopback_haproxy"
+            hook = "rayline.serving._ingress.loopback_haproxy"
     elif port == 0:  # the proxy listens on the cluster's nodes, where this process cannot check a port
         raise ServeError("serve.port 0 (any free port) works on embedded Ray only", hint="set a port for a cluster")
     try:
@@ -128,37 +125,48 @@ def start(
     try:
         serve.start(http_options={"host": host, "port": port})
     except Exception as err:  # e.g. HAProxy failing to start, raised from its manager actor
-        raise ServeError(f"could not start Ray Serve on {host}:{port}: {root_cause(err)}") from err
-    if image_size(checkpoint) is not None:  # an image classifier (read from its meta.json)
-        app = image_app(
+        raise ServeError(f"could not start Ray Serve on {host}:{port}: {map_error(err, during='serving')}") from None
+    served = {
+        "family": record.family,
+        "checkpoint": checkpoints.portable(checkpoint),
+        "run_id": record.run_id,
+        "home": str(registry.home),
+        "tracking_uri": registry.tracking_uri,
+        "cpus": max(1, round(spec.serve.num_cpus)),
+        "precision": spec.serve.precision,
+    }
+    if topology(spec.serve) == "composed":
+        app = composed_app(
             spec_name=spec.name,
-            run_id=record.run_id,
-            checkpoint=checkpoint,
-            home=str(registry.home),
-            tracking_uri=registry.tracking_uri,
+            served=served,
+            kind=checkpoints.read_meta(checkpoint)["data_kind"],
+            meta=checkpoints.read_meta(checkpoint),
             model_options=deployment_options(spec.serve),
             max_batch_size=spec.serve.max_batch_size,
             batch_wait_timeout_s=spec.serve.batch_wait_timeout_s,
             api_key_env=spec.serve.api_key_env,
             max_request_bytes=spec.serve.max_request_bytes,
-            precision=spec.serve.precision,
         )
     else:
         deployment: Any = ModelServer
         app = deployment.options(**deployment_options(spec.serve)).bind(
             family=record.family,
-            checkpoint=checkpoints.portable(checkpoint),
+            checkpoint=served["checkpoint"],
             model_run_id=record.run_id,
             spec_name=spec.name,
+            home=served["home"],
+            tracking_uri=served["tracking_uri"],
             max_batch_size=spec.serve.max_batch_size,
             batch_wait_timeout_s=spec.serve.batch_wait_timeout_s,
             api_key_env=spec.serve.api_key_env,
             max_request_bytes=spec.serve.max_request_bytes,
+            cpus=served["cpus"],
+            precision=spec.serve.precision,
         )
     try:
         handle = serve.run(app, name=spec.name, route_prefix="/", blocking=False)
     except Exception as err:
-        raise ServeError(f"could not deploy {spec.name}: {root_cause(err)}") from err
+        raise ServeError(f"could not deploy {spec.name}: {map_error(err, during='serving')}") from None
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
     probe = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     wait_healthy(f"http://{probe}:{port}", timeout_s)

@@ -1,7 +1,7 @@
-"""How HTTP reaches the replicas. Measured on 2 CPUs, one record per request, 16 clients:
+"""How HTTP reaches the replicas:
 
 - ``haproxy`` (default): Ray Serve's HAProxy ingress load-balances over replicas that serve HTTP
-  themselves (direct ingress); ~8x the requests/s of the proxy path here.
+  themselves (direct ingress); several times the requests/s of the proxy path (docs/benchmarks.md).
 - ``proxy``: Ray Serve's Python HTTP proxy forwards each request to a replica (a hop per request).
 - ``direct``: replicas listen on their own ports (30000+) for an external load balancer; the
   proxy keeps answering on --port.
@@ -67,7 +67,7 @@ def ingress_env(mode: IngressMode, host: str, port: int) -> dict[str, str]:
         "RAY_SERVE_HAPROXY_NBTHREAD": str(min(4, max(1, (os.cpu_count() or 2) // 2))),
         # HAProxy would log every request to a socket that a Python actor parses into Serve's HTTP
         # metrics; with this off the replicas record the same metrics themselves, without the
-        # parsing. Both together: 16 clients +25% on 2 cores (docs/benchmarks.md).
+        # parsing (docs/benchmarks.md: both settings together).
         "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0",
     }
     env.update({name: os.environ.get(name, value) for name, value in defaults.items()})

@@ -14,22 +14,21 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from rayline.data.image_codec import ImageLayout, normalize
 from rayline.errors import DataError, TrainError
-from rayline.families.base import DataKind, LoopContext
-from rayline.images import ImageLayout, decode_request, normalize
-from rayline.spec import ResNetModelSpec, Spec
+from rayline.families.base import LoopContext
+from rayline.families.resnet.spec import ResNetModelSpec
+from rayline.spec import Spec
 
 MODEL_FILE = "model.pt"
 META_FILE = "meta.json"
-MAX_IMAGES = 256  # per request; bigger jobs belong to `rayline predict`
 _TUNABLE = {"lr", "batch_size", "epochs"}
 _EPOCH_METRICS = {"train_loss", "valid_loss", "valid_accuracy"}
 
@@ -107,7 +106,7 @@ def train_resnet(config: Mapping[str, Any], ctx: LoopContext) -> None:
         device = _device(spec.scaling.use_gpu)
         model = build_model(len(layout.classes), layout.channels).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=model_spec.lr)
-    meta = {"family": "resnet18", "images": layout.to_dict(), "device": str(device)}
+    meta = {"family": "resnet18", "data_kind": "images", "layout": layout.to_dict(), "device": str(device)}
     every = spec.train.report_every
     key = spec.metric if spec.metric in _EPOCH_METRICS else "valid_loss"
     minimize = spec.mode == "min" if key == spec.metric else True
@@ -165,19 +164,6 @@ def train_resnet(config: Mapping[str, Any], ctx: LoopContext) -> None:
 
 
 # ---------------------------------------------------------------------------- predicting
-class ImageRequest(BaseModel):
-    """``{"image": [...]}``: 2-D (or channel-first 3-D) arrays of 0-255 values, or base64 PNG/JPEG strings."""
-
-    model_config = ConfigDict(extra="forbid")
-    image: Annotated[
-        list[str | list[Any]],
-        Field(min_length=1, max_length=MAX_IMAGES, description="images: nested 0-255 arrays or base64 PNG/JPEG"),
-    ]
-    model: str | None = Field(
-        default=None, description="a registered run id to predict with (model multiplexing); default: the served one"
-    )
-
-
 class ResNetPredictor:
     """A loaded ResNet18 checkpoint; predicts class probabilities for uint8 image batches."""
 
@@ -186,7 +172,7 @@ class ResNetPredictor:
         if not meta_path.is_file() or not weights.is_file():
             raise DataError(f"{checkpoint} is not a resnet18 checkpoint (no {MODEL_FILE} / {META_FILE})")
         self.meta = json.loads(meta_path.read_text())
-        self.layout = ImageLayout.from_dict(self.meta["images"])
+        self.layout = ImageLayout.from_dict(self.meta["layout"])
         self.device = _device(True)
         # bfloat16 halves the weights' bytes: the 28x28 forward pass is bound by reading them.
         self.dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32
@@ -222,14 +208,6 @@ class ResNetPredictor:
             raise DataError(f"images are {images.shape[1:]}, the model expects {expected} (C, H, W)")
         return self.outputs(self.probabilities(images))
 
-    # ---------------------------------------------------------------------------- serving
-    def request_model(self) -> type[BaseModel]:
-        return ImageRequest
-
-    def request_items(self, body: Any) -> list[Any]:
-        """Decode and check each image; a bad one raises DataError naming it (image.<i>)."""
-        return list(decode_request(body.image, self.layout))
-
     def predict_items(self, items: list[Any]) -> list[dict[str, Any]]:
         return self.records(self.probabilities(np.stack(items)))
 
@@ -250,7 +228,7 @@ class ResNetPredictor:
 
 class ResNetFamily:
     name = "resnet18"
-    data_kind: DataKind = "images"
+    data_kind = ResNetModelSpec.data_kind
     predict_batch_size = 256
     step_key = "epoch"
 
@@ -277,6 +255,9 @@ class ResNetFamily:
 
     def tunable(self, spec: Spec) -> set[str]:
         return set(_TUNABLE)
+
+    def importance(self, checkpoint: Path) -> dict[str, float]:
+        return {}
 
     def with_trial(self, spec: Spec, trial: Mapping[str, Any]) -> Spec:
         model = spec.model

@@ -12,13 +12,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rayline.evaluation import Evaluation, evaluate
-from rayline.inference import PredictResult, predict
 from rayline.registry import Registry, open_registry
-from rayline.report import build_report
 from rayline.spec import Spec
-from rayline.training import TrainResult, train
-from rayline.tuning import TuneResult, tune
+from rayline.stages.evaluate import Evaluation, evaluate
+from rayline.stages.predict import PredictResult, predict
+from rayline.stages.report import build_report
+from rayline.stages.train import TrainResult, train
+from rayline.stages.tune import TuneResult, tune
 
 StageFn = Callable[[str], None]
 ReportFn = Callable[[str, Mapping[str, float]], None]

@@ -2,9 +2,10 @@
 
 Current Ray (Train V2) no longer accepts ``Tuner(trainer)``: each trial is a function trainable
 that reports with ``ray.tune.report``. For data that fits in memory the trial runs the family's
-training loop itself (the table goes to the object store once and every trial reads it
-zero-copy); a Train run per trial would cost ~10 s of start-up each. For big data each trial
-launches the family's Ray Train trainer, whose reports flow back through ``TuneReportCallback``.
+training loop itself (the data goes to the object store once and every trial reads it
+zero-copy; a Train run per trial would pay Ray Train's start-up each time). For big data each
+trial launches the family's Ray Train trainer, whose reports flow back through
+``TuneReportCallback``.
 """
 
 from __future__ import annotations
@@ -23,13 +24,15 @@ from typing import Any
 from ray.tune import Callback
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-from rayline import prepare, runtime
-from rayline.contexts import TuneTrialContext
-from rayline.errors import SpecError, TrainError, root_cause
-from rayline.families.base import Family, get_family
+from rayline import runtime
+from rayline.data import Prepared
+from rayline.errors import SpecError, TrainError, map_error, root_cause
+from rayline.families import Family, get_family
 from rayline.registry import Registry, open_registry
 from rayline.spec import SearchDomain, Spec
-from rayline.training import _train_worker, log_run, require_gpus, scaling_config, worker_resources
+from rayline.stages.contexts import TuneTrialContext, train_worker
+from rayline.stages.engine import plugs, prepare, trains_in_process
+from rayline.stages.train import log_run, require_gpus, scaling_config, worker_resources
 
 ProgressFn = Callable[[Mapping[str, float]], None]
 log = logging.getLogger(__name__)
@@ -93,7 +96,7 @@ def _train_trial(config: dict[str, Any], *, base: dict[str, Any], datasets: dict
     trial_spec = family.with_trial(spec, config)
     workers, cpus_each = worker_resources(trial_spec, cpus)
     trainer = family.trainer(
-        _train_worker,
+        train_worker,
         train_loop_config={**base, "spec": trial_spec.model_dump(mode="json"), "worker_cpus": max(1, int(cpus_each))},
         scaling_config=scaling_config(trial_spec, workers, cpus_each),
         run_config=ray.train.RunConfig(
@@ -111,7 +114,7 @@ def _train_trial(config: dict[str, Any], *, base: dict[str, Any], datasets: dict
         ray.tune.report(dict(result.metrics or {}), checkpoint=result.checkpoint)
 
 
-def _concurrency(spec: Spec, resources: runtime.Resources, local: bool) -> tuple[int, float]:
+def trial_concurrency(spec: Spec, resources: runtime.Resources, local: bool) -> tuple[int, float]:
     """(trials at once, CPUs per trial) so trials never oversubscribe the cores or starve Ray Data."""
     total_cpus = resources.cpus
     workers = spec.scaling.workers
@@ -160,23 +163,23 @@ def tune(spec: Spec, *, on_report: ProgressFn | None = None, registry: Registry 
     from ray import tune as ray_tune
 
     start = time.perf_counter()
-    family = get_family(spec.model.family)
+    family, kind = plugs(spec)
     space = search_space(spec, family)
     require_gpus(spec)
     if os.environ.get("RAYLINE_VERBOSE") != "1":
         # Tune's rich console tables would interleave with rayline's own progress line.
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    # Tune's default loggers include TensorBoardX, whose import alone took 1.8 s of every search
-    # here; the CSV and JSON loggers (what the results' metrics history is read from) are kept.
+    # Tune's default loggers include TensorBoardX, whose import alone costs seconds of every
+    # search; the CSV and JSON loggers (what the results' metrics history is read from) are kept.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     registry = registry or open_registry()
-    # Importing mlflow and opening the store take 1-3 s: do it while the trials run.
+    # Importing mlflow and opening the store take seconds: do it while the trials run.
     warm = threading.Thread(target=lambda: registry.client, name="rayline-registry-warmup", daemon=True)
     warm.start()
-    local = prepare.wants_local(spec)
+    local = trains_in_process(spec, kind)
     resources = runtime.init()
-    data = prepare.prepare_local(spec, family) if local else prepare.prepare_ray(spec, family)
-    at_once, cpus_per_trial = _concurrency(spec, resources, local)
+    data = prepare(spec, family, kind, in_process=local)
+    at_once, cpus_per_trial = trial_concurrency(spec, resources, local)
     if local:
         trainable = ray_tune.with_parameters(
             _local_trial, base=data.config, frames=data.frames, cpus=max(1, int(cpus_per_trial))
@@ -201,7 +204,7 @@ def tune(spec: Spec, *, on_report: ProgressFn | None = None, registry: Registry 
             max_concurrent_trials=at_once,
             scheduler=_scheduler(spec, family),
             time_budget_s=spec.train.timeout_s,
-            # A new actor per trial costs ~1 s on a small machine; reuse them across trials.
+            # A new actor per trial costs a process start and imports; reuse them across trials.
             reuse_actors=True,
         ),
         run_config=ray_tune.RunConfig(
@@ -214,7 +217,7 @@ def tune(spec: Spec, *, on_report: ProgressFn | None = None, registry: Registry 
     try:
         grid = tuner.fit()
     except Exception as err:
-        raise TrainError(f"tuning failed: {root_cause(err)}") from err
+        raise map_error(err, during="tuning") from None
     if grid.num_errors == len(grid):
         first = next((grid[i].error for i in range(len(grid)) if grid[i].error is not None), None)
         raise TrainError(f"every tune trial failed; first error: {root_cause(first) if first else 'unknown'}")
@@ -228,7 +231,7 @@ def tune(spec: Spec, *, on_report: ProgressFn | None = None, registry: Registry 
 
 
 def _register(
-    spec: Spec, family: Family, data: prepare.Prepared, grid: Any, best: Any, registry: Registry, seconds: float
+    spec: Spec, family: Family, data: Prepared, grid: Any, best: Any, registry: Registry, seconds: float
 ) -> TuneResult:
     step_key = family.step_key
     best_run_id = ""
@@ -282,7 +285,7 @@ def _log_trial(
     result: Any,
     history: list[dict[str, float]],
     checkpoint: Path | None,
-    data: prepare.Prepared,
+    data: Prepared,
     parent_id: str,
     config: dict[str, Any],
 ) -> str:

@@ -17,7 +17,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import ValidationError
 
-from rayline import __version__
+from rayline._version import __version__
 from rayline.errors import DataError, RegistryError
 
 MODEL_HEADER = "serve_multiplexed_model_id"
@@ -175,7 +175,7 @@ def ingress_app(
     """``build_api`` as a serving replica calls it: title, bearer token from the env, the page at /."""
     import os
 
-    from rayline.serving.page import render
+    from rayline.serving._page import render
 
     title = f"rayline: {info['spec']}"
     return build_api(

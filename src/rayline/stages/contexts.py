@@ -2,7 +2,8 @@
 
 - ``LocalContext``: in the calling process (small data: no Ray Train start-up cost).
 - ``TuneTrialContext``: inside a Ray Tune function trainable (data from the object store).
-- ``TrainWorkerContext``: inside a Ray Train worker (data from Ray Data shards).
+- ``TrainWorkerContext``: inside a Ray Train worker (data from Ray Data shards);
+  ``train_worker`` is every worker's entry point.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+
+from rayline.families import get_family
 
 Split = Literal["train", "valid"]
 
@@ -141,3 +144,9 @@ class TrainWorkerContext:
             staged = Path(tmp) / "checkpoint"
             shutil.copytree(checkpoint, staged)
             ray.train.report(dict(metrics), checkpoint=ray.train.Checkpoint.from_directory(str(staged)))
+
+
+def train_worker(config: dict[str, Any]) -> None:
+    """Entry point of every Ray Train worker: the family's loop on this worker's shards."""
+    family = get_family(config["family"])
+    family.train_loop(config, TrainWorkerContext(cpus=int(config["worker_cpus"])))

@@ -6,8 +6,8 @@ What it shows depends on what the registry holds for the run:
 - tuning: each searched parameter against the spec's metric over the trials, best marked
   (for a tune run, or a trial of one);
 - evaluation (after ``rayline evaluate``): confusion matrix and per-class accuracy;
-- xgboost: feature importance (gain); binary tables also ROC and calibration on the
-  validation split, when it is local and fits in memory.
+- the family's feature importance, where it has one; for binary classifiers also ROC and
+  calibration on the validation split, when it is local and modest.
 
 The files are written to a temporary folder, renamed into place, and logged as the run's
 ``report/`` artifacts, so ``mlflow ui`` shows them too.
@@ -22,10 +22,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
-from rayline import runtime
+from rayline import checkpoints, runtime
 from rayline.atomic import atomic_output
+from rayline.data import get_kind
+from rayline.families import get_family
 from rayline.registry import Registry, RunRecord, open_registry
+from rayline.spec import Spec
+from rayline.stages.engine import predicts_in_process
+from rayline.stages.predict import Model, local_predictions
 
 PlotFn = Callable[[Any], None]
 
@@ -57,7 +63,7 @@ def _history(registry: Registry, run_id: str, names: list[str]) -> dict[str, lis
 
 def _learning_curves(folder: Path, record: RunRecord, registry: Registry) -> list[str]:
     curves = _history(registry, record.run_id, [k for k in record.metrics if not k.startswith(("time_", "eval_"))])
-    step = "epoch" if record.family == "resnet18" else "round"
+    step = get_family(record.family).step_key
     groups = {
         "losses": [k for k in curves if k.endswith("loss") or k in ("valid_rmse", "valid_mae")],
         "scores": [k for k in curves if k.endswith(("accuracy", "auc"))],
@@ -151,31 +157,28 @@ def _evaluation(folder: Path, evaluation: dict[str, Any]) -> list[str]:
     return images
 
 
-def _xgboost(folder: Path, record: RunRecord, registry: Registry, spec: Any) -> list[str]:
-    from rayline.families.base import get_family
+def _importance(folder: Path, model: Model) -> list[str]:
+    gain = model.family.importance(model.checkpoint)
+    if not gain:
+        return []
+    names = sorted(gain, key=lambda n: gain[n])
 
-    predictor: Any = get_family("xgboost").load(registry.checkpoint_dir(record.run_id))
-    images = []
-    gain = predictor.booster.get_score(importance_type="gain")
-    if gain:
-        names = sorted(gain, key=gain.get)
+    def draw_importance(ax: Any) -> None:
+        ax.barh(names, [gain[n] for n in names])
+        ax.set_xlabel("gain")
+        ax.set_title("feature importance")
 
-        def draw_importance(ax: Any) -> None:
-            ax.barh(names, [gain[n] for n in names])
-            ax.set_xlabel("gain")
-            ax.set_title("feature importance")
+    return [_figure(folder, "feature_importance.png", draw_importance)]
 
-        images.append(_figure(folder, "feature_importance.png", draw_importance))
-    if spec is None or predictor.layout.task != "binary":
-        return images
-    from rayline import prepare
 
-    family = get_family("xgboost")
-    if not prepare.wants_local(spec):
-        return images  # a remote or huge table: the evaluation metrics stand in for the curves
-    valid = prepare.prepare_local(spec, family).frames["valid"]
-    scores = predictor.predict(valid)["probability"].to_numpy()
-    truth = (np.asarray(valid[predictor.layout.label]) == predictor.layout.classes[1]).astype(int)
+def _binary_curves(folder: Path, model: Model, spec: Spec | None) -> list[str]:
+    """ROC and calibration of a binary classifier on the validation split (modest local data only)."""
+    target = model.kind.target(model.meta)
+    if spec is None or target.task != "binary" or not predicts_in_process(spec, model.kind, None):
+        return []  # a remote or huge table: the evaluation metrics stand in for the curves
+    valid = pd.concat(list(local_predictions(spec, model, None, label=target.label)), ignore_index=True)
+    scores = valid["probability"].to_numpy(dtype=np.float64)
+    truth = (np.asarray(valid[target.label]) == target.classes[1]).astype(int)
     order = np.argsort(-scores)
     tpr = np.concatenate([[0.0], np.cumsum(truth[order]) / max(truth.sum(), 1)])
     fpr = np.concatenate([[0.0], np.cumsum(1 - truth[order]) / max((1 - truth).sum(), 1)])
@@ -202,9 +205,7 @@ def _xgboost(folder: Path, record: RunRecord, registry: Registry, spec: Any) -> 
         ax.set_title("calibration (validation split, 10 bins)")
         ax.legend()
 
-    images.append(_figure(folder, "roc.png", draw_roc))
-    images.append(_figure(folder, "calibration.png", draw_calibration))
-    return images
+    return [_figure(folder, "roc.png", draw_roc), _figure(folder, "calibration.png", draw_calibration)]
 
 
 def _html(record: RunRecord, images: list[str], evaluation: dict[str, Any] | None) -> str:
@@ -238,8 +239,6 @@ def _html(record: RunRecord, images: list[str], evaluation: dict[str, Any] | Non
 
 def build_report(run_id: str, *, registry: Registry | None = None, out: Path | None = None) -> Path:
     """Write the run's report folder (``report.html`` + PNGs), log it on the run, return the folder."""
-    from rayline.spec import Spec
-
     registry = registry or open_registry()
     record = registry.get(run_id)
     text = registry.read_text(record.run_id, "spec.yaml")
@@ -258,8 +257,13 @@ def build_report(run_id: str, *, registry: Registry | None = None, out: Path | N
         images += _tuning(tmp, record, registry, metric)
         if evaluation:
             images += _evaluation(tmp, evaluation)
-        if record.family == "xgboost" and record.has_model:
-            images += _xgboost(tmp, record, registry, spec)
+        if record.has_model:
+            family = get_family(record.family)
+            checkpoint = registry.checkpoint_dir(record.run_id)
+            meta = checkpoints.read_meta(checkpoint)
+            model = Model(record, family, get_kind(family.data_kind), checkpoint, meta)
+            images += _importance(tmp, model)
+            images += _binary_curves(tmp, model, spec)
         (tmp / "report.html").write_text(_html(record, images, evaluation))
     registry.log_folder(record.run_id, target, "report")
     return target

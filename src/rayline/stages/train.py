@@ -1,10 +1,10 @@
 """Train stage: spec -> data -> the family's loop (in-process or Ray Train workers) -> registry.
 
 Execution path by size (``scaling.num_workers``):
-- ``auto`` and a local table that fits: the loop runs in this process with every CPU as native
-  threads. A Ray Train run costs ~10-13 s of start-up here, more than training 1M rows.
-- a number, or remote/big data: a Ray Train ``DataParallelTrainer`` with that many workers,
-  fed by Ray Data shards, reporting sparsely.
+- ``auto`` and data that fits: the loop runs in this process with every CPU as native threads
+  (a Ray Train run's start-up costs more than training a modest table: docs/benchmarks.md).
+- a number, or remote/big data: the family's Ray Train trainer with that many workers, fed by
+  Ray Data shards, reporting sparsely.
 Both paths write the same checkpoint format and the same registry entry.
 """
 
@@ -19,12 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rayline import prepare, runtime
-from rayline.contexts import LocalContext, TrainWorkerContext
-from rayline.errors import RaylineError, TrainError, root_cause
-from rayline.families.base import Family, get_family
+from rayline import runtime
+from rayline.data import Prepared
+from rayline.errors import RaylineError, TrainError, map_error
+from rayline.families import Family
 from rayline.registry import Registry, open_registry
 from rayline.spec import Spec
+from rayline.stages.contexts import LocalContext, train_worker
+from rayline.stages.engine import plugs, prepare, trains_in_process
 
 ProgressFn = Callable[[Mapping[str, float]], None]
 
@@ -47,12 +49,6 @@ def model_params(spec: Spec) -> dict[str, Any]:
     params.update({f"split.{k}": v for k, v in dumped["split"].items()})
     params["data.source"] = spec.data.source
     return params
-
-
-def _train_worker(config: dict[str, Any]) -> None:
-    """Entry point of every Ray Train worker."""
-    family = get_family(config["family"])
-    family.train_loop(config, TrainWorkerContext(cpus=int(config["worker_cpus"])))
 
 
 def require_gpus(spec: Spec) -> None:
@@ -80,7 +76,7 @@ def scaling_config(spec: Spec, workers: int, cpus_each: float) -> Any:
     return ray.train.ScalingConfig(num_workers=workers, use_gpu=spec.scaling.use_gpu, resources_per_worker=resources)
 
 
-def run_local(spec: Spec, family: Family, data: prepare.Prepared, on_report: ProgressFn | None) -> LocalContext:
+def run_local(spec: Spec, family: Family, data: Prepared, on_report: ProgressFn | None) -> LocalContext:
     workdir = Path(tempfile.mkdtemp(prefix="rayline-train-", dir=runtime.home()))
     ctx = LocalContext(data.frames, cpus=runtime.local_cpus(), workdir=workdir, on_report=on_report)
     family.train_loop(data.config, ctx)
@@ -90,7 +86,7 @@ def run_local(spec: Spec, family: Family, data: prepare.Prepared, on_report: Pro
 
 
 def run_ray_train(
-    spec: Spec, family: Family, data: prepare.Prepared, total_cpus: float
+    spec: Spec, family: Family, data: Prepared, total_cpus: float
 ) -> tuple[dict[str, float], list[dict[str, float]], Path]:
     """Fit with Ray Train V2; returns final metrics, history and a local copy of the final checkpoint."""
     import ray.train
@@ -98,7 +94,7 @@ def run_ray_train(
     workers, cpus_each = worker_resources(spec, total_cpus)
     config = {**data.config, "worker_cpus": max(1, int(cpus_each))}
     trainer = family.trainer(
-        _train_worker,
+        train_worker,
         train_loop_config=config,
         scaling_config=scaling_config(spec, workers, cpus_each),
         run_config=ray.train.RunConfig(
@@ -111,7 +107,7 @@ def run_ray_train(
     try:
         result = trainer.fit()
     except Exception as err:  # TrainingFailedError wraps the worker's exception
-        raise TrainError(f"Ray Train run failed: {root_cause(err)}") from err
+        raise map_error(err, during="Ray Train run") from None
     if result.checkpoint is None:
         raise TrainError("Ray Train run finished without a checkpoint")
     history = [dict(m) for _, m in (result.best_checkpoints or [])]
@@ -131,7 +127,7 @@ def log_run(
     metrics: Mapping[str, float],
     history: list[dict[str, float]],
     checkpoint: Path,
-    data: prepare.Prepared,
+    data: Prepared,
     path: str,
     seconds: Mapping[str, float],
     kind: str = "train",
@@ -154,18 +150,18 @@ def log_run(
 def train(spec: Spec, *, on_report: ProgressFn | None = None, registry: Registry | None = None) -> TrainResult:
     """Train the spec's model once and register it. Returns the run id and final metrics."""
     start = time.perf_counter()
-    family = get_family(spec.model.family)
+    family, kind = plugs(spec)
     require_gpus(spec)
-    local = prepare.wants_local(spec)
+    local = trains_in_process(spec, kind)
     registry = registry or open_registry()
-    # Importing mlflow and opening the store take ~1.5 s: do it while the data loads (or Ray starts).
+    # Importing mlflow and opening the store take seconds: do it while the data loads (or Ray starts).
     warm = threading.Thread(target=lambda: registry.client, name="rayline-registry-warmup", daemon=True)
     warm.start()
     try:
         if local:
-            data = prepare.prepare_local(spec, family)
+            data = prepare(spec, family, kind, in_process=True)
             # Not while training: a thread importing Python code beside the model's threads on
-            # every core slowed 1M-row boosting by 25-45%, as much as the overlap saved.
+            # every core slows them down as much as the overlap saves (docs/benchmarks.md).
             warm.join()
             t0 = time.perf_counter()
             ctx = run_local(spec, family, data, on_report)
@@ -173,7 +169,7 @@ def train(spec: Spec, *, on_report: ProgressFn | None = None, registry: Registry
             metrics, history, checkpoint, path = ctx.history[-1], ctx.history, ctx.checkpoint, "local"
         else:
             resources = runtime.init()
-            data = prepare.prepare_ray(spec, family)
+            data = prepare(spec, family, kind, in_process=False)
             t0 = time.perf_counter()
             metrics, history, checkpoint = run_ray_train(spec, family, data, resources.cpus)
             fit_s = time.perf_counter() - t0
@@ -195,8 +191,8 @@ def train(spec: Spec, *, on_report: ProgressFn | None = None, registry: Registry
         shutil.rmtree(checkpoint.parent, ignore_errors=True)
     except RaylineError:
         raise
-    except MemoryError:
-        raise TrainError("out of memory while training; set scaling.num_workers to use Ray Train workers") from None
+    except Exception as err:
+        raise map_error(err, during="training") from None
     return TrainResult(
         run_id=run_id, metrics=dict(metrics), history=history, path=path, seconds=seconds, skipped=data.skipped
     )

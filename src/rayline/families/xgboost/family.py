@@ -12,20 +12,20 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import xgboost  # this module is only imported when the xgboost family is used
-from pydantic import BaseModel, ConfigDict, Field, RootModel, create_model
 
-from rayline.data import TableLayout
-from rayline.errors import DataError, TrainError
-from rayline.families.base import DataKind, LoopContext
-from rayline.spec import Spec, XGBoostModelSpec
+from rayline.data.table_schema import TableLayout
+from rayline.data.tables import encode_label, features_frame, record_matrix, records_frame
+from rayline.errors import DataError, map_error
+from rayline.families.base import LoopContext
+from rayline.families.xgboost.spec import XGBoostModelSpec
+from rayline.spec import Spec
 
 MODEL_FILE = "model.ubj"
-MAX_RECORDS = 10_000  # per request; bigger jobs belong to `rayline predict`
 META_FILE = "meta.json"
 
 # Per-round metrics are cheap ones; AUC (a sort of the validation set) is computed once at the end.
@@ -48,34 +48,9 @@ def _rename(task: str, name: str, value: float) -> dict[str, float]:
     return out
 
 
-# ------------------------------------------------------------------------------ features
-def features_frame(frame: pd.DataFrame, layout: TableLayout, scaler: Mapping[str, list[float]]) -> pd.DataFrame:
-    """The model's input columns, scaled and typed as at training time."""
-    missing = [c for c in layout.features if c not in frame.columns]
-    if missing:
-        raise DataError(f"input has no column {missing[0]!r}; the model needs {', '.join(layout.features)}")
-    x = frame[layout.features].copy()
-    for col, (lo, hi) in scaler.items():
-        x[col] = (x[col].astype("float64") - lo) / ((hi - lo) or 1.0)
-    for col, categories in layout.categorical.items():
-        x[col] = pd.Categorical(x[col], categories=categories)
-    return x
-
-
-def encode_label(values: pd.Series, layout: TableLayout) -> np.ndarray:
-    if layout.task == "regression":
-        floats: np.ndarray = values.to_numpy(dtype=np.float64)
-        return floats
-    codes: np.ndarray = np.asarray(pd.Categorical(values, categories=layout.classes).codes)
-    if (codes < 0).any():
-        unknown = values[codes < 0].iloc[0]
-        raise DataError(f"label value {unknown!r} was not seen when the classes were set up")
-    return codes.astype(np.int32)
-
-
-def _dmatrix(frame: pd.DataFrame, layout: TableLayout, scaler: Mapping[str, list[float]], cpus: int) -> Any:
+def _dmatrix(frame: pd.DataFrame, layout: TableLayout, cpus: int) -> Any:
     return xgboost.DMatrix(
-        features_frame(frame, layout, scaler),
+        features_frame(frame, layout),
         label=encode_label(frame[layout.label], layout),
         nthread=cpus,
         enable_categorical=bool(layout.categorical),
@@ -86,8 +61,8 @@ def _dmatrix(frame: pd.DataFrame, layout: TableLayout, scaler: Mapping[str, list
 def _reporter(ctx: LoopContext, task: str, every: int, total: int, meta: Mapping[str, Any]) -> Any:
     """An xgboost callback reporting (and checkpointing) every ``every`` rounds.
 
-    Ray's own ``RayTrainReportCallback`` reports every round, which made 100 rounds on 1M rows
-    take 212 s instead of 3 s; a report is a synchronisation point, so they must be sparse.
+    Not Ray's ``RayTrainReportCallback``, which reports every round: a report is a
+    synchronisation point, so they must be sparse (docs/benchmarks.md).
     """
 
     class Reporter(xgboost.callback.TrainingCallback):
@@ -119,11 +94,10 @@ def train_booster(config: Mapping[str, Any], ctx: LoopContext) -> None:
     spec = Spec.model_validate(config["spec"])
     model = spec.model
     assert isinstance(model, XGBoostModelSpec)
-    layout = TableLayout.from_dict(dict(config["layout"]))
-    scaler: dict[str, list[float]] = dict(config.get("scaler") or {})
+    layout = TableLayout.from_dict(config["layout"])
     train, valid = ctx.frame("train"), ctx.frame("valid")
-    dtrain = _dmatrix(train, layout, scaler, ctx.cpus)
-    dvalid = _dmatrix(valid, layout, scaler, ctx.cpus)
+    dtrain = _dmatrix(train, layout, ctx.cpus)
+    dvalid = _dmatrix(valid, layout, ctx.cpus)
 
     params: dict[str, Any] = {
         **model.params,
@@ -137,7 +111,7 @@ def train_booster(config: Mapping[str, Any], ctx: LoopContext) -> None:
     if spec.scaling.use_gpu:
         params.setdefault("device", "cuda")  # Ray Train made this worker's GPU its only visible one
     history: dict[str, Any] = {}
-    meta = {"family": "xgboost", "layout": layout.to_dict(), "scaler": scaler, "objective": params["objective"]}
+    meta = {"family": "xgboost", "data_kind": "table", "layout": layout.to_dict(), "objective": params["objective"]}
     reporter = _reporter(ctx, layout.task, spec.train.report_every, model.num_boost_round, meta)
     boost_start = time.perf_counter()
     try:
@@ -152,7 +126,7 @@ def train_booster(config: Mapping[str, Any], ctx: LoopContext) -> None:
             verbose_eval=False,
         )
     except xgboost.core.XGBoostError as err:
-        raise TrainError(f"xgboost failed: {str(err).strip().splitlines()[0][:300]}") from None
+        raise map_error(err, during="training") from None
 
     boost_s = time.perf_counter() - boost_start
     rounds = booster.num_boosted_rounds()
@@ -181,18 +155,14 @@ class XGBoostPredictor:
             raise DataError(f"{checkpoint} is not an xgboost checkpoint (no {MODEL_FILE} / {META_FILE})")
         self.meta = json.loads(meta_path.read_text())
         self.layout = TableLayout.from_dict(self.meta["layout"])
-        self.scaler: dict[str, list[float]] = self.meta.get("scaler", {})
         self.booster = xgboost.Booster(model_file=str(checkpoint / MODEL_FILE))
         self.booster.set_param({"nthread": cpus})
-        self._index = {name: i for i, name in enumerate(self.layout.features)}
 
     def predict(self, batch: pd.DataFrame) -> pd.DataFrame:
         return self.outputs(self._raw(batch))
 
     def _raw(self, batch: pd.DataFrame) -> np.ndarray:
-        matrix = xgboost.DMatrix(
-            features_frame(batch, self.layout, self.scaler), enable_categorical=bool(self.layout.categorical)
-        )
+        matrix = xgboost.DMatrix(features_frame(batch, self.layout), enable_categorical=bool(self.layout.categorical))
         return np.asarray(self.booster.predict(matrix))
 
     def outputs(self, raw: np.ndarray) -> pd.DataFrame:
@@ -217,48 +187,14 @@ class XGBoostPredictor:
             "probabilities": probs,
         }
 
-    # ------------------------------------------------------------------------------ serving
-    def request_model(self) -> type[BaseModel]:
-        """``[{feature: value, ...}, ...]``: one object per row, every feature required, typed."""
-        fields: dict[str, Any] = {}
-        for name in self.layout.features:
-            fields[name] = (_python_type(name, self.layout), Field(...))
-        label_type = _python_type(self.layout.label, self.layout)
-        note = "ignored; allowed so rows can be sent as they are"
-        fields[self.layout.label] = (label_type | None, Field(None, description=note))
-        record = create_model("Record", __config__=ConfigDict(extra="forbid"), **fields)
-        rows = Annotated[list[record], Field(min_length=1, max_length=MAX_RECORDS)]  # type: ignore[valid-type]
-        return type("PredictRequest", (RootModel[rows],), {"__doc__": "A JSON array of feature records."})
-
-    def request_items(self, body: Any) -> list[Any]:
-        return list(body.root)
-
     def predict_items(self, items: list[Any]) -> list[dict[str, Any]]:
-        names = self.layout.features
+        """Validated request records -> one result each (the serving path: no DataFrame when it can)."""
         if self.layout.categorical:
-            raw = self._raw(pd.DataFrame([{n: getattr(r, n) for n in names} for r in items]))
+            matrix: Any = xgboost.DMatrix(records_frame(items, self.layout), enable_categorical=True)
+            raw = np.asarray(self.booster.predict(matrix))
         else:
-            # Hot path of online serving: records -> float32 matrix -> inplace_predict -> dicts,
-            # no DataFrame on the way (building one cost more than the prediction per request).
-            matrix = np.array([[getattr(r, n) for n in names] for r in items], dtype=np.float32)
-            for col, (lo, hi) in self.scaler.items():
-                j = self._index[col]
-                matrix[:, j] = (matrix[:, j] - lo) / ((hi - lo) or 1.0)
-            raw = np.asarray(self.booster.inplace_predict(matrix))
+            raw = np.asarray(self.booster.inplace_predict(record_matrix(items, self.layout)))
         return _records(self._columns(raw), self.layout)
-
-
-def _python_type(name: str, layout: TableLayout) -> type:
-    if name in layout.categorical:
-        return str
-    dtype = layout.dtypes.get(name, "double")
-    if dtype == "bool":
-        return bool
-    if dtype.startswith(("int", "uint")):
-        return int
-    if dtype in ("string", "large_string"):
-        return str
-    return float
 
 
 def _records(columns: dict[str, np.ndarray], layout: TableLayout) -> list[dict[str, Any]]:
@@ -277,7 +213,7 @@ def _records(columns: dict[str, np.ndarray], layout: TableLayout) -> list[dict[s
 
 class XGBoostFamily:
     name = "xgboost"
-    data_kind: DataKind = "table"
+    data_kind = XGBoostModelSpec.data_kind
     predict_batch_size = 4096
     step_key = "round"
 
@@ -300,6 +236,10 @@ class XGBoostFamily:
     def tunable(self, spec: Spec) -> set[str]:
         # Any xgboost parameter may be searched; the top-level loop settings too.
         return {"*"}
+
+    def importance(self, checkpoint: Path) -> dict[str, float]:
+        scores = XGBoostPredictor(checkpoint).booster.get_score(importance_type="gain")
+        return {name: float(value) for name, value in scores.items() if isinstance(value, int | float)}
 
     def with_trial(self, spec: Spec, trial: Mapping[str, Any]) -> Spec:
         model = spec.model

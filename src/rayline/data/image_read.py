@@ -1,30 +1,27 @@
-"""Images: class-subfolder trees (``DIR/<class>/<file>``) and image parquet, as uint8 arrays.
+"""Reading images for training and batch prediction: class-subfolder trees and image parquet.
 
-Every image becomes a channel-first ``uint8`` array ``[C, H, W]`` in the spec's mode (L or RGB)
-and size, labelled by its parent folder name (or the parquet label column). Class names are
-sorted, and their order is the class index saved with the model. Normalization (mean, std) is
-applied by the model, so data moves through Ray as bytes, not floats.
-
-The split hashes each image's key (``<class>/<file name>``, or the bytes for parquet), so the
+A folder is ``DIR/<class>/<file>``: the parent folder names the class; class names are sorted,
+and their order is the class index saved with the model. One scanner (``list_images``) lists
+the files for every path, the Ray reader included, so both engines see the same images. The
+split hashes each image's key (``<class>/<file name>``, or its bytes for parquet), so the
 in-process and Ray Data readers put every image on the same side.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
-import io
+import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
 
-from rayline import data as tables
+from rayline.data.image_codec import ImageLayout, decode
+from rayline.data.split import key_mask
+from rayline.data.table_schema import read_local as read_table
 from rayline.errors import DataError, read_error
 from rayline.spec import Spec
 
@@ -35,115 +32,6 @@ EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 ImageSource = Literal["folder", "parquet"]
 
 
-@dataclass(frozen=True)
-class ImageLayout:
-    """What the model sees: class names by index, colour mode, (height, width), normalization."""
-
-    classes: list[str]
-    mode: Literal["L", "RGB"]
-    size: tuple[int, int]
-    mean: float = 0.5
-    std: float = 0.5
-    skipped: list[str] = field(default_factory=list)  # files that could not be decoded (on_bad_file: skip)
-
-    @property
-    def channels(self) -> int:
-        return 1 if self.mode == "L" else 3
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["size"] = list(self.size)
-        out.pop("skipped")
-        return out
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> ImageLayout:
-        return cls(
-            classes=[str(c) for c in raw["classes"]],
-            mode=raw["mode"],
-            size=(int(raw["size"][0]), int(raw["size"][1])),
-            mean=float(raw.get("mean", 0.5)),
-            std=float(raw.get("std", 0.5)),
-        )
-
-    def describe(self) -> str:
-        return f"{self.size[0]}x{self.size[1]} {'grayscale' if self.mode == 'L' else 'RGB'}"
-
-
-# ---------------------------------------------------------------------------------- decode
-def channel_first(array: np.ndarray) -> np.ndarray:
-    """HxW -> 1xHxW, HxWxC -> CxHxW (the layout torch convolutions take)."""
-    if array.ndim == 2:
-        return array[None, :, :]
-    return np.ascontiguousarray(array.transpose(2, 0, 1))
-
-
-def decode(raw: bytes, mode: str, size: tuple[int, int] | None) -> np.ndarray:
-    """Encoded image bytes -> ``uint8 [C, H, W]``; raises ValueError when undecodable."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(raw)) as opened:
-            img = opened.convert(mode)
-            if size is not None and (img.height, img.width) != tuple(size):
-                img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-            return channel_first(np.asarray(img, dtype=np.uint8))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise ValueError(f"not a decodable image ({str(err).splitlines()[0][:120]})") from None
-
-
-def decode_base64(text: str, mode: str, size: tuple[int, int]) -> np.ndarray:
-    """A base64 PNG/JPEG (optionally a ``data:image/...;base64,`` URL, as canvas.toDataURL gives)."""
-    payload = text.split(",", 1)[1] if text.startswith("data:") else text
-    try:
-        raw = base64.b64decode(payload, validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("a string must be a base64-encoded PNG or JPEG") from None
-    return decode(raw, mode, size)
-
-
-def from_array(value: Any, layout: ImageLayout) -> np.ndarray:
-    """A nested list of 0-255 numbers -> ``uint8 [C, H, W]`` of the layout's shape, or ValueError."""
-    try:
-        array = np.asarray(value, dtype=np.float32)
-    except (ValueError, TypeError):
-        raise ValueError("expected a 2-D (or channel-first 3-D) array of numbers") from None
-    h, w = layout.size
-    c = layout.channels
-    expected = f"{h}x{w}" if c == 1 else f"{c}x{h}x{w}"
-    given = "x".join(map(str, array.shape)) or "a single number"
-    if array.ndim == 2 and c == 1:
-        array = array[None]
-    if array.ndim != 3 or array.shape != (c, h, w):
-        raise ValueError(f"expected a {expected} array of 0-255 values, got {given}")
-    if not np.isfinite(array).all() or array.min() < 0 or array.max() > 255:
-        raise ValueError("pixel values must be numbers from 0 to 255")
-    return np.rint(array).astype(np.uint8)
-
-
-def decode_request(values: Sequence[Any], layout: ImageLayout) -> np.ndarray:
-    """A request's images (nested arrays or base64 strings) -> uint8 [N, C, H, W]; DataError names the bad one."""
-    arrays = []
-    for i, value in enumerate(values):
-        try:
-            if isinstance(value, str):
-                arrays.append(decode_base64(value, layout.mode, layout.size))
-            else:
-                arrays.append(from_array(value, layout))
-        except ValueError as err:
-            raise DataError(f"image.{i}: {err}") from None
-    return np.stack(arrays)
-
-
-def normalize(images: np.ndarray, layout: ImageLayout) -> np.ndarray:
-    """uint8 [N, C, H, W] -> float32, scaled to [0, 1] then (x - mean) / std (the course's transform)."""
-    scale = np.float32(1.0 / (255.0 * layout.std))
-    shift = np.float32(layout.mean / layout.std)
-    out: np.ndarray = images.astype(np.float32) * scale - shift
-    return out
-
-
-# ----------------------------------------------------------------------------------- source
 def source_kind(source: str, declared: str) -> ImageSource:
     if declared == "parquet" or source.lower().rstrip("/").endswith((".parquet", ".pq")):
         return "parquet"
@@ -168,8 +56,21 @@ def class_of(path: str) -> str:
     return parts[-2] if len(parts) >= 2 else ""
 
 
-def valid_mask(keys: Sequence[Any], fraction: float, seed: int) -> np.ndarray:
-    return tables.valid_mask(pd.DataFrame({"key": list(keys)}), fraction, seed)
+def list_images(folder: str) -> list[str]:
+    """Every image file under ``folder`` (absolute paths, sorted). Names starting with ``.`` or
+    ``_`` (hidden files, ``_SUCCESS`` markers, ``__MACOSX``) are skipped at every depth.
+
+    ``os.walk`` reads file types from the directory listing: no stat per file.
+    """
+    found: list[str] = []
+    for root, dirs, names in os.walk(os.path.abspath(folder)):
+        dirs[:] = sorted(d for d in dirs if not d.startswith((".", "_")))
+        found += [
+            os.path.join(root, name)
+            for name in names
+            if not name.startswith((".", "_")) and os.path.splitext(name)[1].lower() in EXTENSIONS
+        ]
+    return sorted(found)
 
 
 def scan_folder(source: str) -> list[tuple[Path, str]]:
@@ -177,20 +78,14 @@ def scan_folder(source: str) -> list[tuple[Path, str]]:
     root = Path(source)
     if not root.is_dir():
         raise DataError(f"{source}: expected a folder of class subfolders (DIR/<class>/<image>)")
-    subfolders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
-    loose = [p for p in root.iterdir() if p.is_file() and p.suffix.lower() in EXTENSIONS]
-    if not subfolders:
-        what = f"{len(loose)} images but" if loose else "nothing:"
+    files = list_images(source)
+    top = root.resolve()
+    in_classes = [f for f in files if Path(f).parent != top]
+    if not in_classes:
+        what = f"{len(files)} images but" if files else "nothing:"
         raise DataError(f"{source}: contains {what} no class subfolders; expected DIR/<class>/<image>")
-    files = [
-        (p, folder.name)
-        for folder in subfolders
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.suffix.lower() in EXTENSIONS
-    ]
-    if not files:
-        raise DataError(f"{source}: no image files ({', '.join(EXTENSIONS)}) in its class subfolders")
-    return files
+    # The class is the first folder under the root (DIR/<class>/any/depth/<file>).
+    return [(Path(f), Path(f).relative_to(top).parts[0]) for f in in_classes]
 
 
 def check_classes(labels: Sequence[str], source: str) -> list[str]:
@@ -219,7 +114,7 @@ def _first_size(raw: bytes, mode: str, where: str) -> tuple[int, int]:
 def parquet_images(spec: Spec, source: str) -> tuple[list[str], list[bytes | None], list[str], list[str]]:
     """A local parquet of encoded images: (row names, bytes, class names, split keys)."""
     image_col, label_col = _parquet_columns(spec)
-    table = tables.read_local(source, "parquet", columns=[image_col, label_col]).to_pandas()
+    table = read_table(source, "parquet", columns=[image_col, label_col]).to_pandas()
     blobs = [_bytes_of(v) for v in table[image_col]]
     labels = [str(v) for v in table[label_col]]
     keys = [content_key(lab, b) for lab, b in zip(labels, blobs, strict=True)]
@@ -241,9 +136,8 @@ def read_local(spec: Spec, source: str, threads: int) -> tuple[pd.DataFrame, Ima
     size = tuple(spec.data.image.size) if spec.data.image.size else None
     load = FileDecoder(names, blobs, mode, size, skip=spec.data.on_bad_file == "skip")  # type: ignore[arg-type]
     size = load.size
-    # PIL leaves the GIL while it decodes, so threads pay for large files (600 256x256 JPEGs:
-    # 0.43 s on one thread, 0.25 s on two). A small file decodes mostly in Python, and threads
-    # contending for the GIL made it slower (20,000 28x28 PNGs: 1.3 s on one, 3.3 s on two).
+    # PIL leaves the GIL while it decodes, so threads pay for large files; a small file decodes
+    # mostly in Python, and threads contending for the GIL make it slower (docs/benchmarks.md).
     if names and _is_small(load, 0):
         threads = 1
     with ThreadPoolExecutor(max(1, threads)) as pool:
@@ -313,7 +207,7 @@ def _bytes_of(value: Any) -> bytes:
 
 
 def split_local(frame: pd.DataFrame, spec: Spec) -> tuple[pd.DataFrame, pd.DataFrame]:
-    mask = valid_mask(frame["key"].tolist(), spec.split.valid_fraction, spec.split.seed)
+    mask = key_mask(frame["key"].tolist(), spec.split.valid_fraction, spec.split.seed)
     train, valid = frame[~mask].reset_index(drop=True), frame[mask].reset_index(drop=True)
     if train.empty or valid.empty:
         raise DataError(
@@ -366,18 +260,21 @@ def read_ray(
                 _Decode(mode, size, spec.data.on_bad_file == "skip", image_col, "key"), batch_format="pandas"
             )
             return ds, size
+        # A local folder is listed by the same scanner as the in-process reader; a URI by Ray.
+        paths: str | list[str] = source
+        if "://" not in source:
+            paths = list_images(source)
+            if not paths:
+                raise DataError(f"{source}: no image files ({', '.join(EXTENSIONS)})")
+        extensions = [e[1:] for e in EXTENSIONS]
         if size is None:
-            first = ray.data.read_binary_files(source, include_paths=True, file_extensions=[e[1:] for e in EXTENSIONS])
-            row = first.take(1)
+            row = ray.data.read_binary_files(paths, include_paths=True, file_extensions=extensions).take(1)
             if not row:
                 raise DataError(f"{source}: no image files found")
             size = _first_size(row[0]["bytes"], mode, str(row[0]["path"]))
-        # Files are read as bytes and decoded by the same `decode` as the in-process reader (so both
-        # paths see the same pixels): 5,000 PNGs in 1.3 s here, against 3.7 s for `read_images`,
-        # which builds an Arrow tensor block per file.
-        ds = ray.data.read_binary_files(
-            source, include_paths=True, shuffle=shuffle, file_extensions=[e[1:] for e in EXTENSIONS]
-        )
+        # Files are read as bytes and decoded by the same `decode` as the in-process reader, so
+        # both paths see the same pixels (and faster than `read_images`: docs/benchmarks.md).
+        ds = ray.data.read_binary_files(paths, include_paths=True, shuffle=shuffle, file_extensions=extensions)
         skip = spec.data.on_bad_file == "skip"
         ds = ds.map_batches(_Decode(mode, size, skip, "bytes", "path"), batch_format="pandas")
         return ds.map_batches(_PathColumns(), batch_format="pandas"), size
@@ -424,12 +321,3 @@ class LabelIndex:
         if unknown:
             raise DataError(f"class {unknown[0]!r} was not in the training data ({', '.join(self.index)})")
         return pd.DataFrame({"image": batch["image"], "label": names.map(self.index).astype(np.int64)})
-
-
-class SplitFilter:
-    def __init__(self, fraction: float, seed: int, valid: bool) -> None:
-        self.fraction, self.seed, self.valid = fraction, seed, valid
-
-    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        mask = valid_mask(batch["key"].tolist(), self.fraction, self.seed)
-        return batch[mask if self.valid else ~mask]

@@ -1,13 +1,12 @@
-"""Tables: resolve the spec's source, validate the schema before any work, split reproducibly.
+"""Tables: the layout a model sees, schema checks before any work, and the two readers.
 
-Two readers, one contract. Small local tables are read with pyarrow in the driver process (no
-Ray start-up cost); URIs and big tables go through Ray Data. Both apply the same validation and
-the same content-hash split, so a row lands on the same side of the split whichever path ran.
+Small local tables are read with pyarrow in this process (no Ray start-up cost); URIs and big
+tables go through Ray Data. Both apply the same checks.
 """
 
 from __future__ import annotations
 
-import hashlib
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -26,19 +25,6 @@ TableFormat = Literal["parquet", "csv"]
 # Columns pandas writes for its index; never features.
 _INDEX_COLUMNS = ("__index_level_0__", "index_level_0")
 _MAX_CLASSES = 50
-
-
-def resolve_source(spec: Spec) -> str:
-    """A readable path or URI for the spec's data (``builtin:`` sources are generated once)."""
-    source = spec.data.source
-    if source.startswith("builtin:"):
-        from rayline.datasets import materialize
-        from rayline.runtime import home
-
-        return str(materialize(source, data_dir=home() / "data", rows=spec.data.rows, seed=spec.data.seed))
-    if not spec.data.is_uri and not Path(source).exists():
-        raise DataError(f"data.source {source} does not exist")
-    return source
 
 
 def table_format(source: str, declared: str) -> TableFormat:
@@ -70,12 +56,13 @@ class TableLayout:
     classes: list[Any] = field(default_factory=list)  # label values by class index
     categorical: dict[str, list[Any]] = field(default_factory=dict)  # column -> categories
     dtypes: dict[str, str] = field(default_factory=dict)  # column -> arrow type name
+    scaler: dict[str, list[float]] = field(default_factory=dict)  # column -> [min, max] of the train split
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> TableLayout:
+    def from_dict(cls, raw: Mapping[str, Any]) -> TableLayout:
         return cls(**raw)
 
 
@@ -156,45 +143,13 @@ def _check_values(frame: pd.DataFrame, features: list[str], label: str, source: 
 def build_layout(frame: pd.DataFrame, schema: pa.Schema, spec: Spec, source: str) -> TableLayout:
     features, label = check_schema(schema, spec, source)
     _check_values(frame, features, label, source)
-    objective = spec.model.objective if spec.model.family == "xgboost" else "auto"
-    task, classes = infer_task(frame[label], objective, source)
+    task, classes = infer_task(frame[label], spec.model.task_hint(), source)
     categorical = {name: sorted(pd.unique(frame[name].dropna()).tolist(), key=str) for name in spec.data.categorical}
     dtypes = {name: str(schema.field(name).type) for name in [*features, label]}
     return TableLayout(features, label, task, classes, categorical, dtypes)
 
 
-# ----------------------------------------------------------------------------------- split
-def _hash_key(seed: int) -> str:
-    return hashlib.sha256(str(seed).encode()).hexdigest()[:16]
-
-
-def valid_mask(frame: pd.DataFrame, valid_fraction: float, seed: int) -> np.ndarray:
-    """Rows for validation, chosen by a seeded hash of each row's content.
-
-    Independent of row order and of how the table is split into blocks or files, so the local
-    and the Ray Data paths agree; identical rows always land on the same side (no leakage).
-    """
-    hashed = pd.util.hash_pandas_object(frame, index=False, hash_key=_hash_key(seed)).to_numpy()
-    mask: np.ndarray = (hashed % np.uint64(1_000_000)) < np.uint64(round(valid_fraction * 1_000_000))
-    return mask
-
-
-def split_frame(frame: pd.DataFrame, spec: Spec) -> tuple[pd.DataFrame, pd.DataFrame]:
-    mask = valid_mask(frame, spec.split.valid_fraction, spec.split.seed)
-    train, valid = frame[~mask], frame[mask]
-    if train.empty or valid.empty:
-        raise DataError(
-            f"split.valid_fraction={spec.split.valid_fraction} leaves {len(train)} train and {len(valid)} "
-            "valid rows; need at least one of each"
-        )
-    return train.reset_index(drop=True), valid.reset_index(drop=True)
-
-
 # ---------------------------------------------------------------------------------- reading
-def _arrow_error(source: str, err: Exception) -> DataError:
-    return read_error(source, err, "the table")
-
-
 def read_local(source: str, fmt: TableFormat, columns: list[str] | None = None) -> pa.Table:
     """A local parquet/CSV file or folder, read by pyarrow in this process."""
     import pyarrow.dataset as pads
@@ -203,7 +158,7 @@ def read_local(source: str, fmt: TableFormat, columns: list[str] | None = None) 
         dataset = pads.dataset(source, format=fmt, exclude_invalid_files=False)
         table = dataset.to_table(columns=columns)
     except (pa.ArrowException, OSError, ValueError) as err:
-        raise _arrow_error(source, err) from None
+        raise read_error(source, err, "the table") from None
     return table
 
 
@@ -216,7 +171,7 @@ def local_schema(source: str, fmt: TableFormat) -> tuple[pa.Schema, int | None]:
         schema = dataset.schema
         rows = dataset.count_rows() if fmt == "parquet" else None
     except (pa.ArrowException, OSError, ValueError) as err:
-        raise _arrow_error(source, err) from None
+        raise read_error(source, err, "the table") from None
     if not schema.names:
         raise DataError(f"{source}: no table found (empty file or folder)")
     return schema, rows
@@ -231,7 +186,7 @@ def read_ray(source: str, fmt: TableFormat, *, shuffle_files: bool = False) -> r
             return ray.data.read_csv(source, shuffle="files" if shuffle_files else None)
         return ray.data.read_parquet(source, shuffle="files" if shuffle_files else None)
     except Exception as err:  # Ray wraps Arrow/S3 errors in several exception types
-        raise _arrow_error(source, err) from None
+        raise read_error(source, err, "the table") from None
 
 
 def fingerprint(source: str, schema: pa.Schema, rows: int) -> dict[str, Any]:

@@ -1,0 +1,216 @@
+"""The table data kind: parquet and CSV files, folders and URIs, one row per example.
+
+Owns the read (``table_schema``), the split and training inputs (``table_prepare``), the rows
+batch prediction reads on either engine, the model-input helpers families share (scaled and
+typed feature columns, encoded labels) and the ``POST /predict`` body: a JSON array of records
+with every feature typed as the model saw it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, RootModel, create_model
+
+from rayline.data import table_prepare
+from rayline.data.base import Prepared, Target, input_source, resolve_source
+from rayline.data.split import SplitFilter
+from rayline.data.table_schema import TableLayout, check_schema, local_schema, read_local, read_ray, table_format
+from rayline.errors import DataError
+from rayline.spec import Spec
+
+if TYPE_CHECKING:
+    import ray.data
+
+MAX_RECORDS = 10_000  # per request; bigger jobs belong to `rayline predict`
+# Past these sizes a table goes to Ray: training holds it in memory whole, batch prediction
+# reads it whole.
+LOCAL_MAX_CELLS = 400_000_000
+LOCAL_MAX_ROWS = 2_000_000
+LOCAL_MAX_CSV_BYTES = 256 * 1024**2
+
+
+# ------------------------------------------------------------------------- model inputs
+def features_frame(frame: pd.DataFrame, layout: TableLayout) -> pd.DataFrame:
+    """The model's input columns, scaled and typed as at training time."""
+    missing = [c for c in layout.features if c not in frame.columns]
+    if missing:
+        raise DataError(f"input has no column {missing[0]!r}; the model needs {', '.join(layout.features)}")
+    x = frame[layout.features].copy()
+    for col in layout.features:
+        # Ray Data hands pandas Arrow-backed or nullable columns; models take numpy numbers.
+        dtype = x[col].dtype
+        if col not in layout.categorical and isinstance(dtype, pd.api.extensions.ExtensionDtype):
+            x[col] = x[col].astype("float64")
+    for col, (lo, hi) in layout.scaler.items():
+        x[col] = (x[col].astype("float64") - lo) / ((hi - lo) or 1.0)
+    for col, categories in layout.categorical.items():
+        x[col] = pd.Categorical(x[col], categories=categories)
+    return x
+
+
+def encode_label(values: pd.Series, layout: TableLayout) -> np.ndarray:
+    """Class indexes (the layout's order), or floats for regression."""
+    if layout.task == "regression":
+        floats: np.ndarray = values.to_numpy(dtype=np.float64)
+        return floats
+    codes: np.ndarray = np.asarray(pd.Categorical(values, categories=layout.classes).codes)
+    if (codes < 0).any():
+        unknown = values[codes < 0].iloc[0]
+        raise DataError(f"label value {unknown!r} was not seen when the classes were set up")
+    return codes.astype(np.int32)
+
+
+def record_matrix(records: Sequence[Any], layout: TableLayout) -> np.ndarray:
+    """Decoded request records (dicts) -> a scaled float32 matrix (tables without categorical features).
+
+    The hot path of online serving: no DataFrame on the way (building one cost more than
+    the prediction).
+    """
+    names = layout.features
+    matrix = np.array([[r[n] for n in names] for r in records], dtype=np.float32)
+    for col, (lo, hi) in layout.scaler.items():
+        j = names.index(col)
+        matrix[:, j] = (matrix[:, j] - lo) / ((hi - lo) or 1.0)
+    return matrix
+
+
+def records_frame(records: Sequence[Any], layout: TableLayout) -> pd.DataFrame:
+    """Decoded request records (dicts) -> the model's input columns (any feature types)."""
+    frame = pd.DataFrame([{n: r[n] for n in layout.features} for r in records], columns=layout.features)
+    return features_frame(frame, layout)
+
+
+def _python_type(name: str, layout: TableLayout) -> type:
+    if name in layout.categorical:
+        return str
+    dtype = layout.dtypes.get(name, "double")
+    if dtype == "bool":
+        return bool
+    if dtype.startswith(("int", "uint")):
+        return int
+    if dtype in ("string", "large_string"):
+        return str
+    return float
+
+
+def layout_of(meta: Mapping[str, Any]) -> TableLayout:
+    raw = meta.get("layout")
+    if not isinstance(raw, Mapping) or "features" not in raw:
+        raise DataError(f"checkpoint of a {meta.get('family')} model has no table layout")
+    return TableLayout.from_dict(raw)
+
+
+# ------------------------------------------------------------------------------ the plug
+class TableKind:
+    name = "table"
+    output_drop: tuple[str, ...] = ()
+
+    def fits_in_process(self, spec: Spec) -> bool:
+        if spec.data.source.startswith("builtin:"):
+            return True
+        source = resolve_source(spec)
+        fmt = table_format(source, spec.data.format)
+        if spec.data.is_uri and fmt != "parquet":
+            return False  # a remote CSV's size is unknown until it is read
+        # A parquet table's size is in its footers, also on S3: a small one is read here whole.
+        schema, rows = local_schema(source, fmt)
+        return rows is None or rows * len(schema.names) <= LOCAL_MAX_CELLS
+
+    def prepare_local(self, spec: Spec) -> Prepared:
+        return table_prepare.prepare_local(spec)
+
+    def prepare_ray(self, spec: Spec) -> Prepared:
+        return table_prepare.prepare_ray(spec)
+
+    # ---------------------------------------------------------------------- batch inference
+    def modest(self, spec: Spec, source: str | None) -> bool:
+        path, declared = input_source(spec, source)
+        fmt = table_format(path, declared)
+        if "://" in path:
+            return fmt == "parquet" and (local_schema(path, fmt)[1] or 0) <= LOCAL_MAX_ROWS
+        if fmt == "csv":
+            files = [Path(path)] if Path(path).is_file() else list(Path(path).rglob("*.csv"))
+            return sum(p.stat().st_size for p in files) <= LOCAL_MAX_CSV_BYTES
+        return (local_schema(path, fmt)[1] or 0) <= LOCAL_MAX_ROWS
+
+    def local_batches(
+        self, spec: Spec, meta: Mapping[str, Any], source: str | None, rows: int, *, label: str | None = None
+    ) -> Iterator[pd.DataFrame]:
+        path, declared = input_source(spec, source)
+        fmt = table_format(path, declared)
+        schema, _ = local_schema(path, fmt)
+        split = None
+        if source is None:
+            features, spec_label = check_schema(schema, spec, path)
+            fraction, seed = spec.split.valid_fraction, spec.split.seed
+            split = SplitFilter([*features, spec_label], fraction, seed, valid=True, keep_all=True)
+        _check_columns(schema.names, layout_of(meta), label, path)
+        frame = read_local(path, fmt).to_pandas()
+        for start in range(0, len(frame), rows):
+            chunk = frame.iloc[start : start + rows]
+            yield split(chunk) if split is not None else chunk
+
+    def ray_input(
+        self, spec: Spec, meta: Mapping[str, Any], source: str | None, *, label: str | None = None
+    ) -> ray.data.Dataset:
+        # Columns are checked on the file's schema: after a map_batches, asking for the schema
+        # would run the pipeline's first block.
+        path, declared = input_source(spec, source)
+        ds = read_ray(path, table_format(path, declared))
+        schema = ds.schema().base_schema
+        _check_columns(schema.names, layout_of(meta), label, path)
+        if source is not None:
+            return ds
+        features, spec_label = check_schema(schema, spec, path)
+        fraction, seed = spec.split.valid_fraction, spec.split.seed
+        split = SplitFilter([*features, spec_label], fraction, seed, valid=True, keep_all=True)
+        return ds.map_batches(split, batch_format="pandas")
+
+    def target(self, meta: Mapping[str, Any]) -> Target:
+        layout = layout_of(meta)
+        return Target(layout.label, layout.task, list(layout.classes))
+
+    # ------------------------------------------------------------------------------ serving
+    def request_model(self, meta: Mapping[str, Any]) -> type[BaseModel]:
+        """``[{feature: value, ...}, ...]``: one object per row, every feature required, typed."""
+        layout = layout_of(meta)
+        fields: dict[str, Any] = {name: (_python_type(name, layout), Field(...)) for name in layout.features}
+        note = "ignored; allowed so rows can be sent as they are"
+        fields[layout.label] = (_python_type(layout.label, layout) | None, Field(None, description=note))
+        record = create_model("Record", __config__=ConfigDict(extra="forbid"), **fields)
+        rows = Annotated[list[record], Field(min_length=1, max_length=MAX_RECORDS)]  # type: ignore[valid-type]
+        return type("PredictRequest", (RootModel[rows],), {"__doc__": "A JSON array of feature records."})
+
+    def decode_request(self, body: Any, meta: Mapping[str, Any]) -> list[Any]:
+        # Plain dicts: they cross process boundaries (the composed topology), pydantic's
+        # per-model record class would not pickle.
+        return [record.__dict__ for record in body.root]
+
+    def describe(self, meta: Mapping[str, Any]) -> dict[str, Any]:
+        layout = layout_of(meta)
+        return {"features": layout.features, "task": layout.task}
+
+    def page_fields(self, meta: Mapping[str, Any]) -> list[dict[str, Any]] | None:
+        layout = layout_of(meta)
+        kinds = {int: "integer", float: "number", bool: "boolean", str: "string"}
+        return [{"name": n, "type": kinds[_python_type(n, layout)], "example": ""} for n in layout.features]
+
+    def compatible(self, served: Mapping[str, Any], other: Mapping[str, Any]) -> str | None:
+        ours, theirs = layout_of(served), layout_of(other)
+        if (ours.features, ours.dtypes, ours.categorical) != (theirs.features, theirs.dtypes, theirs.categorical):
+            return f"takes features {', '.join(theirs.features)}; this service reads {', '.join(ours.features)}"
+        return None
+
+
+def _check_columns(names: list[str], layout: TableLayout, label: str | None, path: str) -> None:
+    """The input has the model's features (and ``label``, to evaluate with)."""
+    missing = [c for c in layout.features if c not in names]
+    if missing:
+        raise DataError(f"{path}: column {missing[0]!r} is missing; the model needs {', '.join(layout.features)}")
+    if label is not None and label not in names:
+        raise DataError(f"{path}: no label column {label!r}, which the model was trained on")

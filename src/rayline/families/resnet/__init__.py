@@ -1,0 +1,1 @@
+"""The resnet family: ``spec.py`` (its spec section, light) and ``family.py`` (the implementation)."""

@@ -1,0 +1,189 @@
+"""The composed topology: FastAPI ingress -> preprocessor -> model (the course's lesson 5).
+
+Three deployments composed with handles, for when the model replicas hold GPUs and the CPU work
+of decoding requests must scale apart from them:
+
+- ``Ingress`` (FastAPI, ``@serve.ingress``): validates the JSON body, resolves which model
+  answers, and groups concurrent requests (``@serve.batch``) so each group costs one call to
+  the preprocessor and one per model, not two hops per request.
+- ``Preprocessor``: the data kind's ``decode_request`` (base64 PNG/JPEG or 0-255 arrays to
+  uint8 arrays; table records to plain dicts).
+- ``Model``: replicas with dynamic request batching and model multiplexing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from ray import serve
+
+from rayline._version import __version__
+from rayline.data import get_kind
+from rayline.errors import DataError
+from rayline.serving._app import count_batch, ingress_app
+from rayline.serving._models import MAX_MODELS_PER_REPLICA, Served, predict_checked, split_back
+
+
+@serve.deployment(name="preprocess")
+class Preprocessor:
+    """Validated request bodies -> decoded items, the data kind's way."""
+
+    def __init__(self, kind: str, meta: dict[str, Any]) -> None:
+        self.kind, self.meta = get_kind(kind), meta
+        self.body_model = self.kind.request_model(meta)
+
+    async def __call__(self, bodies: list[Any]) -> list[list[Any] | str]:
+        """One entry per body: its items, or the error that names the bad one.
+
+        ``async`` on purpose: the work is short, and Serve runs a plain ``def`` in a thread
+        pool, which costs more than the decoding."""
+        out: list[list[Any] | str] = []
+        for raw in bodies:
+            try:
+                out.append(self.kind.decode_request(self.body_model.model_validate(raw), self.meta))
+            except DataError as err:
+                out.append(err.message)
+        return out
+
+
+@serve.deployment(name="model")
+class Model:
+    """Model replicas: batches across calls, serves any compatible registered run."""
+
+    async def __init__(self, *, max_batch_size: int, **served: Any) -> None:  # type: ignore[misc]
+        self.served = Served(**served)
+        self.__call__.set_max_batch_size(max_batch_size)  # type: ignore[attr-defined]
+        await self.get_model(self.served.run_id)  # report the default loaded (see ModelServer)
+
+    @serve.multiplexed(max_num_models_per_replica=MAX_MODELS_PER_REPLICA)  # type: ignore[untyped-decorator]
+    async def get_model(self, model_id: str) -> Any:
+        return await self.served.load(model_id)
+
+    # No wait here: every call comes from the ingress, which already waited
+    # serve.batch_wait_timeout_s to group its requests. Calls that arrive while the model runs
+    # still go into the next call together.
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
+    async def __call__(self, calls: list[list[Any]]) -> list[list[dict[str, Any]]]:
+        predictor = await self.get_model(serve.get_multiplexed_model_id() or self.served.run_id)
+        flat = [item for items in calls for item in items]
+        return split_back(predict_checked(predictor, flat), [len(items) for items in calls])
+
+
+@serve.deployment(name="ingress")
+@serve.ingress()
+class Ingress:
+    """HTTP edge: /predict, /healthz, /docs; validates requests and picks the model."""
+
+    def __init__(
+        self,
+        preprocessor: Any,
+        model: Any,
+        *,
+        spec_name: str,
+        max_batch_size: int,
+        batch_wait_timeout_s: float,
+        api_key_env: str | None,
+        max_request_bytes: int,
+        **served: Any,
+    ) -> None:
+        self.preprocessor, self.model = preprocessor, model
+        self.served = Served(**served)  # resolves model ids; never loads a model here
+        kind, meta = self.served.kind, self.served.meta
+        self.body_model = kind.request_model(meta)
+        self.info: dict[str, Any] = {
+            "spec": spec_name,
+            "family": served["family"],
+            "model_run_id": self.served.run_id,
+            "topology": "composed",
+            **kind.describe(meta),
+            "rayline_version": __version__,
+            # How well dynamic batching groups concurrent requests (requests per ingress batch).
+            "batching": {"batches": 0, "requests": 0, "largest": 0},
+        }
+        self.api_key_env, self.max_request_bytes = api_key_env, max_request_bytes
+        self._batched.set_max_batch_size(max_batch_size)  # type: ignore[attr-defined]
+        self._batched.set_batch_wait_timeout_s(batch_wait_timeout_s)  # type: ignore[attr-defined]
+
+    def __serve_build_asgi_app__(self) -> Any:
+        return ingress_app(
+            info=self.info,
+            body_model=self.body_model,
+            predict=self._predict_body,
+            api_key_env=self.api_key_env,
+            max_request_bytes=self.max_request_bytes,
+            fields=self.served.kind.page_fields(self.served.meta),
+        )
+
+    async def _predict_body(self, body: Any, header_id: str | None) -> tuple[str, list[dict[str, Any]]]:
+        run_id = await self.served.resolve(getattr(body, "model", None) or header_id)
+        result = await self._batched((body.model_dump(mode="json"), run_id))
+        if isinstance(result, str):
+            raise DataError(result)
+        return run_id, result
+
+    # Ray forms a batch before it waits for a free batch slot: with one slot, requests arriving
+    # while a batch runs would queue as batches of one. Several slots let groups overlap.
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0, max_concurrent_batches=4)
+    async def _batched(self, requests: list[tuple[Any, str]]) -> list[list[dict[str, Any]] | str]:
+        """A group of concurrent requests: one preprocessor call, one model call per model id."""
+        count_batch(self.info["batching"], len(requests))
+        decoded = await self.preprocessor.remote([body for body, _ in requests])
+        results: list[list[dict[str, Any]] | str] = [d if isinstance(d, str) else [] for d in decoded]
+        by_model: dict[str, list[int]] = {}
+        for i, ((_, run_id), items) in enumerate(zip(requests, decoded, strict=True)):
+            if not isinstance(items, str):
+                by_model.setdefault(run_id, []).append(i)
+        calls = [
+            self.model.options(multiplexed_model_id=run_id).remote([item for i in members for item in decoded[i]])
+            for run_id, members in by_model.items()
+        ]
+        for (_, members), records in zip(by_model.items(), await asyncio.gather(*calls), strict=True):
+            for i, part in zip(members, split_back(records, [len(decoded[i]) for i in members]), strict=True):
+                results[i] = part
+        return results
+
+    async def predict(self, payload: Any, model: str | None = None) -> list[dict[str, Any]]:
+        """For Python callers: ``await handle.predict.remote(body)``, validated like HTTP."""
+        return (await self._predict_body(self.body_model.model_validate(payload), model))[1]
+
+    def healthz(self) -> dict[str, Any]:
+        return {"status": "ok", **self.info}
+
+
+def _light(model_options: dict[str, Any]) -> dict[str, Any]:
+    """Ingress and preprocessor: little CPU each (a whole one would starve the model), and the
+    spec's request limit: Serve's default of 5 would cap the ingress's batches at 5 requests."""
+    return {
+        "ray_actor_options": {"num_cpus": 0.1},
+        "max_ongoing_requests": int(model_options.get("max_ongoing_requests", 64)),
+        "logging_config": model_options.get("logging_config", {}),
+    }
+
+
+def composed_app(
+    *,
+    spec_name: str,
+    served: dict[str, Any],
+    kind: str,
+    meta: dict[str, Any],
+    model_options: dict[str, Any],
+    max_batch_size: int,
+    batch_wait_timeout_s: float,
+    api_key_env: str | None,
+    max_request_bytes: int,
+) -> Any:
+    """The composed application, ready for ``serve.run``; ``served`` are ``Served``'s arguments."""
+    model = Model.options(**model_options).bind(max_batch_size=max_batch_size, **served)  # type: ignore[attr-defined]
+    light = _light(model_options)
+    preprocessor = Preprocessor.options(**light).bind(kind, meta)  # type: ignore[attr-defined]
+    return Ingress.options(**light).bind(  # type: ignore[attr-defined]
+        preprocessor,
+        model,
+        spec_name=spec_name,
+        max_batch_size=max_batch_size,
+        batch_wait_timeout_s=batch_wait_timeout_s,
+        api_key_env=api_key_env,
+        max_request_bytes=max_request_bytes,
+        **served,
+    )

@@ -1,0 +1,100 @@
+"""The models a service answers with: the one it was started with, and any other registered run
+of a compatible model that a request names (model multiplexing), loaded on first use.
+
+A requested id is only ever looked up in the registry (never used as a path): it must be a run
+with a model checkpoint, of a family learning from the same data kind, whose inputs the data
+kind can decode the same way (``DataKind.compatible``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from rayline import checkpoints
+from rayline.data import DataKind, get_kind
+from rayline.errors import DataError, RegistryError
+from rayline.families import Predictor, get_family
+from rayline.registry import Registry
+
+MAX_MODELS_PER_REPLICA = 3
+
+
+class Served:
+    """The default model of a replica and the registry it resolves other model ids in."""
+
+    def __init__(
+        self,
+        *,
+        family: str,
+        checkpoint: checkpoints.Portable,
+        run_id: str,
+        home: str,
+        tracking_uri: str,
+        cpus: int = 1,
+        precision: str = "float32",
+    ) -> None:
+        folder = checkpoints.local_folder(checkpoint)
+        self.family = get_family(family)
+        self.kind: DataKind = get_kind(self.family.data_kind)
+        self.meta = checkpoints.read_meta(folder)
+        self.run_id, self.folder = run_id, folder
+        self.cpus, self.precision = cpus, precision
+        self.home, self.tracking_uri = home, tracking_uri
+        self.known: dict[str, str] = {run_id: run_id}  # id or prefix -> full run id
+
+    async def resolve(self, model_id: str | None) -> str:
+        """A run id (or unique prefix) -> the full id of a run this service may answer with."""
+        if not model_id:
+            return self.run_id
+        if model_id not in self.known:
+            self.known[model_id] = await asyncio.to_thread(self._check, model_id)
+        return self.known[model_id]
+
+    def _check(self, model_id: str) -> str:
+        registry = Registry(Path(self.home), self.tracking_uri)
+        try:
+            record = registry.get(model_id)
+            if not record.has_model:
+                raise RegistryError(f"run {record.run_id} has no model checkpoint")
+            folder = registry.checkpoint_dir(record.run_id)
+        except RegistryError as err:
+            raise RegistryError(f"model {model_id!r}: {err.message}") from None
+        meta = checkpoints.read_meta(folder)
+        if meta.get("data_kind") != self.kind.name:
+            raise RegistryError(f"model {model_id!r} is a {record.family} run, not a {self.kind.name} model")
+        reason = self.kind.compatible(self.meta, meta)
+        if reason is not None:
+            raise DataError(f"model {model_id!r} {reason}")
+        return record.run_id
+
+    async def load(self, run_id: str) -> Predictor:
+        """The predictor of a run that ``resolve`` returned (loaded here: callers cache it)."""
+        if run_id == self.run_id:
+            folder = self.folder
+        else:
+            registry = Registry(Path(self.home), self.tracking_uri)
+            folder = await asyncio.to_thread(registry.checkpoint_dir, run_id)
+        family = get_family(checkpoints.read_meta(folder).get("family", self.family.name))
+        if run_id == self.run_id:  # in the constructor's thread: torch may set per-thread state
+            return family.load(folder, cpus=self.cpus, precision=self.precision)
+        predictor: Predictor = await asyncio.to_thread(family.load, folder, cpus=self.cpus, precision=self.precision)
+        return predictor
+
+
+def predict_checked(predictor: Predictor, items: list[Any]) -> list[dict[str, Any]]:
+    """``predict_items``, checked to return one output per input (as LitServe checks its batches)."""
+    results = predictor.predict_items(items)
+    if len(results) != len(items):
+        raise RuntimeError(f"the predictor returned {len(results)} results for {len(items)} inputs")
+    return results
+
+
+def split_back(results: list[dict[str, Any]], sizes: list[int]) -> list[list[dict[str, Any]]]:
+    """One flat batch's results -> one list per request, by each request's item count."""
+    out, start = [], 0
+    for n in sizes:
+        out.append(results[start : start + n])
+        start += n
+    return out

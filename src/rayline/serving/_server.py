@@ -1,0 +1,129 @@
+"""The fused deployment: one replica = FastAPI ingress + request decoding + model + batching.
+
+Used for every model unless the composed topology is asked for (``serve.topology``): a second
+deployment hop costs a Serve handle call per request or batch, which on a small machine costs
+more than decoding a request. Concurrent requests are merged by ``@serve.batch`` into one
+``predict_items`` call per model; a request with no other in flight skips the batch queue.
+Any compatible registered run can answer a request that names it (``serve_multiplexed_model_id``
+header, or the body's ``model`` field where the data kind has one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from ray import serve
+
+from rayline import checkpoints
+from rayline._version import __version__
+from rayline.serving._app import count_batch, ingress_app
+from rayline.serving._models import MAX_MODELS_PER_REPLICA, Served, predict_checked, split_back
+
+
+@serve.deployment(name="model")
+@serve.ingress()
+class ModelServer:
+    """Loads one registered model; serves it (and compatible ones) over HTTP and to Python handles."""
+
+    async def __init__(  # type: ignore[misc]  # Serve awaits an async constructor
+        self,
+        *,
+        family: str,
+        checkpoint: checkpoints.Portable,
+        model_run_id: str,
+        spec_name: str,
+        home: str,
+        tracking_uri: str,
+        max_batch_size: int,
+        batch_wait_timeout_s: float,
+        api_key_env: str | None,
+        max_request_bytes: int,
+        cpus: int = 1,
+        precision: str = "float32",
+    ) -> None:
+        self.served = Served(
+            family=family,
+            checkpoint=checkpoint,
+            run_id=model_run_id,
+            home=home,
+            tracking_uri=tracking_uri,
+            cpus=cpus,
+            precision=precision,
+        )
+        kind, meta = self.served.kind, self.served.meta
+        self.body_model = kind.request_model(meta)
+        self.info: dict[str, Any] = {
+            "spec": spec_name,
+            "family": family,
+            "model_run_id": model_run_id,
+            "topology": "fused",
+            **kind.describe(meta),
+            "rayline_version": __version__,
+            # Per replica: batches formed, requests they held, the largest, and requests that
+            # came alone and were predicted without the batch queue.
+            "batching": {"batches": 0, "requests": 0, "largest": 0, "alone": 0},
+        }
+        self.api_key_env, self.max_request_bytes = api_key_env, max_request_bytes
+        self._in_flight = 0
+        self._lone_shortcut = batch_wait_timeout_s == 0  # a set wait means: wait for company
+        self._predict_batch.set_max_batch_size(max_batch_size)  # type: ignore[attr-defined]
+        self._predict_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)  # type: ignore[attr-defined]
+        # Serve routes a request naming a model to the replicas that report it loaded; each
+        # replica reports the default at start, so a replica added by autoscaling gets traffic.
+        await self.get_model(model_run_id)
+
+    def __serve_build_asgi_app__(self) -> Any:
+        return ingress_app(
+            info=self.info,
+            body_model=self.body_model,
+            predict=self._predict_body,
+            api_key_env=self.api_key_env,
+            max_request_bytes=self.max_request_bytes,
+            fields=self.served.kind.page_fields(self.served.meta),
+        )
+
+    @serve.multiplexed(max_num_models_per_replica=MAX_MODELS_PER_REPLICA)  # type: ignore[untyped-decorator]
+    async def get_model(self, model_id: str) -> Any:
+        return await self.served.load(model_id)
+
+    async def _predict_body(self, body: Any, header_id: str | None = None) -> tuple[str, list[dict[str, Any]]]:
+        run_id = await self.served.resolve(getattr(body, "model", None) or header_id)
+        items = self.served.kind.decode_request(body, self.served.meta)
+        # Serve's batch queue costs a task switch, a timed wait and a metric per request, as
+        # much as the rest of a lone request's path. One turn of the event loop lets requests
+        # that arrived together all check in; a request still alone is predicted on the spot,
+        # the others batch. Only with no batch wait: a set wait asks every request to wait for company.
+        self._in_flight += 1
+        try:
+            await asyncio.sleep(0)
+            if self._in_flight == 1 and self._lone_shortcut:
+                self.info["batching"]["alone"] += 1
+                return run_id, predict_checked(await self.get_model(run_id), items)
+            results: list[dict[str, Any]] = await self._predict_batch((items, run_id))
+        finally:
+            self._in_flight -= 1
+        return run_id, results
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
+    async def _predict_batch(self, requests: list[tuple[list[Any], str]]) -> list[list[dict[str, Any]]]:
+        """Concurrent requests: one ``predict_items`` call per model they name."""
+        count_batch(self.info["batching"], len(requests))
+        out: list[list[dict[str, Any]]] = [[] for _ in requests]
+        by_model: dict[str, list[int]] = {}
+        for i, (_, run_id) in enumerate(requests):
+            by_model.setdefault(run_id, []).append(i)
+        for run_id, members in by_model.items():
+            predictor = await self.get_model(run_id)
+            flat = [item for i in members for item in requests[i][0]]
+            sizes = [len(requests[i][0]) for i in members]
+            for i, results in zip(members, split_back(predict_checked(predictor, flat), sizes), strict=True):
+                out[i] = results
+        return out
+
+    async def predict(self, payload: Any, model: str | None = None) -> list[dict[str, Any]]:
+        """For Python callers: ``await handle.predict.remote(body)``, validated like HTTP."""
+        return (await self._predict_body(self.body_model.model_validate(payload), model))[1]
+
+    def healthz(self) -> dict[str, Any]:
+        return {"status": "ok", **self.info}

@@ -1,0 +1,243 @@
+"""Batch inference: the family's predictor over the data kind's rows, written as parquet.
+
+Two engines, one predictor. Modest local inputs are predicted in this process (starting Ray
+and an actor pool would cost more than the work); the rest on a Ray Data actor pool, where the
+model loads once per actor (``__init__``) and is reused for every batch (``__call__``), the
+course's lesson-4 pattern. The output keeps the input columns (less the pixels) and adds the
+family's columns (probability, predicted_label, ...); it is written to a temporary folder and
+renamed when done.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import pandas as pd
+
+from rayline import checkpoints, runtime
+from rayline.atomic import atomic_output
+from rayline.data import DataKind, get_kind
+from rayline.errors import DataError, RaylineError, map_error
+from rayline.families import Family, get_family
+from rayline.registry import Registry, RunRecord, open_registry
+from rayline.spec import Spec
+from rayline.stages.engine import predicts_in_process
+
+if TYPE_CHECKING:
+    import ray.data
+
+T = TypeVar("T")
+
+# A one-file table is one block, so a pool of two actors gets one input; that is fine, not a problem.
+warnings.filterwarnings("ignore", message="The minimum number of concurrent actors")
+
+
+class BatchPredictor:
+    """Loads a checkpoint once per actor; maps pandas batches to batches with prediction columns."""
+
+    def __init__(
+        self,
+        family: str,
+        checkpoint: checkpoints.Portable,
+        cpus: int,
+        drop: tuple[str, ...] = (),
+        precision: str = "float32",
+    ) -> None:
+        self.predictor = get_family(family).load(checkpoints.local_folder(checkpoint), cpus=cpus, precision=precision)
+        self.drop = list(drop)
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        outputs = self.predictor.predict(batch)
+        if len(outputs) != len(batch):
+            raise RuntimeError(f"the predictor returned {len(outputs)} rows for a batch of {len(batch)}")
+        outputs.index = batch.index
+        return pd.concat([batch.drop(columns=self.drop), outputs], axis=1)
+
+
+@dataclass
+class PredictResult:
+    run_id: str
+    model_run_id: str
+    output: Path
+    rows: int
+    seconds: float
+    engine: str = "ray"  # "local": in this process; "ray": a Ray Data actor pool
+
+
+@dataclass(frozen=True)
+class Model:
+    """A registered model, resolved: its run, plugs, local checkpoint folder and ``meta.json``."""
+
+    record: RunRecord
+    family: Family
+    kind: DataKind
+    checkpoint: Path
+    meta: dict[str, Any]
+
+
+def resolve_model(spec: Spec, model: str, registry: Registry) -> Model:
+    record = registry.resolve(spec.name, model, metric=spec.metric, mode=spec.mode)
+    family = get_family(record.family)
+    folder = registry.checkpoint_dir(record.run_id)
+    return Model(record, family, get_kind(family.data_kind), folder, checkpoints.read_meta(folder))
+
+
+def require_gpus(spec: Spec) -> None:
+    """``predict.num_gpus`` for each of the pool's (first) actors must exist on the embedded Ray."""
+    pool, share = spec.predict.concurrency, spec.predict.num_gpus
+    actors = pool if isinstance(pool, int) else pool[0]
+    runtime.require_gpus(actors * share, f"predict.num_gpus={share:g} x {actors} actor(s)")
+
+
+def _batch_size(spec: Spec, m: Model) -> int:
+    # What bounds the model's memory per call, on either engine.
+    return spec.predict.batch_size or m.family.predict_batch_size
+
+
+def local_predictions(spec: Spec, m: Model, source: str | None, *, label: str | None = None) -> Iterator[pd.DataFrame]:
+    """The input's rows in batches, each with the family's prediction columns, computed here."""
+    predictor = BatchPredictor(
+        m.family.name,
+        str(m.checkpoint),
+        cpus=runtime.local_cpus(),
+        drop=m.kind.output_drop,
+        precision=spec.predict.precision,
+    )
+    for chunk in m.kind.local_batches(spec, m.meta, source, _batch_size(spec, m), label=label):
+        if not chunk.empty:
+            yield predictor(chunk.reset_index(drop=True))
+
+
+def pool_predictions(spec: Spec, m: Model, ds: ray.data.Dataset) -> ray.data.Dataset:
+    """``ds`` with the family's prediction columns, computed on a Ray Data actor pool."""
+    import ray
+    import ray.data
+
+    pool = spec.predict.concurrency
+    largest = pool if isinstance(pool, int) else pool[1]
+    # Size by what is free now (a Serve app may hold CPUs): a pool that takes the CPU Ray Data's
+    # read tasks need would wait forever.
+    free = min(ray.cluster_resources().get("CPU", 1.0), ray.available_resources().get("CPU", 0.0))
+    num_cpus = runtime.cpus_per_actor(free, spec.predict.num_cpus, largest)
+    threads = max(1, round(num_cpus))
+    if runtime.cluster_address() is None:
+        # Ray's CPU count is a reservation (one is left for the read tasks); the model may still
+        # use this machine's cores between them: the decode work is small next to the model's.
+        threads = max(threads, runtime.local_cpus() // largest)
+    compute = (
+        ray.data.ActorPoolStrategy(size=pool)
+        if isinstance(pool, int)
+        else ray.data.ActorPoolStrategy(min_size=pool[0], max_size=pool[1])
+    )
+    return ds.map_batches(
+        BatchPredictor,
+        fn_constructor_kwargs={
+            "family": m.family.name,
+            "checkpoint": checkpoints.portable(m.checkpoint),
+            "cpus": threads,
+            "drop": m.kind.output_drop,
+            "precision": spec.predict.precision,
+        },
+        compute=compute,
+        batch_size=_batch_size(spec, m),
+        # With a GPU share Ray Data reserves 1 CPU per actor itself, and warns that naming both
+        # is "experimental": name the CPUs only when they differ from that.
+        num_cpus=None if spec.predict.num_gpus and num_cpus == 1.0 else num_cpus,
+        num_gpus=spec.predict.num_gpus or None,
+        batch_format="pandas",
+    )
+
+
+def default_output(spec: Spec, run_id: str) -> Path:
+    return runtime.home() / "predictions" / spec.name / f"{run_id}.parquet"
+
+
+def write_local(spec: Spec, m: Model, source: str | None, target: Path) -> int:
+    """Predict every input row in this process; write ``target/part-00000.parquet``; return the row count."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = 0
+    writer: pq.ParquetWriter | None = None
+    target.mkdir(parents=True)
+    try:
+        for predicted in local_predictions(spec, m, source):
+            table = pa.Table.from_pandas(predicted, preserve_index=False)
+            if writer is None:
+                writer = pq.ParquetWriter(target / "part-00000.parquet", table.schema)
+            writer.write_table(table.cast(writer.schema))
+            rows += table.num_rows
+    finally:
+        if writer is not None:
+            writer.close()
+    if rows == 0:
+        raise DataError(f"{source or spec.data.source}: no rows to predict")
+    return rows
+
+
+def write_on_pool(spec: Spec, m: Model, source: str | None, target: Path) -> None:
+    pool_predictions(spec, m, m.kind.ray_input(spec, m.meta, source)).write_parquet(str(target))
+
+
+def predict(
+    spec: Spec,
+    *,
+    model: str = "best",
+    input: str | None = None,
+    output: str | None = None,
+    registry: Registry | None = None,
+) -> PredictResult:
+    """Predict every input row with a registered model; write parquet; register the job."""
+    start = time.perf_counter()
+    require_gpus(spec)
+    registry = registry or open_registry()
+    source = input or spec.predict.input
+    family = get_family(spec.model.family)
+    local = predicts_in_process(spec, get_kind(family.data_kind), source)
+    resolve = partial(resolve_model, spec, model, registry)
+    m = resolve() if local else runtime.init_while(resolve)
+    target = Path(output or spec.predict.output or default_output(spec, m.record.run_id))
+    write = write_local if local else write_on_pool
+    with atomic_output(target) as tmp:
+        run_pipeline(partial(write, spec, m, source, tmp), spec.predict.timeout_s, "batch inference")
+    import pyarrow.dataset as pads
+
+    rows = pads.dataset(str(target), format="parquet").count_rows()
+    seconds = time.perf_counter() - start
+    with registry.start_run(
+        spec.name,
+        kind="predict",
+        family=m.family.name,
+        parent_id=m.record.run_id,
+        tags={"rayline.model_run": m.record.run_id},
+    ) as run:
+        engine = "local" if local else "ray"
+        run.log_params({"input": source or "valid split", "output": str(target), "engine": engine})
+        run.log_metrics({"rows": rows, "time_total_s": seconds, "rows_per_s": rows / max(seconds, 1e-9)})
+    return PredictResult(run.run_id, m.record.run_id, target, rows, seconds, engine)
+
+
+def run_pipeline(fn: Callable[[], T], timeout_s: float, what: str) -> T:
+    """Run ``fn`` (which builds and runs a pipeline) with a deadline; errors become rayline's.
+
+    A failed Ray Data pipeline's actors, with the CPUs they hold, live as long as its Dataset
+    does, and its exception's frames reference it: a caller that kept the error (a notebook,
+    ``pytest.raises``) left the next pipeline in the process waiting for CPUs forever. So the
+    Dataset lives only in ``fn``'s frames, the error raised here carries only the message, and
+    the old frames are collected before it is raised.
+    """
+    try:
+        return runtime.call_with_timeout(fn, timeout_s, what)
+    except RaylineError as err:
+        failure: RaylineError = type(err)(err.message, hint=err.hint)
+    except Exception as err:
+        failure = map_error(err, during=what)
+    gc.collect()
+    raise failure
