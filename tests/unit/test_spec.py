@@ -20,7 +20,7 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("name", ["taxi.yaml", "mnist.yaml"])
+@pytest.mark.parametrize("name", ["taxi.yaml", "taxi-lightgbm.yaml", "mnist.yaml"])
 def test_examples_validate(name: str) -> None:
     spec = load_spec(EXAMPLES / name)
     assert spec.name == name.removesuffix(".yaml")

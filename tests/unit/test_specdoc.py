@@ -27,6 +27,7 @@ def test_reference_names_every_section_and_field() -> None:
         "`serve.autoscaling`",
         "`tune.space.<name>`",
         "`model (family: resnet18, learns from images)`",
+        "`model (family: lightgbm, learns from table)`",
     ):
         assert f"## {heading}" in text
     assert "| `batch_wait_timeout_s` | float | `0.0` |" in text
