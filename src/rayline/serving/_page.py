@@ -1,7 +1,8 @@
 """The page at ``/``: try the served model in a browser. Plain HTML and JavaScript, no build step.
 
-An image model gets a canvas to draw on (sent as a PNG, which the preprocessor converts and
-resizes like the training images); a table model gets a form with one field per feature.
+A model whose data kind lists form fields (a table: one per feature) gets a form; one that lists
+none (images) gets a canvas to draw on, sent as a PNG that the data kind decodes and resizes like
+the training images.
 Both call ``POST /predict`` and show the label and the class probabilities.
 """
 
@@ -107,15 +108,3 @@ def render(*, title: str, model_run_id: str, fields: list[dict[str, Any]] | None
 <script>{_SHOW}</script>
 </body></html>
 """
-
-
-def table_fields(body_model: type[Any], examples: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Form fields from a table model's request schema (required features only, in order)."""
-    schema = body_model.model_json_schema()
-    record: dict[str, Any] = next(iter(schema.get("$defs", {}).values()), {})
-    fields = []
-    for name in record.get("required", []):
-        prop = record["properties"][name]
-        kind = prop.get("type") or next((t.get("type") for t in prop.get("anyOf", []) if t.get("type") != "null"), "")
-        fields.append({"name": name, "type": kind or "string", "example": (examples or {}).get(name, "")})
-    return fields
