@@ -42,15 +42,31 @@ def features_frame(frame: pd.DataFrame, layout: TableLayout) -> pd.DataFrame:
         raise DataError(f"input has no column {missing[0]!r}; the model needs {', '.join(layout.features)}")
     x = frame[layout.features].copy()
     for col in layout.features:
-        # Ray Data hands pandas Arrow-backed or nullable columns; models take numpy numbers.
+        # Numbers as numpy floats: Ray Data hands pandas Arrow-backed or nullable columns, and a
+        # text column must fail here, naming itself, the same on both engines.
         dtype = x[col].dtype
-        if col not in layout.categorical and isinstance(dtype, pd.api.extensions.ExtensionDtype):
+        if col in layout.categorical or (
+            pd.api.types.is_numeric_dtype(dtype) and not isinstance(dtype, pd.api.extensions.ExtensionDtype)
+        ):
+            continue
+        try:
             x[col] = x[col].astype("float64")
+        except (TypeError, ValueError):
+            bad = next(v for v in x[col] if not _is_number(v))
+            raise DataError(f"input column {col!r} holds {bad!r}; the model expects numbers") from None
     for col, (lo, hi) in layout.scaler.items():
         x[col] = (x[col].astype("float64") - lo) / ((hi - lo) or 1.0)
     for col, categories in layout.categorical.items():
         x[col] = pd.Categorical(x[col], categories=categories)
     return x
+
+
+def _is_number(value: Any) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def encode_label(values: pd.Series, layout: TableLayout) -> np.ndarray:
@@ -83,6 +99,50 @@ def records_frame(records: Sequence[Any], layout: TableLayout) -> pd.DataFrame:
     """Decoded request records (dicts) -> the model's input columns (any feature types)."""
     frame = pd.DataFrame([{n: r[n] for n in layout.features} for r in records], columns=layout.features)
     return features_frame(frame, layout)
+
+
+# ------------------------------------------------------------------------ model outputs
+def output_columns(raw: np.ndarray, layout: TableLayout) -> dict[str, np.ndarray]:
+    """A model's raw scores -> prediction (regression), or probability and predicted label (+ each
+    class's probability for multiclass). ``raw``: the prediction, P(second class) for binary, or
+    one row of class probabilities per example."""
+    task, classes = layout.task, layout.classes
+    if task == "regression":
+        return {"prediction": raw.astype(np.float64)}
+    if task == "binary":
+        probability = raw.astype(np.float64)
+        return {"probability": probability, "predicted_label": np.where(probability >= 0.5, classes[1], classes[0])}
+    probs = raw.reshape(len(raw), len(classes)).astype(np.float64)
+    best = probs.argmax(axis=1)
+    return {
+        "probability": probs[np.arange(len(best)), best],
+        "predicted_label": np.asarray(classes, dtype=object)[best],
+        "probabilities": probs,
+    }
+
+
+def output_frame(raw: np.ndarray, layout: TableLayout) -> pd.DataFrame:
+    """``output_columns`` as batch prediction writes them (class probabilities: one array per row)."""
+    columns: dict[str, Any] = output_columns(raw, layout)
+    if "probabilities" in columns:
+        columns["probabilities"] = list(columns["probabilities"])
+    return pd.DataFrame(columns)
+
+
+def output_records(raw: np.ndarray, layout: TableLayout) -> list[dict[str, Any]]:
+    """``output_columns`` as serving answers them: one JSON-ready record per example."""
+    columns = output_columns(raw, layout)
+    # ``tolist`` turns numpy values into JSON-ready Python ones in one C loop.
+    if layout.task == "regression":
+        return [{"prediction": v} for v in columns["prediction"].tolist()]
+    pairs = zip(columns["predicted_label"].tolist(), columns["probability"].tolist(), strict=True)
+    if layout.task == "binary":
+        return [{"label": label, "probability": p} for label, p in pairs]
+    names = [str(c) for c in layout.classes]
+    return [
+        {"label": label, "probability": p, "probabilities": dict(zip(names, row, strict=True))}
+        for (label, p), row in zip(pairs, columns["probabilities"].tolist(), strict=True)
+    ]
 
 
 def _python_type(name: str, layout: TableLayout) -> type:

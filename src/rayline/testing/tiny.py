@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from rayline.data.table_schema import TableLayout
-from rayline.data.tables import encode_label, features_frame, records_frame
+from rayline.data.tables import encode_label, features_frame, output_frame, output_records
 from rayline.errors import DataError
 from rayline.families.base import LoopContext
 from rayline.spec import Spec
@@ -84,35 +84,19 @@ class TinyPredictor:
         self.layout = TableLayout.from_dict(meta["layout"])
         self.state = json.loads((checkpoint / MODEL_FILE).read_text())
 
-    def _columns(self, x: np.ndarray) -> dict[str, Any]:
+    def _raw(self, x: np.ndarray) -> np.ndarray:
+        """The mean label (regression), P(second class) (binary), or each class's probability."""
         if self.layout.task == "regression":
-            return {"prediction": np.full(len(x), self.state["mean"])}
+            return np.full(len(x), self.state["mean"])
         s = self.state
         probs = _probabilities(x, np.asarray(s["centroids"]), np.asarray(s["scale"]), s["temperature"])
-        best = probs.argmax(axis=1)
-        classes = np.asarray(self.layout.classes, dtype=object)
-        if self.layout.task == "binary":
-            return {"probability": probs[:, 1], "predicted_label": classes[best]}
-        return {"probability": probs.max(axis=1), "predicted_label": classes[best], "probabilities": list(probs)}
+        return probs[:, 1] if self.layout.task == "binary" else probs
 
     def predict(self, batch: pd.DataFrame) -> pd.DataFrame:
-        return pd.DataFrame(self._columns(_matrix(batch, self.layout)))
+        return output_frame(self._raw(_matrix(batch, self.layout)), self.layout)
 
     def predict_items(self, items: list[Any]) -> list[dict[str, Any]]:
-        frame = records_frame(items, self.layout)
-        numeric = [c for c in self.layout.features if c not in self.layout.categorical]
-        columns = self._columns(np.nan_to_num(frame[numeric].to_numpy(dtype=np.float64)))
-        if "prediction" in columns:
-            return [{"prediction": float(v)} for v in columns["prediction"]]
-        out = [
-            {"label": label, "probability": float(p)}
-            for label, p in zip(columns["predicted_label"].tolist(), columns["probability"], strict=True)
-        ]
-        if "probabilities" in columns:
-            names = [str(c) for c in self.layout.classes]
-            for record, row in zip(out, columns["probabilities"], strict=True):
-                record["probabilities"] = dict(zip(names, map(float, row), strict=True))
-        return out
+        return output_records(self._raw(_matrix(pd.DataFrame(items), self.layout)), self.layout)
 
 
 class TinyFamily:

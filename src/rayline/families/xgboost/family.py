@@ -19,7 +19,14 @@ import pandas as pd
 import xgboost  # this module is only imported when the xgboost family is used
 
 from rayline.data.table_schema import TableLayout
-from rayline.data.tables import encode_label, features_frame, record_matrix, records_frame
+from rayline.data.tables import (
+    encode_label,
+    features_frame,
+    output_frame,
+    output_records,
+    record_matrix,
+    records_frame,
+)
 from rayline.errors import DataError, map_error
 from rayline.families.base import LoopContext
 from rayline.families.xgboost.spec import XGBoostModelSpec
@@ -159,33 +166,11 @@ class XGBoostPredictor:
         self.booster.set_param({"nthread": cpus})
 
     def predict(self, batch: pd.DataFrame) -> pd.DataFrame:
-        return self.outputs(self._raw(batch))
+        return output_frame(self._raw(batch), self.layout)
 
     def _raw(self, batch: pd.DataFrame) -> np.ndarray:
         matrix = xgboost.DMatrix(features_frame(batch, self.layout), enable_categorical=bool(self.layout.categorical))
         return np.asarray(self.booster.predict(matrix))
-
-    def outputs(self, raw: np.ndarray) -> pd.DataFrame:
-        columns: dict[str, Any] = self._columns(raw)
-        if "probabilities" in columns:  # one array per row in a single column
-            columns["probabilities"] = list(columns["probabilities"])
-        return pd.DataFrame(columns)
-
-    def _columns(self, raw: np.ndarray) -> dict[str, np.ndarray]:
-        """Raw booster output -> prediction, or probability + predicted label (+ class probabilities)."""
-        task, classes = self.layout.task, self.layout.classes
-        if task == "regression":
-            return {"prediction": raw.astype(np.float64)}
-        if task == "binary":
-            probability = raw.astype(np.float64)
-            return {"probability": probability, "predicted_label": np.where(probability >= 0.5, classes[1], classes[0])}
-        probs = raw.reshape(len(raw), len(classes)).astype(np.float64)
-        best = probs.argmax(axis=1)
-        return {
-            "probability": probs[np.arange(len(best)), best],
-            "predicted_label": np.asarray(classes, dtype=object)[best],
-            "probabilities": probs,
-        }
 
     def predict_items(self, items: list[Any]) -> list[dict[str, Any]]:
         """Validated request records -> one result each (the serving path: no DataFrame when it can)."""
@@ -194,21 +179,7 @@ class XGBoostPredictor:
             raw = np.asarray(self.booster.predict(matrix))
         else:
             raw = np.asarray(self.booster.inplace_predict(record_matrix(items, self.layout)))
-        return _records(self._columns(raw), self.layout)
-
-
-def _records(columns: dict[str, np.ndarray], layout: TableLayout) -> list[dict[str, Any]]:
-    # ``tolist`` turns numpy values into JSON-ready Python ones in one C loop.
-    if layout.task == "regression":
-        return [{"prediction": v} for v in columns["prediction"].tolist()]
-    pairs = zip(columns["predicted_label"].tolist(), columns["probability"].tolist(), strict=True)
-    if layout.task == "binary":
-        return [{"label": label, "probability": p} for label, p in pairs]
-    names = [str(c) for c in layout.classes]
-    return [
-        {"label": label, "probability": p, "probabilities": dict(zip(names, row, strict=True))}
-        for (label, p), row in zip(pairs, columns["probabilities"].tolist(), strict=True)
-    ]
+        return output_records(raw, self.layout)
 
 
 class XGBoostFamily:
