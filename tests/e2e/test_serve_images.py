@@ -1,4 +1,4 @@
-"""`rayline serve` on trained image models: composed deployments, batching, multiplexing, over HTTP.
+"""`rayline serve` on trained image models: the fused deployment, batching, multiplexing, over HTTP.
 
 Two runs of examples/mnist.yaml (pointed at a small digit folder) are trained with the CLI; the
 service starts with the first and may be asked for the second per request.
@@ -65,7 +65,9 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, lis
             check=True,
         )
         runs.append(re.search(r"run ([0-9a-f]{32})", done.stdout).group(1))  # type: ignore[union-attr]
-    with serving([*spec, "--model", runs[0]], env) as (url, proc):
+    # One replica: /healthz's batching counts are per replica.
+    one = ["--set", "serve.autoscaling.initial_replicas=1"]
+    with serving([*spec, *one, "--model", runs[0]], env) as (url, proc):
         yield url, runs, proc
 
 
