@@ -29,8 +29,8 @@ from rayline.serving._models import MAX_MODELS_PER_REPLICA, Served, predict_chec
 class Preprocessor:
     """Validated request bodies -> decoded items, the data kind's way."""
 
-    def __init__(self, kind: str, meta: dict[str, Any]) -> None:
-        self.kind, self.meta = get_kind(kind), meta
+    def __init__(self, meta: dict[str, Any]) -> None:
+        self.kind, self.meta = get_kind(meta["data_kind"]), meta
         self.body_model = self.kind.request_model(meta)
 
     async def __call__(self, bodies: list[Any]) -> list[list[Any] | str]:
@@ -165,7 +165,6 @@ def composed_app(
     *,
     spec_name: str,
     served: dict[str, Any],
-    kind: str,
     meta: dict[str, Any],
     model_options: dict[str, Any],
     max_batch_size: int,
@@ -176,7 +175,7 @@ def composed_app(
     """The composed application, ready for ``serve.run``; ``served`` are ``Served``'s arguments."""
     model = Model.options(**model_options).bind(max_batch_size=max_batch_size, **served)  # type: ignore[attr-defined]
     light = _light(model_options)
-    preprocessor = Preprocessor.options(**light).bind(kind, meta)  # type: ignore[attr-defined]
+    preprocessor = Preprocessor.options(**light).bind(meta)  # type: ignore[attr-defined]
     return Ingress.options(**light).bind(  # type: ignore[attr-defined]
         preprocessor,
         model,

@@ -139,7 +139,6 @@ def start(
         app = composed_app(
             spec_name=spec.name,
             served=served,
-            kind=checkpoints.read_meta(checkpoint)["data_kind"],
             meta=checkpoints.read_meta(checkpoint),
             model_options=deployment_options(spec.serve),
             max_batch_size=spec.serve.max_batch_size,

@@ -82,11 +82,15 @@ class Model:
     meta: dict[str, Any]
 
 
-def resolve_model(spec: Spec, model: str, registry: Registry) -> Model:
-    record = registry.resolve(spec.name, model, metric=spec.metric, mode=spec.mode)
+def model_of(record: RunRecord, registry: Registry) -> Model:
+    """A registered run's model, with its checkpoint fetched to a local folder."""
     family = get_family(record.family)
     folder = registry.checkpoint_dir(record.run_id)
     return Model(record, family, get_kind(family.data_kind), folder, checkpoints.read_meta(folder))
+
+
+def resolve_model(spec: Spec, model: str, registry: Registry) -> Model:
+    return model_of(registry.resolve(spec.name, model, metric=spec.metric, mode=spec.mode), registry)
 
 
 def require_gpus(spec: Spec) -> None:

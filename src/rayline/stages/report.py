@@ -24,14 +24,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rayline import checkpoints, runtime
+from rayline import runtime
 from rayline.atomic import atomic_output
-from rayline.data import get_kind
 from rayline.families import get_family
 from rayline.registry import Registry, RunRecord, open_registry
 from rayline.spec import Spec
 from rayline.stages.engine import predicts_in_process
-from rayline.stages.predict import Model, local_predictions
+from rayline.stages.predict import Model, local_predictions, model_of
 
 PlotFn = Callable[[Any], None]
 
@@ -258,10 +257,7 @@ def build_report(run_id: str, *, registry: Registry | None = None, out: Path | N
         if evaluation:
             images += _evaluation(tmp, evaluation)
         if record.has_model:
-            family = get_family(record.family)
-            checkpoint = registry.checkpoint_dir(record.run_id)
-            meta = checkpoints.read_meta(checkpoint)
-            model = Model(record, family, get_kind(family.data_kind), checkpoint, meta)
+            model = model_of(record, registry)
             images += _importance(tmp, model)
             images += _binary_curves(tmp, model, spec)
         (tmp / "report.html").write_text(_html(record, images, evaluation))
