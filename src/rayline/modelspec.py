@@ -24,6 +24,9 @@ class ModelSpec(Strict):
     family: str
     data_kind: ClassVar[str] = "table"  # the data kind plug this family learns from
     implementation: ClassVar[str]  # "module:Class" of the family (imported on use)
+    # Whether the model takes missing feature values (null/NaN) as such: services accept null
+    # for it and refuse it otherwise (tree libraries learn a direction for missing values).
+    handles_missing: ClassVar[bool] = False
 
     def task_hint(self) -> str:
         """binary / multiclass / regression, a library objective that implies one, or auto."""

@@ -84,6 +84,9 @@ class DataKind(Protocol):
     def request_model(self, meta: Mapping[str, Any]) -> type[BaseModel]:
         """The pydantic body of ``POST /predict`` (shown in /docs with the real fields)."""
 
+    def output_model(self, meta: Mapping[str, Any]) -> type[BaseModel]:
+        """One prediction as a serving response holds it (for the OpenAPI document)."""
+
     def decode_request(self, body: Any, meta: Mapping[str, Any]) -> list[Any]:
         """One item per record or image of a validated body; DataError names a bad one."""
 

@@ -18,6 +18,14 @@ import numpy as np
 
 from rayline.errors import DataError
 
+# Decoding allocates width x height x channels bytes before any resize: a small PNG whose header
+# claims 100000x100000 pixels must be refused from its header, not decoded (a "decompression bomb").
+MAX_DECODED_PIXELS = 4096 * 4096
+
+
+class _TooBig(ValueError):
+    pass
+
 
 @dataclass(frozen=True)
 class ImageLayout:
@@ -67,12 +75,18 @@ def decode(raw: bytes, mode: str, size: tuple[int, int] | None) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(raw)) as opened:
+        with Image.open(io.BytesIO(raw)) as opened:  # reads the header only
+            if opened.width * opened.height > MAX_DECODED_PIXELS:
+                raise _TooBig(
+                    f"the image is {opened.width}x{opened.height} pixels; at most {MAX_DECODED_PIXELS:,} are decoded"
+                )
             img = opened.convert(mode)
             if size is not None and (img.height, img.width) != tuple(size):
                 img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
             return channel_first(np.asarray(img, dtype=np.uint8))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except _TooBig:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as err:
         raise ValueError(f"not a decodable image ({str(err).splitlines()[0][:120]})") from None
 
 

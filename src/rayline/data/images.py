@@ -11,13 +11,13 @@ import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel
 
-from rayline.data import image_read
+from rayline.data import image_read, image_request
 from rayline.data.base import Prepared, Target, input_source, resolve_source
 from rayline.data.image_codec import ImageLayout, decode_request
 from rayline.data.split import SplitFilter, key_mask
@@ -28,30 +28,10 @@ from rayline.spec import Spec
 if TYPE_CHECKING:
     import ray.data
 
-MAX_IMAGES = 256  # per request; bigger jobs belong to `rayline predict`
 # Past these sizes images go to Ray: training holds the decoded pixels in memory, and batch
 # prediction of a folder this big would spend a while just listing it.
 LOCAL_MAX_IMAGE_BYTES = 2 * 1024**3
 LOCAL_MAX_IMAGES = 200_000
-
-
-class ImageRequest(BaseModel):
-    """``{"image": [...]}``: 2-D (or channel-first 3-D) arrays of 0-255 values, or base64 PNG/JPEG strings."""
-
-    model_config = ConfigDict(extra="forbid")
-    image: Annotated[
-        list[str | list[Any]],
-        Field(min_length=1, max_length=MAX_IMAGES, description="images: nested 0-255 arrays or base64 PNG/JPEG"),
-    ]
-    model: str | None = Field(
-        default=None, description="a registered run id to predict with (model multiplexing); default: the served one"
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _bare_list(cls, value: Any) -> Any:
-        """A bare list of images is the same as ``{"image": [...]}`` (Python handle callers send one)."""
-        return {"image": value} if isinstance(value, list) else value
 
 
 def layout_of(meta: Mapping[str, Any]) -> ImageLayout:
@@ -217,7 +197,10 @@ class ImageKind:
 
     # ------------------------------------------------------------------------------ serving
     def request_model(self, meta: Mapping[str, Any]) -> type[BaseModel]:
-        return ImageRequest
+        return image_request.request_model(layout_of(meta))
+
+    def output_model(self, meta: Mapping[str, Any]) -> type[BaseModel]:
+        return image_request.output_model(layout_of(meta))
 
     def decode_request(self, body: Any, meta: Mapping[str, Any]) -> list[Any]:
         """Each image decoded and checked; a bad one raises DataError naming it (image.<i>)."""

@@ -141,6 +141,7 @@ def prepare_ray(spec: Spec) -> Prepared:
         categorical={c: sorted(vals, key=str) for c, vals in stats["categories"].items()},
         dtypes={n: str(schema.field(n).type) for n in columns},
         scaler={c: stats["minmax"].get(c, [0.0, 1.0]) for c in spec.data.scale},
+        missing=spec.model.handles_missing,
     )
     fraction, seed = spec.split.valid_fraction, spec.split.seed
     train = ds.map_batches(SplitFilter(columns, fraction, seed, valid=False), batch_format="pandas")

@@ -57,6 +57,7 @@ class TableLayout:
     categorical: dict[str, list[Any]] = field(default_factory=dict)  # column -> categories
     dtypes: dict[str, str] = field(default_factory=dict)  # column -> arrow type name
     scaler: dict[str, list[float]] = field(default_factory=dict)  # column -> [min, max] of the train split
+    missing: bool = False  # the model takes missing values (null/NaN) in its features
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -146,7 +147,7 @@ def build_layout(frame: pd.DataFrame, schema: pa.Schema, spec: Spec, source: str
     task, classes = infer_task(frame[label], spec.model.task_hint(), source)
     categorical = {name: sorted(pd.unique(frame[name].dropna()).tolist(), key=str) for name in spec.data.categorical}
     dtypes = {name: str(schema.field(name).type) for name in [*features, label]}
-    return TableLayout(features, label, task, classes, categorical, dtypes)
+    return TableLayout(features, label, task, classes, categorical, dtypes, missing=spec.model.handles_missing)
 
 
 # ---------------------------------------------------------------------------------- reading

@@ -8,13 +8,15 @@ with every feature typed as the model saw it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, RootModel, create_model
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, RootModel, Strict, create_model
+from pydantic_core import PydanticCustomError
 
 from rayline.data import table_prepare
 from rayline.data.base import Prepared, Target, input_source, resolve_source
@@ -158,6 +160,43 @@ def _python_type(name: str, layout: TableLayout) -> type:
     return float
 
 
+def _finite(value: float | None) -> float | None:
+    if value is not None and math.isinf(value):
+        raise PydanticCustomError(
+            "finite_number", "must be a finite number (Infinity, and numbers past a double's range like 1e400, are not)"
+        )
+    return value
+
+
+def _present(value: float | None) -> float | None:
+    if value is None or math.isnan(value):
+        raise PydanticCustomError(
+            "missing_value", "is missing (null or NaN); this model does not handle missing values"
+        )
+    return value
+
+
+_INT64 = Field(ge=-(2**63), le=2**63 - 1)
+
+
+def _whole(value: Any) -> Any:
+    """2.0 is an integer to JSON Schema (and to JavaScript): take it as 2; 2.5 and true stay refused."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _request_type(name: str, layout: TableLayout) -> Any:
+    """The type a request's value for feature ``name`` must have (strict: JSON types as sent)."""
+    base = _python_type(name, layout)
+    if base is float:
+        checks = [AfterValidator(_finite)] if layout.missing else [AfterValidator(_finite), AfterValidator(_present)]
+        typed: Any = Annotated[float | None if layout.missing else float, Strict(), *checks]
+        return typed
+    strict: Any = (
+        Annotated[base, Strict(), _INT64, BeforeValidator(_whole)] if base is int else Annotated[base, Strict()]
+    )
+    return strict | None if layout.missing else strict
+
+
 def layout_of(meta: Mapping[str, Any]) -> TableLayout:
     raw = meta.get("layout")
     if not isinstance(raw, Mapping) or "features" not in raw:
@@ -237,14 +276,33 @@ class TableKind:
 
     # ------------------------------------------------------------------------------ serving
     def request_model(self, meta: Mapping[str, Any]) -> type[BaseModel]:
-        """``[{feature: value, ...}, ...]``: one object per row, every feature required, typed."""
+        """``[{feature: value, ...}, ...]``: one object per row, every feature required, typed.
+
+        Values are taken as JSON gives them, not coerced (docs/reliability.md, the number policy):
+        ``true`` is not a number nor ``1`` a boolean, text is not a number; +-Infinity (and a
+        number past a double's range, such as 1e400) is refused naming the field; null (or NaN)
+        is a missing value where the model handles missing values, and refused where it does not.
+        """
         layout = layout_of(meta)
-        fields: dict[str, Any] = {name: (_python_type(name, layout), Field(...)) for name in layout.features}
-        note = "ignored; allowed so rows can be sent as they are"
-        fields[layout.label] = (_python_type(layout.label, layout) | None, Field(None, description=note))
+        fields: dict[str, Any] = {name: (_request_type(name, layout), Field(...)) for name in layout.features}
+        note = "ignored (any value); allowed so rows can be sent as they are"
+        fields[layout.label] = (Any, Field(None, description=note))
         record = create_model("Record", __config__=ConfigDict(extra="forbid"), **fields)
         rows = Annotated[list[record], Field(min_length=1, max_length=MAX_RECORDS)]  # type: ignore[valid-type]
         return type("PredictRequest", (RootModel[rows],), {"__doc__": "A JSON array of feature records."})
+
+    def output_model(self, meta: Mapping[str, Any]) -> type[BaseModel]:
+        layout = layout_of(meta)
+        if layout.task == "regression":
+            return create_model("Prediction", prediction=(float, Field(description="the predicted value")))
+        label = _python_type(layout.label, layout)
+        fields: dict[str, Any] = {
+            "label": (label, Field(description=f"the predicted {layout.label}")),
+            "probability": (float, Field(ge=0, le=1, description="the predicted class's probability")),
+        }
+        if layout.task == "multiclass":
+            fields["probabilities"] = (dict[str, float], Field(description="every class's probability"))
+        return create_model("Prediction", **fields)
 
     def decode_request(self, body: Any, meta: Mapping[str, Any]) -> list[Any]:
         # Plain dicts: they cross process boundaries (the composed topology), pydantic's

@@ -77,6 +77,7 @@ class LightGBMModelSpec(ModelSpec):
     )
 
     data_kind: ClassVar[str] = "table"
+    handles_missing: ClassVar[bool] = True
     implementation: ClassVar[str] = "rayline.families.lightgbm.family:LightGBMFamily"
 
     @field_validator("objective")

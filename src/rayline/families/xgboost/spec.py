@@ -22,6 +22,7 @@ class XGBoostModelSpec(ModelSpec):
     params: dict[str, Any] = Field(default_factory=lambda: {"max_depth": 6, "eta": 0.3, "tree_method": "hist"})
 
     data_kind: ClassVar[str] = "table"
+    handles_missing: ClassVar[bool] = True
     implementation: ClassVar[str] = "rayline.families.xgboost.family:XGBoostFamily"
 
     def task_hint(self) -> str:
