@@ -112,3 +112,17 @@ def _kill_all(proc: subprocess.Popen[str]) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
+
+
+def fuzz(url: str, workdir: Path, *, config: str = "", examples: int = 100) -> str:
+    """schemathesis, every check on, against the service's own /openapi.json; its report on failure.
+
+    ``config``: schemathesis.toml text, for what JSON Schema cannot say (a caller states why)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "schemathesis.toml").write_text(config)
+    st = Path(sys.executable).with_name("st")
+    args = [str(st), "run", f"{url}/openapi.json", "--checks", "all", "--max-examples", str(examples)]
+    done = subprocess.run(args, cwd=workdir, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
+    assert "passed" in done.stdout and "No issues found" in done.stdout, done.stdout[-3000:]
+    return done.stdout

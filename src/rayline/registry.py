@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -36,6 +37,9 @@ TAG_PARENT = "mlflow.parentRunId"
 CHECKPOINT_PATH = "checkpoint"
 Selector = Literal["best", "latest"] | str
 _BATCH = 900  # MLflow accepts at most 1000 metrics per log_batch call
+
+
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,7 @@ class ActiveRun:
         self._step = 0
         self._history = False
         self._final_step: int | None = None
+        self.failed = False  # set to end the run FAILED without raising (a failed tune trial)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
@@ -239,7 +244,7 @@ class Registry:
         status = "FAILED"
         try:
             yield run
-            status = "FINISHED"
+            status = "FAILED" if run.failed else "FINISHED"
         finally:
             try:
                 run.flush()
@@ -331,6 +336,8 @@ class Registry:
     def get(self, run_id: str) -> RunRecord:
         """A run by id or by a unique id prefix of at least 6 characters."""
         run_id = run_id.strip()
+        if not RUN_ID.fullmatch(run_id):  # ids come from requests too: never a path or a pattern
+            raise RegistryError(f"{run_id[:80]!r} is not a run id", hint="see `rayline runs list`")
         if len(run_id) < 32:
             matches = [r for r in self.list_runs() if r.run_id.startswith(run_id)] if len(run_id) >= 6 else []
             if len(matches) == 1:
@@ -348,6 +355,8 @@ class Registry:
         """``best`` (by ``metric``/``mode``), ``latest`` or a run id -> a finished run with a model."""
         if selector not in ("best", "latest"):
             record = self.get(selector)
+            if record.experiment != experiment:
+                raise RegistryError(f"run {record.run_id} belongs to spec {record.experiment!r}, not {experiment!r}")
             if not record.has_model:
                 raise RegistryError(f"run {record.run_id} ({record.kind}) has no model checkpoint")
             return record

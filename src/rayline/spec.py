@@ -258,7 +258,15 @@ class ServeSpec(_Strict):
         "in the model replica (one hop fewer); auto: composed when model replicas hold GPUs, else fused",
     )
     api_key_env: str | None = Field(
-        default=None, description="name of an env var holding a bearer token required on /predict"
+        default=None, description="name of an env var holding an API key required on /predict (Bearer token)"
+    )
+    api_key_file: str | None = Field(
+        default=None, description="a file holding the API key (a mounted secret); wins over api_key_env"
+    )
+    docs_auth: bool = Field(
+        default=True,
+        description="with an API key set, /docs, /openapi.json and the page need it too (a browser asks for "
+        "it as a password); false leaves them open. /healthz is always open",
     )
     access_log: bool = Field(
         default=False,

@@ -85,26 +85,62 @@ def test_draw_a_digit_and_see_the_prediction(browser: Any, tmp_path: Path) -> No
         page.close()
 
 
-def test_fill_a_taxi_trip_and_see_the_tip_probability(browser: Any, tmp_path: Path) -> None:
-    env = trained_env(tmp_path)
+@pytest.fixture(scope="module")
+def taxi_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    env = trained_env(tmp_path_factory.mktemp("taxi"))
     spec = [str(EXAMPLES / "taxi.yaml"), "--set", "data.rows=3000", "--set", "model.num_boost_round=10"]
     run_id = train(spec, env)
-    trip = {"passenger_count": "1", "trip_distance": "2.5", "fare_amount": "12", "trip_duration": "600"}
     with serving([*spec, "--model", run_id, "--set", "serve.num_replicas=1"], env) as (url, _):
-        page = browser.new_page()
-        page.goto(f"{url}/")
-        for name, value in {**trip, "hour": "18", "day_of_week": "3"}.items():
-            page.fill(f"#{name}", value)
-        page.click("button[type=submit]")
-        page.wait_for_function("document.getElementById('result').textContent.startsWith('label')", timeout=30_000)
-        result = page.locator("#result").text_content() or ""
-        assert re.match(r"label: (true|false)  \(probability 0\.\d{3}\)", result), result
-        ARTIFACTS.mkdir(exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / "browser-taxi.png"))
-        # a bad value shows the service's error, not a crash
-        page.fill("#hour", "")
-        page.evaluate("document.getElementById('hour').removeAttribute('required')")
-        page.click("button[type=submit]")
-        page.wait_for_function("document.getElementById('result').textContent.startsWith('error')", timeout=30_000)
-        assert "hour" in (page.locator("#result").text_content() or "")
-        page.close()
+        yield url
+
+
+def test_fill_a_taxi_trip_and_see_the_tip_probability(browser: Any, taxi_service: str) -> None:
+    url = taxi_service
+    trip = {"passenger_count": "1", "trip_distance": "2.5", "fare_amount": "12", "trip_duration": "600"}
+    page = browser.new_page()
+    page.goto(f"{url}/")
+    for name, value in {**trip, "hour": "18", "day_of_week": "3"}.items():
+        page.fill(f"#{name}", value)
+    page.click("button[type=submit]")
+    page.wait_for_function("document.getElementById('result').textContent.startsWith('label')", timeout=30_000)
+    result = page.locator("#result").text_content() or ""
+    assert re.match(r"label: (true|false)  \(probability 0\.\d{3}\)", result), result
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "browser-taxi.png"))
+    # an empty field is a missing value, which a tree model takes (docs/reliability.md)
+    page.evaluate("document.getElementById('result').textContent = ''")
+    page.fill("#hour", "")
+    page.evaluate("document.getElementById('hour').removeAttribute('required')")
+    page.click("button[type=submit]")
+    page.wait_for_function("document.getElementById('result').textContent.startsWith('label')", timeout=30_000)
+    # a value the service refuses shows its error, naming the field, not a crash
+    bad = {**{name: float(value) for name, value in trip.items()}, "hour": "evening", "day_of_week": 3}
+    page.evaluate("record => send([record])", bad)
+    page.wait_for_function("document.getElementById('result').textContent.startsWith('error')", timeout=30_000)
+    assert "hour" in (page.locator("#result").text_content() or "")
+    page.close()
+
+
+def test_docs_render_with_the_network_cut_off(browser: Any, taxi_service: str) -> None:
+    """Swagger UI at /docs draws the API from the service's own assets: nothing leaves the machine."""
+    url = taxi_service
+    context = browser.new_context()
+    outside: list[str] = []
+
+    def only_the_service(route: Any) -> None:
+        if route.request.url.startswith(url):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", only_the_service)
+    page = context.new_page()
+    page.goto(f"{url}/docs")
+    page.wait_for_selector(".swagger-ui .opblock", timeout=30_000)
+    operations = page.locator(".swagger-ui .opblock-summary-path").all_text_contents()
+    assert {"/predict", "/healthz"} <= {op.strip() for op in operations}, operations
+    assert not outside, outside
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "browser-docs.png"), full_page=True)
+    context.close()

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from service import SCRIPT, call, serving
+from service import SCRIPT, call, fuzz, serving
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 RECORD = {
@@ -91,8 +91,39 @@ def test_docs_show_the_real_fields(service: tuple[str, Any]) -> None:
     assert status == 200
     record = doc["components"]["schemas"]["Record"]
     assert set(record["required"]) == set(RECORD)
-    assert record["properties"]["trip_distance"]["type"] == "number"
+    # xgboost takes missing values: a feature is a number or null
+    types = {t["type"] for t in record["properties"]["trip_distance"]["anyOf"]}
+    assert types == {"number", "null"}
     assert call(f"{url}/docs")[0] == 200
+
+
+def test_fuzzed_against_its_own_openapi_document(service: tuple[str, Any], tmp_path: Path) -> None:
+    """schemathesis (all checks): no 5xx, every answer as documented, schema-valid bodies accepted."""
+    url, _ = service
+    fuzz(url, tmp_path)
+    assert call(f"{url}/healthz")[0] == 200
+
+
+@pytest.mark.parametrize(
+    ("value", "needle"),
+    [
+        ("Infinity", "0.trip_distance: must be a finite number"),
+        ("1e400", "must be a finite number"),
+        ("true", "0.trip_distance: Input should be a valid number"),
+        ('"2.5"', "Input should be a valid number"),
+    ],
+)
+def test_number_policy(service: tuple[str, Any], value: str, needle: str) -> None:
+    url, _ = service
+    raw = json.dumps([RECORD]).replace('"trip_distance": 2.5', f'"trip_distance": {value}')
+    status, body = call(f"{url}/predict", raw.encode())
+    assert status == 422 and needle in body["error"], body
+
+
+def test_null_is_a_missing_value_for_trees(service: tuple[str, Any]) -> None:
+    url, _ = service
+    status, body = call(f"{url}/predict", json.dumps([{**RECORD, "trip_distance": None}]).encode())
+    assert status == 200 and 0.0 <= body["predictions"][0]["probability"] <= 1.0
 
 
 def test_several_replicas_answer(service: tuple[str, Any]) -> None:

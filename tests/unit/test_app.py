@@ -63,6 +63,85 @@ def test_errors_map_to_4xx_json(client: TestClient) -> None:
 def test_header_picks_the_model_and_page_is_served(client: TestClient) -> None:
     other = client.post("/predict", json={"values": [1]}, headers={**AUTH, "serve_multiplexed_model_id": "run2"})
     assert other.json()["model"] == "run2"
-    page = client.get("/")
+    page = client.get("/", headers=AUTH)
     assert page.status_code == 200 and page.text == "<html>hello</html>" and "text/html" in page.headers["content-type"]
-    assert "/" not in client.get("/openapi.json").json()["paths"]
+    assert "/" not in client.get("/openapi.json", headers=AUTH).json()["paths"]
+
+
+def test_key_guards_docs_and_page_but_not_health(client: TestClient) -> None:
+    assert client.get("/healthz").status_code == 200
+    for path in ("/", "/docs", "/openapi.json", "/docs-assets/swagger-ui-bundle.js"):
+        refused = client.get(path)
+        assert refused.status_code == 401 and refused.json()["error"].startswith("missing or wrong API key")
+        assert refused.headers["www-authenticate"].startswith("Basic")  # a browser asks for it
+    assert client.post("/predict", json={"values": [1]}).headers["www-authenticate"].startswith("Bearer")
+    # a browser's Basic auth: any user name, the key as the password
+    assert client.get("/docs", auth=("anyone", "s3cret")).status_code == 200
+    assert client.get("/docs", auth=("anyone", "wrong")).status_code == 401
+    # a key that is not ASCII is refused like any wrong one (compare_digest on text would raise)
+    weird = client.post("/predict", json={"values": [1]}, headers={"Authorization": "Bearer s\u00e9cret".encode()})
+    assert weird.status_code == 401
+
+
+def test_docs_can_be_left_open() -> None:
+    app = build_api(
+        title="t",
+        body_model=Body,
+        predict=predict,
+        info={"model_run_id": "run1"},
+        api_key="s3cret",
+        max_request_bytes=200,
+        docs_auth=False,
+    )
+    open_client = TestClient(app)
+    assert open_client.get("/docs").status_code == 200
+    assert open_client.get("/openapi.json").status_code == 200
+    assert open_client.post("/predict", json={"values": [1]}).status_code == 401
+
+
+def test_docs_are_served_offline(client: TestClient) -> None:
+    page = client.get("/docs", headers=AUTH).text
+    assert "cdn" not in page.lower() and "https://" not in page.split("<body>")[1]
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
+        got = client.get(f"/docs-assets/{asset}", headers=AUTH)
+        assert got.status_code == 200 and len(got.content) > 10_000
+        assert f"./docs-assets/{asset}" in page
+
+
+def test_openapi_declares_every_answer(client: TestClient) -> None:
+    doc = client.get("/openapi.json", headers=AUTH).json()
+    predict_op = doc["paths"]["/predict"]["post"]
+    assert set(predict_op["responses"]) == {"200", "400", "401", "404", "413", "422"}
+    error = predict_op["responses"]["422"]["content"]["application/json"]["schema"]
+    assert error == {"$ref": "#/components/schemas/ErrorBody"}
+    answer = doc["components"]["schemas"]["PredictResponse"]
+    assert set(answer["required"]) == {"model", "predictions"}
+    health = doc["paths"]["/healthz"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert health == {"$ref": "#/components/schemas/Health"}
+    assert doc["components"]["securitySchemes"]["apiKey"]["scheme"] == "bearer"
+    assert predict_op["security"] == [{"apiKey": []}]
+
+
+def test_a_chunked_body_over_the_limit_is_413_before_it_is_all_read(client: TestClient) -> None:
+    sent: list[int] = []
+
+    def chunks() -> Any:
+        for _ in range(50):  # 50 x 100 bytes, no Content-Length
+            sent.append(100)
+            yield b" " * 100
+
+    big = client.post("/predict", content=chunks(), headers=AUTH)
+    assert big.status_code == 413 and "limit" in big.json()["error"]
+
+
+def test_a_bug_still_answers_json(client: TestClient) -> None:
+    """A prediction JSON cannot carry (infinity) is a JSON 500, not a bare text page."""
+    served = TestClient(client.app, raise_server_exceptions=False)  # as a real server answers
+    broken = served.post("/predict", content=b'{"values": [1e400]}', headers=AUTH)
+    assert broken.status_code == 500 and broken.json()["error"].startswith("internal error:")
+
+
+def test_a_refused_value_is_not_echoed_back(client: TestClient) -> None:
+    bad = client.post("/predict", content=b'{"values": ["' + b"x" * 150 + b'"]}', headers=AUTH)
+    assert bad.status_code == 422 and "x" * 100 not in bad.text
+    assert bad.json()["detail"][0]["loc"] == ["values", 0]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
-from rayline.serving._ingress import ingress_env, loopback_haproxy
+from rayline.serving._ingress import haproxy_setup, ingress_env
 
 
 def test_proxy_and_direct_modes_turn_haproxy_off() -> None:
@@ -16,7 +17,7 @@ def test_proxy_and_direct_modes_turn_haproxy_off() -> None:
     assert direct["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "1" and direct["RAY_SERVE_ENABLE_HA_PROXY"] == "0"
 
 
-def test_loopback_haproxy_listens_on_private_unix_sockets(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_haproxy_setup_listens_on_private_unix_sockets(monkeypatch: pytest.MonkeyPatch) -> None:
     from ray.serve._private import haproxy
 
     env = ingress_env("haproxy", "127.0.0.1", 8000)
@@ -30,7 +31,7 @@ def test_loopback_haproxy_listens_on_private_unix_sockets(monkeypatch: pytest.Mo
         for key, value in env.items():
             monkeypatch.setenv(key, value)
         monkeypatch.setattr(haproxy, "HAPROXY_CONFIG_TEMPLATE", haproxy.HAPROXY_CONFIG_TEMPLATE)
-        loopback_haproxy()
+        haproxy_setup()
         template = haproxy.HAPROXY_CONFIG_TEMPLATE
         assert f"bind {folder}/stats.sock" in template and f"bind {folder}/prometheus.sock" in template
         binds = [line.strip()[5:] for line in template.splitlines() if line.strip().startswith("bind ")]
@@ -50,7 +51,34 @@ def test_exposed_haproxy_keeps_tcp_listeners(monkeypatch: pytest.MonkeyPatch) ->
             monkeypatch.setenv(key, value)
         before = haproxy.HAPROXY_CONFIG_TEMPLATE
         monkeypatch.setattr(haproxy, "HAPROXY_CONFIG_TEMPLATE", before)
-        loopback_haproxy()
-        assert before == haproxy.HAPROXY_CONFIG_TEMPLATE
+        haproxy_setup()
+        folder = os.path.dirname(env["RAY_SERVE_HAPROXY_SOCKET_PATH"])
+        assert f"bind {folder}/" not in haproxy.HAPROXY_CONFIG_TEMPLATE  # the listeners stay on TCP
+        assert before.count("bind ") == haproxy.HAPROXY_CONFIG_TEMPLATE.count("bind ")
     finally:
         shutil.rmtree(os.path.dirname(env["RAY_SERVE_HAPROXY_SOCKET_PATH"]), ignore_errors=True)
+
+
+def test_haproxy_answers_its_own_errors_in_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from ray.serve._private import haproxy
+
+    env = ingress_env("haproxy", "127.0.0.1", 8000)
+    folder = os.path.dirname(env["RAY_SERVE_HAPROXY_SOCKET_PATH"])
+    try:
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.setattr(haproxy, "HAPROXY_CONFIG_TEMPLATE", haproxy.HAPROXY_CONFIG_TEMPLATE)
+        haproxy_setup()
+        for code in (502, 503, 504):
+            assert f"errorfile {code} {folder}/{code}.http" in haproxy.HAPROXY_CONFIG_TEMPLATE
+            head, body = Path(f"{folder}/{code}.http").read_bytes().decode().split("\r\n\r\n")
+            assert head.startswith(f"HTTP/1.1 {code} ") and "application/json" in head
+            assert f"Content-Length: {len(body)}" in head and json.loads(body)["error"]
+        default = haproxy.HAPROXY_CONFIG_TEMPLATE.split("\nbackend default_backend\n")[1].splitlines()[0]
+        assert f"status 503 content-type application/json file {folder}/starting.json" in default
+        assert json.loads(Path(f"{folder}/starting.json").read_text())["error"].startswith("the model is starting")
+        assert "empty-response" in env["RAY_SERVE_HAPROXY_RETRY_ON"]  # predictions are replayed, not lost
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -7,19 +7,22 @@ request schema in /docs has the trained model's real fields.
 from __future__ import annotations
 
 import json
-import secrets
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import HTMLResponse, JSONResponse, Response
-from pydantic import ValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from rayline._version import __version__
-from rayline.errors import DataError, RegistryError
+from rayline.errors import DataError, RegistryError, first_line
+from rayline.serving._auth import Access, ApiKeyGuard
 
+log = logging.getLogger(__name__)
 MODEL_HEADER = "serve_multiplexed_model_id"
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -27,32 +30,61 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 
-class FastJSON(Response):
-    """Compact JSON without FastAPI's generic encoder walk (results are already JSON-ready)."""
+class FastJSON(JSONResponse):
+    """Compact JSON without FastAPI's generic encoder walk (results are already JSON-ready).
 
-    media_type = "application/json"
+    A JSONResponse, so the OpenAPI document declares its answers as JSON objects, not strings."""
 
     def render(self, content: Any) -> bytes:
         return json.dumps(content, separators=(",", ":"), allow_nan=False).encode()
 
 
+class _TooLarge(Exception):
+    pass
+
+
 class BodyLimit:
-    """Pure ASGI middleware: 413 before reading a body over ``limit`` bytes (no per-request task)."""
+    """Pure ASGI middleware (no per-request task): 413 for a body over ``limit`` bytes.
+
+    A declared ``Content-Length`` over the limit is refused before anything is read; a body
+    without one (chunked) is counted as it arrives and refused once it passes the limit, so
+    no body ever costs more than ``limit`` bytes of memory."""
 
     def __init__(self, app: Any, limit: int) -> None:
         self.app, self.limit = app, limit
 
+    def _refusal(self, size: str) -> JSONResponse:
+        return JSONResponse({"error": f"request body of {size} bytes is over the {self.limit}-byte limit"}, 413)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            for key, value in scope.get("headers", ()):
-                if key == b"content-length" and value.isdigit() and int(value) > self.limit:
-                    response = JSONResponse(
-                        {"error": f"request body of {int(value)} bytes is over the {self.limit}-byte limit"},
-                        status_code=413,
-                    )
-                    await response(scope, receive, send)
-                    return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for key, value in scope.get("headers", ()):
+            if key == b"content-length" and value.isdigit() and int(value) > self.limit:
+                await self._refusal(str(int(value)))(scope, receive, send)
+                return
+        seen = 0
+        started = False
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _TooLarge
+            return message
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, tracked)
+        except _TooLarge:
+            if not started:
+                await self._refusal(f"more than {self.limit}")(scope, receive, send)
 
 
 def error_response(errors: list[Any]) -> JSONResponse:
@@ -71,8 +103,23 @@ def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(list(exc.errors()))
 
 
-def _jsonable(errors: Any) -> Any:
-    return json.loads(json.dumps(errors, default=str))
+def _jsonable(errors: list[Any]) -> list[dict[str, Any]]:
+    """Each error's type, place and message. Not the input it quotes: that can be the whole body,
+    or a number JSON cannot carry back (1e400 parses to infinity)."""
+    return [
+        {
+            "type": str(e.get("type")),
+            "loc": [p if isinstance(p, int) else str(p) for p in e.get("loc", ())],
+            "msg": str(e.get("msg")),
+        }
+        for e in errors
+    ]
+
+
+def _internal_error(_: Request, exc: Exception) -> JSONResponse:
+    """A bug still answers JSON (500), with the one line that says what broke; the replica logs the rest."""
+    log.error("unexpected error answering a request", exc_info=exc)
+    return JSONResponse({"error": f"internal error: {first_line(exc)}"}, 500)
 
 
 def _replica_id() -> str:
@@ -91,6 +138,64 @@ def count_batch(stats: dict[str, int], size: int) -> None:
     stats["largest"] = max(stats["largest"], size)
 
 
+class ErrorBody(BaseModel):
+    """Every 4xx answer: one line naming what was wrong, and the validator's details where there are some."""
+
+    error: str = Field(description="what was wrong, naming the field (e.g. 0.trip_distance) or the limit")
+    detail: list[dict[str, Any]] | None = Field(
+        default=None, description="each validation error, when there were several"
+    )
+
+
+class Health(BaseModel):
+    """``/healthz``: the model this replica serves and its data kind's description of the inputs."""
+
+    model_config = ConfigDict(extra="allow")
+
+    status: Literal["ok"]
+    spec: str
+    family: str
+    model_run_id: str
+    topology: Literal["fused", "composed"]
+    rayline_version: str
+    replica: str
+    batching: dict[str, int] = Field(description="per replica: batches formed, requests they held, the largest")
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": ErrorBody, "description": ERROR_STATUS[code]} for code in codes}
+
+
+ERROR_STATUS = {
+    400: "the body is not JSON",
+    401: "the API key is missing or wrong",
+    404: "the requested model is not a run this service may answer with",
+    413: "the body is over serve.max_request_bytes",
+    422: "the JSON does not match the request schema, or a value cannot be used (the field is named)",
+}
+DOCS_ASSETS = "/docs-assets"
+
+
+def _offline_docs(app: FastAPI) -> None:
+    """Swagger UI from assets the service serves itself: /docs renders without a network."""
+    import fastapi_offline
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+
+    assets = Path(fastapi_offline.__file__).parent / "static"
+    app.mount(DOCS_ASSETS, StaticFiles(directory=assets), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="./openapi.json",
+            title=f"{app.title} - API",
+            swagger_js_url=f".{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f".{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f".{DOCS_ASSETS}/favicon.png",
+        )
+
+
 def build_api(
     *,
     title: str,
@@ -100,20 +205,27 @@ def build_api(
     api_key: str | None,
     max_request_bytes: int,
     page: str | None = None,
+    output_model: type[BaseModel] | None = None,
+    docs_auth: bool = True,
 ) -> Any:
     """The ingress app.
 
     ``predict(body, model_id)`` takes a validated body and the ``serve_multiplexed_model_id``
     header (or None) and returns the model run that answered and one result per item. It raises
     DataError for content the schema cannot catch (422) and RegistryError for unknown models (404).
+    ``output_model`` describes one prediction in the OpenAPI document.
     """
     app = FastAPI(
         title=title,
         version=str(info.get("rayline_version") or __version__),
         description=f"Predictions from {info.get('family')} model run {info.get('model_run_id')}.",
         default_response_class=FastJSON,
+        docs_url=None,  # FastAPI's own pages load Swagger UI and ReDoc from a CDN
+        redoc_url=None,
     )
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _internal_error)
+    _offline_docs(app)
 
     if page is not None:
 
@@ -121,22 +233,39 @@ def build_api(
         async def index() -> HTMLResponse:
             return HTMLResponse(page)
 
-    @app.get("/healthz")
+    # response_model=None: the documented models describe answers built by hand (no per-request validation).
+    @app.get(
+        "/healthz",
+        summary="Health",
+        operation_id="healthz",
+        response_model=None,
+        responses={200: {"model": Health, "description": "the replica is up, serving this model"}},
+    )
     async def healthz() -> dict[str, Any]:
         return {"status": "ok", **info, "replica": _replica_id()}
 
     schema = body_model.model_json_schema(ref_template="#/components/schemas/{model}")
     definitions = schema.pop("$defs", {})
+    prediction: Any = output_model or dict[str, Any]
+    answer = create_model(
+        "PredictResponse",
+        model=(str, Field(description="the run that answered")),
+        predictions=(list[prediction], Field(description="one per input, in order")),
+    )
+    codes = (400, 401, 404, 413, 422) if api_key is not None else (400, 404, 413, 422)
+    extra: dict[str, Any] = {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+    if api_key is not None:
+        extra["security"] = [{"apiKey": []}]
 
     @app.post(
         "/predict",
-        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}},
+        summary="Predict",
+        operation_id="predict",
+        response_model=None,
+        openapi_extra=extra,
+        responses={200: {"model": answer, "description": "one prediction per input"}, **_errors(*codes)},
     )
     async def predict_route(request: Request) -> Any:
-        if api_key is not None:
-            given = request.headers.get("authorization", "")
-            if not secrets.compare_digest(given, f"Bearer {api_key}"):
-                return JSONResponse({"error": "missing or wrong bearer token"}, 401)
         # pydantic parses and validates the raw bytes in one pass (faster than FastAPI's
         # json.loads + validate), and any content type is accepted: curl -d sends form-encoded.
         try:
@@ -154,12 +283,17 @@ def build_api(
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             document = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-            document.setdefault("components", {}).setdefault("schemas", {}).update(definitions)
+            components = document.setdefault("components", {})
+            components.setdefault("schemas", {}).update(definitions)
+            if api_key is not None:
+                components["securitySchemes"] = {"apiKey": {"type": "http", "scheme": "bearer"}}
             app.openapi_schema = document
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(BodyLimit, limit=max_request_bytes)
+    if api_key is not None:  # outermost: a caller without the key learns nothing, not even the limit
+        app.add_middleware(ApiKeyGuard, key=api_key, docs_auth=docs_auth)
     return app
 
 
@@ -168,13 +302,12 @@ def ingress_app(
     info: dict[str, Any],
     body_model: type[Any],
     predict: Callable[[Any, str | None], Awaitable[tuple[str, list[dict[str, Any]]]]],
-    api_key_env: str | None,
+    access: Access,
     max_request_bytes: int,
     fields: list[dict[str, Any]] | None,
+    output_model: type[BaseModel] | None = None,
 ) -> Any:
-    """``build_api`` as a serving replica calls it: title, bearer token from the env, the page at /."""
-    import os
-
+    """``build_api`` as a serving replica calls it: title, the API key, the page at /."""
     from rayline.serving._page import render
 
     title = f"rayline: {info['spec']}"
@@ -183,7 +316,9 @@ def ingress_app(
         body_model=body_model,
         predict=predict,
         info=info,
-        api_key=os.environ.get(api_key_env) if api_key_env else None,
+        api_key=access.key(),
+        docs_auth=access.docs_auth,
         max_request_bytes=max_request_bytes,
+        output_model=output_model,
         page=render(title=title, model_run_id=str(info["model_run_id"]), fields=fields),
     )

@@ -22,6 +22,7 @@ from rayline._version import __version__
 from rayline.data import get_kind
 from rayline.errors import DataError
 from rayline.serving._app import count_batch, ingress_app
+from rayline.serving._auth import Access
 from rayline.serving._models import MAX_MODELS_PER_REPLICA, Served, predict_checked, split_back
 
 
@@ -83,12 +84,12 @@ class Ingress:
         spec_name: str,
         max_batch_size: int,
         batch_wait_timeout_s: float,
-        api_key_env: str | None,
+        access: Access,
         max_request_bytes: int,
         **served: Any,
     ) -> None:
         self.preprocessor, self.model = preprocessor, model
-        self.served = Served(**served)  # resolves model ids; never loads a model here
+        self.served = Served(spec_name=spec_name, **served)  # resolves model ids; never loads a model here
         kind, meta = self.served.kind, self.served.meta
         self.body_model = kind.request_model(meta)
         self.info: dict[str, Any] = {
@@ -101,7 +102,7 @@ class Ingress:
             # How well dynamic batching groups concurrent requests (requests per ingress batch).
             "batching": {"batches": 0, "requests": 0, "largest": 0},
         }
-        self.api_key_env, self.max_request_bytes = api_key_env, max_request_bytes
+        self.access, self.max_request_bytes = access, max_request_bytes
         self._batched.set_max_batch_size(max_batch_size)  # type: ignore[attr-defined]
         self._batched.set_batch_wait_timeout_s(batch_wait_timeout_s)  # type: ignore[attr-defined]
 
@@ -110,9 +111,10 @@ class Ingress:
             info=self.info,
             body_model=self.body_model,
             predict=self._predict_body,
-            api_key_env=self.api_key_env,
+            access=self.access,
             max_request_bytes=self.max_request_bytes,
             fields=self.served.kind.page_fields(self.served.meta),
+            output_model=self.served.kind.output_model(self.served.meta),
         )
 
     async def _predict_body(self, body: Any, header_id: str | None) -> tuple[str, list[dict[str, Any]]]:
@@ -169,11 +171,11 @@ def composed_app(
     model_options: dict[str, Any],
     max_batch_size: int,
     batch_wait_timeout_s: float,
-    api_key_env: str | None,
+    access: Access,
     max_request_bytes: int,
 ) -> Any:
     """The composed application, ready for ``serve.run``; ``served`` are ``Served``'s arguments."""
-    model = Model.options(**model_options).bind(max_batch_size=max_batch_size, **served)  # type: ignore[attr-defined]
+    model = Model.options(**model_options).bind(max_batch_size=max_batch_size, spec_name=spec_name, **served)  # type: ignore[attr-defined]
     light = _light(model_options)
     preprocessor = Preprocessor.options(**light).bind(meta)  # type: ignore[attr-defined]
     return Ingress.options(**light).bind(  # type: ignore[attr-defined]
@@ -182,7 +184,7 @@ def composed_app(
         spec_name=spec_name,
         max_batch_size=max_batch_size,
         batch_wait_timeout_s=batch_wait_timeout_s,
-        api_key_env=api_key_env,
+        access=access,
         max_request_bytes=max_request_bytes,
         **served,
     )

@@ -6,9 +6,12 @@
 - ``direct``: replicas listen on their own ports (30000+) for an external load balancer; the
   proxy keeps answering on --port.
 
-Ray 2.60's HAProxy template binds its stats (8404) and Prometheus (9101) listeners to every
-interface. When the service host is a loopback address, ``loopback_haproxy`` (a Ray worker
-setup hook) rebinds those two listeners to unix sockets in the service's own folder
+``haproxy_setup`` (a Ray worker setup hook) adjusts Ray 2.60's HAProxy template in two ways.
+HAProxy's own answers (no replica ready: 503; a replica gone mid-request: 502; 504; the app not
+deployed yet while the model loads: 503 "starting") become JSON bodies like every other error,
+instead of Ray's text/plain 500 and 404. And Ray binds HAProxy's stats
+(8404) and Prometheus (9101) listeners to every interface: when the service host is a loopback
+address, the hook rebinds those two listeners to unix sockets in the service's own folder
 (``stats.sock``, ``prometheus.sock``): nothing rayline starts is reachable from the network
 unless the user asked for it, and no TCP port is picked early and bound late (between the two,
 Ray's many outgoing connections can take an ephemeral port, and HAProxy then fails to start).
@@ -19,7 +22,9 @@ server), so two services on one machine do not collide.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import tempfile
 from typing import Literal
 
@@ -27,6 +32,25 @@ from rayline.serving.ports import free_port
 
 IngressMode = Literal["haproxy", "proxy", "direct"]
 _LOOPBACK_ENV = "RAYLINE_HAPROXY_PRIVATE"
+# What HAProxy answers itself when no replica does; Ray's pages are a text/plain 500 for all three.
+ERROR_PAGES = {
+    502: ("Bad Gateway", "a model replica closed the connection without answering; retry"),
+    503: ("Service Unavailable", "no model replica is ready: the service is starting or replacing one; retry shortly"),
+    504: ("Gateway Timeout", "a model replica did not answer in time"),
+}
+
+
+def _write_error_pages(folder: str) -> None:
+    for code, (reason, message) in ERROR_PAGES.items():
+        body = json.dumps({"error": message})
+        head = (
+            f"HTTP/1.1 {code} {reason}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            "Cache-Control: no-store\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
+        )
+        with open(f"{folder}/{code}.http", "w") as fh:
+            fh.write(head + body)
+    with open(f"{folder}/starting.json", "w") as fh:
+        json.dump({"error": "the model is starting: no replica is ready yet; retry shortly"}, fh)
 
 
 def ingress_env(mode: IngressMode, host: str, port: int) -> dict[str, str]:
@@ -61,6 +85,7 @@ def ingress_env(mode: IngressMode, host: str, port: int) -> dict[str, str]:
         "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(free_port("127.0.0.1", taken)),
         _LOOPBACK_ENV: "1" if loopback else "",
     }
+    _write_error_pages(folder)
     # A user's own setting of these two wins.
     defaults = {
         # Ray starts 4 HAProxy threads; on 2 cores they contend with the replicas they feed.
@@ -69,6 +94,10 @@ def ingress_env(mode: IngressMode, host: str, port: int) -> dict[str, str]:
         # metrics; with this off the replicas record the same metrics themselves, without the
         # parsing (docs/benchmarks.md: both settings together).
         "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0",
+        # A prediction has no side effects, so a request whose replica died before answering
+        # (killed, crashed) is replayed on another replica instead of failing. Ray's default
+        # replays only requests that never reached a replica, for apps whose requests are not pure.
+        "RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response junk-response",
     }
     env.update({name: os.environ.get(name, value) for name, value in defaults.items()})
     if not loopback:  # the user exposed the service: the listeners stay on TCP, on ports of their own
@@ -100,16 +129,38 @@ def stop_haproxy() -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def loopback_haproxy() -> None:
-    """Ray worker setup hook: HAProxy's stats/metrics listeners on unix sockets in the service folder."""
-    if not os.environ.get(_LOOPBACK_ENV) or os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") != "1":
+def haproxy_setup() -> None:
+    """Ray worker setup hook: HAProxy's own errors as JSON; on loopback, its stats/metrics listeners
+    on unix sockets in the service folder."""
+    if os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") != "1" or not os.environ.get("RAY_SERVE_HAPROXY_SOCKET_PATH"):
         return
     from ray.serve._private import haproxy
 
     folder = os.path.dirname(os.environ["RAY_SERVE_HAPROXY_SOCKET_PATH"])
     template: str = getattr(haproxy, "HAPROXY_CONFIG_TEMPLATE")  # noqa: B009 (private, untyped)
+    pages = template
+    for code in ERROR_PAGES:
+        pages = pages.replace(
+            f"errorfile {code} {{{{ config.error_file_path }}}}", f"errorfile {code} {folder}/{code}.http"
+        )
+    if pages.count("errorfile 50") == len(ERROR_PAGES) and all(
+        os.path.exists(f"{folder}/{c}.http") for c in ERROR_PAGES
+    ):
+        template = pages  # else a Ray upgrade moved them: Ray's plain-text 500 stays, nothing breaks
+    # Before the app is deployed (the model loading) no route matches, and Ray's default backend
+    # answers a text 404 "Path not found"; a rayline app takes every path, so that is "starting".
+    default = re.compile(r"(backend default_backend\n)    http-request return status 404 [^\n]*\n")
+    if os.path.exists(f"{folder}/starting.json"):
+        starting = f"    http-request return status 503 content-type application/json file {folder}/starting.json"
+        template = default.sub(lambda m: f"{m.group(1)}{starting} hdr Retry-After 1\n", template, count=1)
+    if os.environ.get(_LOOPBACK_ENV):
+        template = _private_listeners(template, folder)
+    setattr(haproxy, "HAPROXY_CONFIG_TEMPLATE", template)  # noqa: B010
+
+
+def _private_listeners(template: str, folder: str) -> str:
     patched = template.replace("bind :{{ config.metrics_port }}", f"bind {folder}/prometheus.sock mode 600")
     patched = patched.replace("bind *:{{ config.stats_port }}", f"bind {folder}/stats.sock mode 600")
     if patched.count(f"bind {folder}/") != 2:  # a Ray upgrade changed the template: fail loudly, not open
         raise RuntimeError("rayline: Ray's HAProxy template has changed; cannot keep its listeners private")
-    setattr(haproxy, "HAPROXY_CONFIG_TEMPLATE", patched)  # noqa: B010
+    return patched

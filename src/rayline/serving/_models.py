@@ -2,7 +2,7 @@
 of a compatible model that a request names (model multiplexing), loaded on first use.
 
 A requested id is only ever looked up in the registry (never used as a path): it must be a run
-with a model checkpoint, of a family learning from the same data kind, whose inputs the data
+of the served spec with a model checkpoint, of a family learning from the same data kind, whose inputs the data
 kind can decode the same way (``DataKind.compatible``).
 """
 
@@ -30,6 +30,7 @@ class Served:
         family: str,
         checkpoint: checkpoints.Portable,
         run_id: str,
+        spec_name: str,
         home: str,
         tracking_uri: str,
         cpus: int = 1,
@@ -39,7 +40,7 @@ class Served:
         self.family = get_family(family)
         self.kind: DataKind = get_kind(self.family.data_kind)
         self.meta = checkpoints.read_meta(folder)
-        self.run_id, self.folder = run_id, folder
+        self.run_id, self.folder, self.spec_name = run_id, folder, spec_name
         self.cpus, self.precision = cpus, precision
         self.home, self.tracking_uri = home, tracking_uri
         self.known: dict[str, str] = {run_id: run_id}  # id or prefix -> full run id
@@ -55,12 +56,10 @@ class Served:
     def _check(self, model_id: str) -> str:
         registry = Registry(Path(self.home), self.tracking_uri)
         try:
-            record = registry.get(model_id)
-            if not record.has_model:
-                raise RegistryError(f"run {record.run_id} has no model checkpoint")
+            record = registry.resolve(self.spec_name, model_id, metric="", mode="min")
             folder = registry.checkpoint_dir(record.run_id)
         except RegistryError as err:
-            raise RegistryError(f"model {model_id!r}: {err.message}") from None
+            raise RegistryError(f"model {model_id[:80]!r}: {err.message}") from None
         meta = checkpoints.read_meta(folder)
         if meta.get("data_kind") != self.kind.name:
             raise RegistryError(f"model {model_id!r} is a {record.family} run, not a {self.kind.name} model")

@@ -18,6 +18,7 @@ from ray import serve
 from rayline import checkpoints
 from rayline._version import __version__
 from rayline.serving._app import count_batch, ingress_app
+from rayline.serving._auth import Access
 from rayline.serving._models import MAX_MODELS_PER_REPLICA, Served, predict_checked, split_back
 
 
@@ -37,7 +38,7 @@ class ModelServer:
         tracking_uri: str,
         max_batch_size: int,
         batch_wait_timeout_s: float,
-        api_key_env: str | None,
+        access: Access,
         max_request_bytes: int,
         cpus: int = 1,
         precision: str = "float32",
@@ -46,6 +47,7 @@ class ModelServer:
             family=family,
             checkpoint=checkpoint,
             run_id=model_run_id,
+            spec_name=spec_name,
             home=home,
             tracking_uri=tracking_uri,
             cpus=cpus,
@@ -64,7 +66,7 @@ class ModelServer:
             # came alone and were predicted without the batch queue.
             "batching": {"batches": 0, "requests": 0, "largest": 0, "alone": 0},
         }
-        self.api_key_env, self.max_request_bytes = api_key_env, max_request_bytes
+        self.access, self.max_request_bytes = access, max_request_bytes
         self._in_flight = 0
         self._lone_shortcut = batch_wait_timeout_s == 0  # a set wait means: wait for company
         self._predict_batch.set_max_batch_size(max_batch_size)  # type: ignore[attr-defined]
@@ -78,9 +80,10 @@ class ModelServer:
             info=self.info,
             body_model=self.body_model,
             predict=self._predict_body,
-            api_key_env=self.api_key_env,
+            access=self.access,
             max_request_bytes=self.max_request_bytes,
             fields=self.served.kind.page_fields(self.served.meta),
+            output_model=self.served.kind.output_model(self.served.meta),
         )
 
     @serve.multiplexed(max_num_models_per_replica=MAX_MODELS_PER_REPLICA)  # type: ignore[untyped-decorator]

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import os
+import re
 import socket
+import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -17,6 +22,7 @@ from typing import Any
 from rayline import checkpoints, runtime
 from rayline.errors import ServeError, map_error
 from rayline.registry import Registry, RunRecord, open_registry
+from rayline.serving._auth import Access
 from rayline.serving._ingress import ingress_env, stop_haproxy
 from rayline.serving.config import deployment_options, topology
 from rayline.serving.ports import free_port
@@ -59,10 +65,41 @@ def _check_port(host: str, port: int) -> None:
             raise ServeError(f"cannot listen on {host}:{port}: {err.strerror}", hint="pick another --port") from None
 
 
-def wait_healthy(url: str, timeout_s: float) -> dict[str, Any]:
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt):")
+
+
+def deploy_failure(app_name: str) -> str | None:
+    """Why Serve gave up deploying ``app_name`` (a replica that cannot start), or None.
+
+    Serve retries a replica whose constructor raises a few times, then marks the application
+    DEPLOY_FAILED with the traceback; the reason is its last line (the exception)."""
+    from ray import serve
+
+    try:
+        app = serve.status().applications.get(app_name)
+    except Exception:  # the controller is busy or restarting: no verdict yet
+        return None
+    if app is None or str(app.status) not in ("DEPLOY_FAILED", "ApplicationStatus.DEPLOY_FAILED"):
+        return None
+    messages = [d.message for d in app.deployments.values() if d.message] or [app.message]
+    lines = [line.strip() for text in messages for line in text.splitlines() if line.strip()]
+    # The exception's own line, not what a native library appends after it (xgboost: "[bt] ..." frames).
+    raised = [line for line in lines if _EXCEPTION_LINE.match(line)]
+    return (raised or lines or ["a replica could not start"])[-1][:500]
+
+
+def wait_healthy(url: str, timeout_s: float, failed: Callable[[], str | None] | None = None) -> dict[str, Any]:
+    """Poll ``/healthz`` until it answers 200; ``failed`` (checked every few seconds) ends the
+    wait early with its reason: a model that cannot load is an error in seconds, not a timeout."""
     deadline = time.monotonic() + timeout_s
     last = "no answer"
+    next_check = time.monotonic() + 2
     while time.monotonic() < deadline:
+        if failed is not None and time.monotonic() >= next_check:
+            next_check = time.monotonic() + 2
+            reason = failed()
+            if reason is not None:
+                raise ServeError(f"the model could not be served: {reason}")
         try:
             with urllib.request.urlopen(f"{url}/healthz", timeout=5) as resp:
                 if resp.status == 200:
@@ -98,6 +135,9 @@ def start(
     auto, share = spec.serve.autoscaling, spec.serve.num_gpus
     replicas = (spec.serve.num_replicas or 1) if auto is None else max(1, auto.min_replicas)
     runtime.require_gpus(share * replicas, f"serve.num_gpus={share:g} x {replicas} replica(s)")
+    key_file = spec.serve.api_key_file and str(Path(spec.serve.api_key_file).expanduser().resolve())
+    access = Access(spec.serve.api_key_env, key_file, spec.serve.docs_auth)
+    access.key()  # a configured key that is missing fails here, in one line, not in every replica
     registry = registry or open_registry()
     host = host or spec.serve.host
     port = spec.serve.port if port is None else port
@@ -114,7 +154,7 @@ def start(
         else:
             added = {name: value for name, value in RAY_ONLY.items() if name not in os.environ}  # a user's own wins
             os.environ.update({**ONE_LOOP, **added, **ingress_env(spec.serve.ingress, host, port)})
-            hook = "rayline.serving._ingress.loopback_haproxy"
+            hook = "rayline.serving._ingress.haproxy_setup"
     elif port == 0:  # the proxy listens on the cluster's nodes, where this process cannot check a port
         raise ServeError("serve.port 0 (any free port) works on embedded Ray only", hint="set a port for a cluster")
     try:
@@ -143,7 +183,7 @@ def start(
             model_options=deployment_options(spec.serve),
             max_batch_size=spec.serve.max_batch_size,
             batch_wait_timeout_s=spec.serve.batch_wait_timeout_s,
-            api_key_env=spec.serve.api_key_env,
+            access=access,
             max_request_bytes=spec.serve.max_request_bytes,
         )
     else:
@@ -157,30 +197,58 @@ def start(
             tracking_uri=served["tracking_uri"],
             max_batch_size=spec.serve.max_batch_size,
             batch_wait_timeout_s=spec.serve.batch_wait_timeout_s,
-            api_key_env=spec.serve.api_key_env,
+            access=access,
             max_request_bytes=spec.serve.max_request_bytes,
             cpus=served["cpus"],
             precision=spec.serve.precision,
         )
     try:
         handle = serve.run(app, name=spec.name, route_prefix="/", blocking=False)
-    except Exception as err:
+    except Exception as err:  # serve.run waits for the replicas: one that cannot start ends here
+        reason = deploy_failure(spec.name)
+        if reason is not None:
+            raise ServeError(f"the model could not be served: {reason}") from None
         raise ServeError(f"could not deploy {spec.name}: {map_error(err, during='serving')}") from None
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
     probe = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    wait_healthy(f"http://{probe}:{port}", timeout_s)
+    wait_healthy(f"http://{probe}:{port}", timeout_s, failed=partial(deploy_failure, spec.name))
     return Service(name=spec.name, url=url, model_run_id=record.run_id, handle=handle)
 
 
+class _DropRayNotices(io.TextIOBase):
+    """stdout without the notices Ray's driver thread prints for its own processes ("(raylet) ...").
+
+    Stopping Serve kills its controller on purpose, and Ray then prints "Task
+    ServeController.graceful_shutdown failed ... killed by `ray.kill`" to stdout, from a thread,
+    even with worker logs off. A clean stop shows none of it; RAYLINE_VERBOSE=1 keeps it."""
+
+    def __init__(self, sink: Any) -> None:
+        self.sink, self._dropped = sink, False
+
+    def write(self, text: str) -> int:
+        dropped = "(raylet)" in text or (self._dropped and text == "\n")
+        self._dropped = "(raylet)" in text
+        if not dropped:
+            self.sink.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self.sink.flush()
+
+
 def shutdown() -> None:
-    """Stop Serve and the embedded Ray (``serve.shutdown`` alone would start Ray if it is not up)."""
+    """Stop Serve and the embedded Ray (``serve.shutdown`` alone would start Ray if it is not up).
+
+    Serve's controller stops each replica gracefully: requests in flight are answered first."""
     import ray
     from ray import serve
 
     if not ray.is_initialized():
         return
-    try:
-        serve.shutdown()
-    finally:
-        runtime.shutdown()
-        stop_haproxy()
+    quiet = os.environ.get("RAYLINE_VERBOSE") != "1"
+    with contextlib.redirect_stdout(_DropRayNotices(sys.stdout)) if quiet else contextlib.nullcontext():
+        try:
+            serve.shutdown()
+        finally:
+            runtime.shutdown()
+            stop_haproxy()
