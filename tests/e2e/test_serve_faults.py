@@ -194,3 +194,29 @@ def test_a_model_that_cannot_load_fails_fast_with_the_reason(env: dict[str, str]
     assert any(status == 503 and isinstance(body, dict) and body.get("error") for status, body in seen), seen[-3:]
     with pytest.raises((urllib.error.URLError, ConnectionError)):
         call(f"http://127.0.0.1:{port}/healthz")  # nothing left listening
+
+
+def test_api_key_from_a_file_and_a_missing_one(env: dict[str, str], run_id: str, tmp_path: Path) -> None:
+    """The key from a mounted-secret file guards /predict and /docs, /healthz stays open; a key
+    variable that is not set stops the service before it starts, in one line."""
+    secret = tmp_path / "key"
+    secret.write_text("s3cret-key\n")
+    args = [*SPEC, "--model", run_id, "--set", f"serve.api_key_file={secret}", "--set", "serve.num_replicas=1"]
+    with serving(args, env) as (url, _):
+        body = json.dumps([RECORD]).encode()
+        assert call(f"{url}/predict", body)[0] == 401
+        assert call(f"{url}/predict", body, {"Authorization": "Bearer wrong"})[0] == 401
+        status, answer = call(f"{url}/predict", body, {"Authorization": "Bearer s3cret-key"})
+        assert status == 200 and len(answer["predictions"]) == 1
+        assert call(f"{url}/docs")[0] == 401 and call(f"{url}/openapi.json")[0] == 401
+        assert call(f"{url}/healthz")[0] == 200
+    unset = {k: v for k, v in env.items() if k != "RAYLINE_TEST_NO_SUCH_KEY"}
+    done = subprocess.run(
+        [str(SCRIPT), "serve", *SPEC, "--model", run_id, "--set", "serve.api_key_env=RAYLINE_TEST_NO_SUCH_KEY"],
+        env=unset,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0
+    assert "RAYLINE_TEST_NO_SUCH_KEY" in done.stderr and "Traceback" not in done.stderr, done.stderr
