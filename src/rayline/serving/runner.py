@@ -19,12 +19,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from rayline import checkpoints, runtime
+from rayline import runtime
 from rayline.errors import ServeError, map_error
-from rayline.registry import Registry, RunRecord, open_registry
+from rayline.registry import Registry, open_registry
 from rayline.serving._auth import Access
 from rayline.serving._ingress import ingress_env, stop_haproxy
-from rayline.serving.config import deployment_options, topology
+from rayline.serving.app import application, resolve
 from rayline.serving.ports import free_port
 from rayline.spec import Spec
 
@@ -112,11 +112,6 @@ def wait_healthy(url: str, timeout_s: float, failed: Callable[[], str | None] | 
     raise ServeError(f"service at {url} did not become healthy within {timeout_s:.0f} s (last: {last})")
 
 
-def _resolve(registry: Registry, spec: Spec, model: str) -> tuple[RunRecord, Path]:
-    record = registry.resolve(spec.name, model, metric=spec.metric, mode=spec.mode)
-    return record, registry.checkpoint_dir(record.run_id)
-
-
 def start(
     spec: Spec,
     *,
@@ -128,9 +123,6 @@ def start(
 ) -> Service:
     """Deploy the spec's model on Ray Serve and return once /healthz answers."""
     from ray import serve
-
-    from rayline.serving._composed import composed_app
-    from rayline.serving._server import ModelServer
 
     auto, share = spec.serve.autoscaling, spec.serve.num_gpus
     replicas = (spec.serve.num_replicas or 1) if auto is None else max(1, auto.min_replicas)
@@ -158,7 +150,7 @@ def start(
     elif port == 0:  # the proxy listens on the cluster's nodes, where this process cannot check a port
         raise ServeError("serve.port 0 (any free port) works on embedded Ray only", hint="set a port for a cluster")
     try:
-        record, checkpoint = runtime.init_while(partial(_resolve, registry, spec, model), setup_hook=hook)
+        record, checkpoint = runtime.init_while(partial(resolve, spec, model, registry), setup_hook=hook)
     finally:
         for name in added:  # Ray's processes took their environment when Ray started
             os.environ.pop(name, None)
@@ -166,42 +158,7 @@ def start(
         serve.start(http_options={"host": host, "port": port})
     except Exception as err:  # e.g. HAProxy failing to start, raised from its manager actor
         raise ServeError(f"could not start Ray Serve on {host}:{port}: {map_error(err, during='serving')}") from None
-    served = {
-        "family": record.family,
-        "checkpoint": checkpoints.portable(checkpoint),
-        "run_id": record.run_id,
-        "home": str(registry.home),
-        "tracking_uri": registry.tracking_uri,
-        "cpus": max(1, round(spec.serve.num_cpus)),
-        "precision": spec.serve.precision,
-    }
-    if topology(spec.serve) == "composed":
-        app = composed_app(
-            spec_name=spec.name,
-            served=served,
-            meta=checkpoints.read_meta(checkpoint),
-            model_options=deployment_options(spec.serve),
-            max_batch_size=spec.serve.max_batch_size,
-            batch_wait_timeout_s=spec.serve.batch_wait_timeout_s,
-            access=access,
-            max_request_bytes=spec.serve.max_request_bytes,
-        )
-    else:
-        deployment: Any = ModelServer
-        app = deployment.options(**deployment_options(spec.serve)).bind(
-            family=record.family,
-            checkpoint=served["checkpoint"],
-            model_run_id=record.run_id,
-            spec_name=spec.name,
-            home=served["home"],
-            tracking_uri=served["tracking_uri"],
-            max_batch_size=spec.serve.max_batch_size,
-            batch_wait_timeout_s=spec.serve.batch_wait_timeout_s,
-            access=access,
-            max_request_bytes=spec.serve.max_request_bytes,
-            cpus=served["cpus"],
-            precision=spec.serve.precision,
-        )
+    app = application(spec, record, checkpoint, registry)
     try:
         handle = serve.run(app, name=spec.name, route_prefix="/", blocking=False)
     except Exception as err:  # serve.run waits for the replicas: one that cannot start ends here

@@ -1,0 +1,86 @@
+"""Serve configs and KubeRay manifests from a spec: accepted by Ray's own config schema and by the
+KubeRay CRDs' openAPIV3Schema (../shared/kuberay, copied from the KubeRay repository)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from rayline.deploy import rayjob, rayservice, serve_config
+from rayline.serving.app import BUILDER, BuildArgs
+from rayline.spec import load_spec
+
+REPO = Path(__file__).resolve().parents[2]
+CRDS = Path(os.environ.get("RAYLINE_KUBERAY_CRDS", REPO.parent / "shared" / "kuberay"))
+
+
+def crd_schema(kind: str) -> dict[str, Any]:
+    path = CRDS / f"ray.io_{kind.lower()}s.yaml"
+    if not path.is_file():
+        pytest.skip(f"no KubeRay CRD at {path} (set RAYLINE_KUBERAY_CRDS)")
+    crd = yaml.safe_load(path.read_text())
+    version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1")
+    schema: dict[str, Any] = version["schema"]["openAPIV3Schema"]
+    return schema
+
+
+def validate(manifest: dict[str, Any]) -> None:
+    import jsonschema
+
+    jsonschema.validate(manifest, crd_schema(manifest["kind"]))
+
+
+@pytest.mark.parametrize("example", ["taxi.yaml", "mnist.yaml"])
+def test_serve_config_is_what_ray_accepts(example: str) -> None:
+    from ray.serve.schema import ServeDeploySchema
+
+    spec = load_spec(REPO / "examples" / example)
+    config = serve_config(spec, model="best")
+    parsed = ServeDeploySchema.model_validate(yaml.safe_load(yaml.safe_dump(config)))
+    app = parsed.applications[0]
+    assert app.import_path == BUILDER and app.name == spec.name and app.route_prefix == "/"
+    args = BuildArgs.model_validate(app.args)
+    assert args.model == "best" and args.spec["name"] == spec.name
+
+
+@pytest.mark.parametrize("example", ["taxi.yaml", "mnist.yaml"])
+def test_rayservice_validates_against_the_crd(example: str) -> None:
+    spec = load_spec(REPO / "examples" / example)
+    manifest = rayservice(spec, model="best", image="rayline:test", tracking_uri="http://mlflow:5000")
+    validate(manifest)
+    config = yaml.safe_load(manifest["spec"]["serveConfigV2"])
+    assert config["applications"][0]["import_path"] == BUILDER
+    workers = manifest["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
+    serve = spec.serve
+    assert workers["replicas"] == (serve.num_replicas or (serve.autoscaling.max_replicas if serve.autoscaling else 1))
+    env = workers["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "MLFLOW_TRACKING_URI", "value": "http://mlflow:5000"} in env
+
+
+def test_rayjob_runs_the_spec_from_a_configmap_and_validates() -> None:
+    path = REPO / "examples" / "taxi.yaml"
+    spec = load_spec(path, ["scaling.num_workers=2", "scaling.cpus_per_worker=2"])
+    configmap, job = rayjob(spec, spec_text=path.read_text(), image="rayline:test", tracking_uri=None)
+    validate(job)
+    assert job["spec"]["entrypoint"] == "rayline run /rayline/spec.yaml"
+    assert configmap["data"]["spec.yaml"] == path.read_text()
+    head = job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
+    assert head["volumes"][0]["configMap"]["name"] == configmap["metadata"]["name"]
+    worker = job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
+    assert worker["replicas"] == 2
+    assert worker["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"] == "2"
+
+
+def test_a_manifest_the_crd_refuses_is_caught() -> None:
+    """The validation can fail: a RayService whose serveConfigV2 is not a string."""
+    import jsonschema
+
+    spec = load_spec(REPO / "examples" / "taxi.yaml")
+    manifest = rayservice(spec, model="best", image="rayline:test", tracking_uri=None)
+    manifest["spec"]["serveConfigV2"] = {"applications": []}
+    with pytest.raises(jsonschema.ValidationError):
+        validate(manifest)
