@@ -285,6 +285,12 @@ def serve_cmd(
     host: Annotated[str | None, typer.Option("--host", help="interface to listen on (default 127.0.0.1)")] = None,
     port: Annotated[int | None, typer.Option("--port", help="HTTP port (default 8000; 0 picks a free one)")] = None,
     set_: SetOpt = None,
+    print_config: Annotated[
+        bool,
+        typer.Option(
+            "--print-config", help="print a Ray Serve config for `serve run` / `serve deploy` instead of serving"
+        ),
+    ] = False,
 ) -> None:
     """Serve a registered model over HTTP (FastAPI on Ray Serve) until Ctrl-C."""
     import signal
@@ -293,6 +299,9 @@ def serve_cmd(
     from rayline.spec import load_spec
 
     loaded = load_spec(spec, set_ or [])
+    if print_config:
+        sys.stdout.write(_serve_config_text(loaded, model, host or "0.0.0.0", port))
+        return
     # SIGTERM (docker stop, kill) shuts down as cleanly as Ctrl-C (runtime.init keeps this
     # handler in place when ray.init installs Ray's own).
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -311,6 +320,48 @@ def serve_cmd(
         err.print("stopping")
     finally:
         shutdown()
+
+
+def _serve_config_text(spec: Any, model: str, host: str, port: int | None) -> str:
+    """The Serve config YAML, for the run ``model`` names now (a config deploys one fixed run)."""
+    from rayline.deploy import serve_config, to_yaml
+    from rayline.registry import open_registry
+
+    record = open_registry().resolve(spec.name, model, metric=spec.metric, mode=spec.mode)
+    return to_yaml(serve_config(spec, model=record.run_id, host=host, port=port))
+
+
+@app.command("k8s")
+def k8s_cmd(
+    spec: SpecArg,
+    image: Annotated[str, typer.Option("--image", help="container image with rayline installed")],
+    model: ModelOpt = "best",
+    tracking_uri: Annotated[
+        str | None, typer.Option("--tracking-uri", help="MLflow tracking server the pods use (the registry)")
+    ] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="folder to write the manifests to")] = Path("deploy"),
+    set_: SetOpt = None,
+) -> None:
+    """Write KubeRay manifests for the spec: a RayJob running `rayline run`, and a RayService serving the model."""
+    from rayline.deploy import rayjob, rayservice, to_yaml
+    from rayline.spec import load_spec
+
+    loaded = load_spec(spec, set_ or [])
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    job = rayjob(loaded, image=image, tracking_uri=uri)
+    (out_dir / f"{loaded.name}-rayjob.yaml").write_text(to_yaml(*job))
+    # The model selector as given: `best` is resolved where the service is built, in the
+    # cluster's registry (the tracking server), which may hold runs this machine has not seen.
+    service = rayservice(loaded, model=model, image=image, tracking_uri=uri)
+    (out_dir / f"{loaded.name}-rayservice.yaml").write_text(to_yaml(service))
+    written = [out_dir / f"{loaded.name}-rayjob.yaml", out_dir / f"{loaded.name}-rayservice.yaml"]
+    if uri is None:
+        err.print("note: no --tracking-uri (or MLFLOW_TRACKING_URI): the pods would use their own local registry")
+    if not (loaded.data.is_uri or loaded.data.source.startswith("builtin:")):
+        err.print(f"note: data.source {loaded.data.source} is a local path; the pods need a URI (s3://, gs://)")
+    for path in written:
+        out.print(f"wrote {path}")
 
 
 # ------------------------------------------------------------------------------------ runs

@@ -26,6 +26,28 @@ RAY_VERSION = "2.60.0"
 SPEC_MOUNT = "/rayline"
 
 
+class _Dumper(yaml.SafeDumper):  # type: ignore[misc]  # untyped yaml stubs
+    """Multi-line strings (serveConfigV2, the ConfigMap's spec) as readable ``|`` blocks."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
+
+
+_Dumper.add_representer(str, _str)
+
+
+def to_yaml(*documents: Any) -> str:
+    """YAML for people to read and Kubernetes to apply: keys in order, multi-line text as blocks."""
+    return str(yaml.dump_all(documents, Dumper=_Dumper, sort_keys=False, allow_unicode=True))
+
+
+def spec_mapping(spec: Spec) -> dict[str, Any]:
+    """The spec as a mapping of what differs from the defaults (the same Spec when loaded again)."""
+    dumped: dict[str, Any] = spec.model_dump(mode="json", exclude_defaults=True)
+    return dumped
+
+
 def serve_config(spec: Spec, *, model: str, host: str = "0.0.0.0", port: int | None = None) -> dict[str, Any]:
     """A Ray Serve config deploying the spec's service for ``model`` (best, latest or a run id)."""
     return {
@@ -36,7 +58,7 @@ def serve_config(spec: Spec, *, model: str, host: str = "0.0.0.0", port: int | N
                 "name": spec.name,
                 "route_prefix": "/",
                 "import_path": BUILDER,
-                "args": {"spec": spec.model_dump(mode="json", exclude_unset=False), "model": model},
+                "args": {"spec": spec_mapping(spec), "model": model},
             }
         ],
     }
@@ -111,7 +133,7 @@ def rayservice(spec: Spec, *, model: str, image: str, tracking_uri: str | None) 
         "kind": "RayService",
         "metadata": {"name": _name(spec), "labels": {"app.kubernetes.io/managed-by": f"rayline-{__version__}"}},
         "spec": {
-            "serveConfigV2": yaml.safe_dump(config, sort_keys=False),
+            "serveConfigV2": to_yaml(config),
             "rayClusterConfig": _cluster(
                 image, workers=replicas, cpus=serve.num_cpus, gpus=serve.num_gpus, tracking_uri=tracking_uri
             ),
@@ -119,8 +141,9 @@ def rayservice(spec: Spec, *, model: str, image: str, tracking_uri: str | None) 
     }
 
 
-def rayjob(spec: Spec, *, spec_text: str, image: str, tracking_uri: str | None) -> list[dict[str, Any]]:
-    """A ConfigMap holding the spec and a KubeRay RayJob running ``rayline run`` on it."""
+def rayjob(spec: Spec, *, image: str, tracking_uri: str | None) -> list[dict[str, Any]]:
+    """A ConfigMap holding the spec (as loaded: with its --set overrides) and a KubeRay RayJob
+    running ``rayline run`` on it."""
     name = _name(spec)
     workers = spec.scaling.workers
     cpus = spec.scaling.cpus_per_worker or 1.0
@@ -131,7 +154,7 @@ def rayjob(spec: Spec, *, spec_text: str, image: str, tracking_uri: str | None) 
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {"name": f"{name}-spec"},
-        "data": {"spec.yaml": spec_text},
+        "data": {"spec.yaml": to_yaml(spec_mapping(spec))},
     }
     job = {
         "apiVersion": "ray.io/v1",

@@ -12,7 +12,7 @@ import yaml
 
 from rayline.deploy import rayjob, rayservice, serve_config
 from rayline.serving.app import BUILDER, BuildArgs
-from rayline.spec import load_spec
+from rayline.spec import load_spec, spec_from_dict
 
 REPO = Path(__file__).resolve().parents[2]
 CRDS = Path(os.environ.get("RAYLINE_KUBERAY_CRDS", REPO.parent / "shared" / "kuberay"))
@@ -64,10 +64,10 @@ def test_rayservice_validates_against_the_crd(example: str) -> None:
 def test_rayjob_runs_the_spec_from_a_configmap_and_validates() -> None:
     path = REPO / "examples" / "taxi.yaml"
     spec = load_spec(path, ["scaling.num_workers=2", "scaling.cpus_per_worker=2"])
-    configmap, job = rayjob(spec, spec_text=path.read_text(), image="rayline:test", tracking_uri=None)
+    configmap, job = rayjob(spec, image="rayline:test", tracking_uri=None)
     validate(job)
     assert job["spec"]["entrypoint"] == "rayline run /rayline/spec.yaml"
-    assert configmap["data"]["spec.yaml"] == path.read_text()
+    assert spec_from_dict(yaml.safe_load(configmap["data"]["spec.yaml"])) == spec  # overrides included
     head = job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
     assert head["volumes"][0]["configMap"]["name"] == configmap["metadata"]["name"]
     worker = job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
@@ -84,3 +84,36 @@ def test_a_manifest_the_crd_refuses_is_caught() -> None:
     manifest["spec"]["serveConfigV2"] = {"applications": []}
     with pytest.raises(jsonschema.ValidationError):
         validate(manifest)
+
+
+def test_the_k8s_command_writes_both_manifests(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = Path(sys.executable).with_name("rayline")
+    spec = REPO / "examples" / "taxi.yaml"
+    done = subprocess.run(
+        [
+            str(script),
+            "k8s",
+            str(spec),
+            "--image",
+            "rayline:test",
+            "--out",
+            str(tmp_path),
+            "--set",
+            "scaling.num_workers=3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "MLFLOW_TRACKING_URI": "http://mlflow:5000"},
+    )
+    assert done.returncode == 0, done.stderr
+    configmap, job = yaml.safe_load_all((tmp_path / "taxi-rayjob.yaml").read_text())
+    service = yaml.safe_load((tmp_path / "taxi-rayservice.yaml").read_text())
+    validate(job)
+    validate(service)
+    assert configmap["kind"] == "ConfigMap" and "scaling" in yaml.safe_load(configmap["data"]["spec.yaml"])
+    assert job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["replicas"] == 3
+    assert yaml.safe_load(service["spec"]["serveConfigV2"])["applications"][0]["args"]["model"] == "best"
