@@ -3,8 +3,8 @@
 The Python API mirrors the CLI::
 
     spec = rayline.load_spec("examples/taxi.yaml", ["model.num_boost_round=50"])
-    run = rayline.train(spec)              # rayline train
-    best = rayline.tune(spec)              # rayline tune
+    run = rayline.train(spec)              # rayline train (resume=True: --resume)
+    best = rayline.tune(spec)              # rayline tune (resume=True: --resume)
     out = rayline.predict(spec, model="best")   # rayline predict
     report = rayline.evaluate(spec)        # rayline evaluate
     service = rayline.serve(spec)          # rayline serve (returns once healthy)

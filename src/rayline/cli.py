@@ -121,8 +121,22 @@ def _metric_line(metrics: Mapping[str, float]) -> str:
     return "  ".join([step, *(f"{k}={v:.4f}" for k, v in sorted(shown.items()))]).strip()
 
 
+ResumeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--resume",
+        help="go on from the last checkpoint of an interrupted run of the same spec and --set values; "
+        "with none, say so and start from the beginning",
+    ),
+]
+
+
+def _notice(line: str) -> None:
+    err.print(line, markup=False)
+
+
 @app.command("train")
-def train_cmd(spec: SpecArg, set_: SetOpt = None) -> None:
+def train_cmd(spec: SpecArg, set_: SetOpt = None, resume: ResumeOpt = False) -> None:
     """Train the spec's model once and register it."""
     from rayline.spec import load_spec
     from rayline.stages.train import train
@@ -135,7 +149,7 @@ def train_cmd(spec: SpecArg, set_: SetOpt = None) -> None:
             elapsed = time.perf_counter() - started
             status.update(f"training {loaded.name}: {_metric_line(metrics)}  [{elapsed:.0f} s]")
 
-        result = train(loaded, on_report=progress)
+        result = train(loaded, on_report=progress, resume=resume, notice=_notice)
     if result.skipped:
         err.print(f"skipped {len(result.skipped)} undecodable image(s), e.g. {result.skipped[0]}", markup=False)
     out.print(f"run {result.run_id}  ({result.path}, {result.seconds['total']:.1f} s)")
@@ -143,7 +157,7 @@ def train_cmd(spec: SpecArg, set_: SetOpt = None) -> None:
 
 
 @app.command("tune")
-def tune_cmd(spec: SpecArg, set_: SetOpt = None) -> None:
+def tune_cmd(spec: SpecArg, set_: SetOpt = None, resume: ResumeOpt = False) -> None:
     """Search the spec's tune.space; register every trial and the best model."""
     from rayline.spec import load_spec
     from rayline.stages.tune import tune
@@ -160,8 +174,10 @@ def tune_cmd(spec: SpecArg, set_: SetOpt = None) -> None:
                 f"  [{elapsed:.0f} s]"
             )
 
-        result = tune(loaded, on_report=progress)
+        result = tune(loaded, on_report=progress, resume=resume, notice=_notice)
     out.print(f"tune run {result.run_id}: {result.trials} trials in {result.seconds:.1f} s")
+    for failed in result.failed:
+        err.print(f"  trial run {failed.run_id} {failed.config} failed: {failed.error}", markup=False)
     out.print(f"  best trial run {result.best_run_id}: {result.best_config}")
     out.print(f"  {_metric_line(result.best_metrics)}")
 

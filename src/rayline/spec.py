@@ -138,6 +138,11 @@ class ScalingSpec(_Strict):
     gpus_per_worker: Annotated[float, Field(gt=0)] = Field(
         default=1.0, description="with use_gpu: each worker's (and each Tune trial's) share of a GPU, e.g. 0.5"
     )
+    max_failures: Annotated[int, Field(ge=-1)] = Field(
+        default=1,
+        description="Ray Train runs: worker failures (a killed or crashed worker, or an error raised in the "
+        "training loop) recovered from the last checkpoint before the run fails; 0: none, -1: no limit",
+    )
 
     @property
     def workers(self) -> int:

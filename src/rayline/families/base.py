@@ -48,6 +48,14 @@ class LoopContext(Protocol):
     def report(self, metrics: Mapping[str, float], checkpoint: Path | None = None) -> None:
         """Record progress; ``checkpoint`` is a folder the context takes over (copies or moves)."""
 
+    def resume_from(self) -> Path | None:
+        """The checkpoint to continue from (the latest of an interrupted or failed run), or None.
+
+        A loop reads it before its first report: the model, its step and what it needs to keep
+        its metric history continuous (reports after it go on from that step, not from 0). A
+        final checkpoint (the run had finished but was not registered) is reported again as is.
+        """
+
 
 class Predictor(Protocol):
     """A loaded checkpoint that predicts on batches (batch inference and serving)."""
@@ -69,7 +77,10 @@ class Family(Protocol):
         """How many times one run of the loop reports (ASHA's time budget)."""
 
     def train_loop(self, config: Mapping[str, Any], ctx: LoopContext) -> None:
-        """Train, calling ``ctx.report`` every few rounds/epochs and once at the end with a checkpoint."""
+        """Train, calling ``ctx.report`` every few rounds/epochs and once at the end with a checkpoint.
+
+        Checkpoints every ``train.report_every`` steps, and continues from ``ctx.resume_from()``.
+        """
 
     def trainer(self, train_loop: Callable[[dict[str, Any]], None], **kwargs: Any) -> Any:
         """The Ray Train trainer for this family (XGBoostTrainer, TorchTrainer, ...) around ``train_loop``."""

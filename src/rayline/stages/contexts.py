@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
@@ -30,7 +31,14 @@ def _frame_batches(frame: pd.DataFrame, batch_size: int, shuffle: bool, seed: in
 
 
 class LocalContext:
-    """Runs the loop here. Keeps the metric history and the latest checkpoint in ``workdir``."""
+    """Runs the loop here. Keeps the metric history and the latest checkpoint in ``workdir``.
+
+    ``workdir/latest`` holds the newest checkpoint and the history up to it, swapped in whole
+    at every checkpoint; with ``resume`` the context starts from what an interrupted run left
+    there (``resume_from``, ``history``). ``workdir/latest.new`` is the next one being written:
+    its ``history.json`` is written last, so a copy with one is complete (the process may have
+    died between removing ``latest`` and renaming it).
+    """
 
     def __init__(
         self,
@@ -39,6 +47,7 @@ class LocalContext:
         cpus: int,
         workdir: Path,
         on_report: Callable[[Mapping[str, float]], None] | None = None,
+        resume: bool = False,
     ) -> None:
         self._frames = frames
         self._cpus = max(1, cpus)
@@ -47,6 +56,16 @@ class LocalContext:
         self.workdir = workdir
         self.history: list[dict[str, float]] = []
         self.checkpoint: Path | None = None
+        self._resume: Path | None = None
+        if resume:
+            saved = saved_state(workdir)
+            if saved is not None and saved.name != "latest":
+                # Finish the swap the interrupted run was making, so the next report can stage anew.
+                shutil.rmtree(workdir / "latest", ignore_errors=True)
+                saved = saved.rename(workdir / "latest")
+            if saved is not None:
+                self._resume = self.checkpoint = saved / "checkpoint"
+                self.history = json.loads((saved / HISTORY_FILE).read_text())
 
     @property
     def cpus(self) -> int:
@@ -67,19 +86,40 @@ class LocalContext:
         self._epoch += 1
         return _frame_batches(self._frames[split], batch_size, shuffle, seed=self._epoch)
 
+    def resume_from(self) -> Path | None:
+        return self._resume
+
     def report(self, metrics: Mapping[str, float], checkpoint: Path | None = None) -> None:
         self.history.append(dict(metrics))
         if checkpoint is not None:
-            # Keep only the newest checkpoint, swapped in whole: a crash never leaves half of one.
-            target = self.workdir / "checkpoint"
-            staging = self.workdir / "checkpoint.new"
+            # Keep only the newest checkpoint and the history up to it, swapped in whole: a
+            # crash never leaves half of one, nor a history that does not match its checkpoint.
+            target = self.workdir / "latest"
+            staging = self.workdir / "latest.new"
             shutil.rmtree(staging, ignore_errors=True)
-            shutil.copytree(checkpoint, staging)
+            shutil.copytree(checkpoint, staging / "checkpoint")
+            (staging / HISTORY_FILE).write_text(json.dumps(self.history))
             shutil.rmtree(target, ignore_errors=True)
             staging.rename(target)
-            self.checkpoint = target
+            self.checkpoint = target / "checkpoint"
+            self._resume = None  # the old one was replaced; the loop read it before its first report
         if self._on_report is not None:
             self._on_report(metrics)
+
+
+HISTORY_FILE = "history.json"
+
+
+def saved_state(workdir: Path) -> Path | None:
+    """The newest complete checkpoint + history a ``LocalContext`` left in ``workdir``, if any.
+
+    A complete ``latest.new`` is newer than ``latest`` (the crash came before the swap).
+    """
+    for name in ("latest.new", "latest"):
+        folder = workdir / name
+        if (folder / HISTORY_FILE).is_file() and (folder / "checkpoint").is_dir():
+            return folder
+    return None
 
 
 class TuneTrialContext(LocalContext):
@@ -93,16 +133,26 @@ class TuneTrialContext(LocalContext):
             dict(metrics), checkpoint=ray.tune.Checkpoint.from_directory(str(checkpoint)) if checkpoint else None
         )
 
+    def resume_from(self) -> Path | None:
+        """The trial's last checkpoint when Tune restarts it (a restored search, a retried trial)."""
+        import ray.tune
+
+        if self._resume is None:
+            self._resume = _copy_out(ray.tune.get_checkpoint(), self.workdir / "resume")
+        return self._resume
+
 
 class TrainWorkerContext:
     """Runs the loop in a Ray Train worker; shards come from the trainer's datasets."""
 
-    def __init__(self, cpus: int) -> None:
+    def __init__(self, cpus: int, workdir: Path) -> None:
         import ray.train
 
         self._ctx = ray.train.get_context()
         self._cpus = max(1, cpus)
         self._epoch = 0
+        self._workdir = workdir
+        self._resume: Path | None = None
 
     @property
     def cpus(self) -> int:
@@ -133,6 +183,15 @@ class TrainWorkerContext:
         batches: Iterator[dict[str, np.ndarray]] = shard.iter_batches(**kwargs)
         return batches
 
+    def resume_from(self) -> Path | None:
+        """The run's latest checkpoint: Ray Train hands it to every worker after a worker failure
+        (``FailureConfig``) and when a run of the same name and storage starts again (``--resume``)."""
+        import ray.train
+
+        if self._resume is None:
+            self._resume = _copy_out(ray.train.get_checkpoint(), self._workdir / "resume")
+        return self._resume
+
     def report(self, metrics: Mapping[str, float], checkpoint: Path | None = None) -> None:
         import ray.train
 
@@ -149,4 +208,23 @@ class TrainWorkerContext:
 def train_worker(config: dict[str, Any]) -> None:
     """Entry point of every Ray Train worker: the family's loop on this worker's shards."""
     family = get_family(config["family"])
-    family.train_loop(config, TrainWorkerContext(cpus=int(config["worker_cpus"])))
+    with tempfile.TemporaryDirectory(prefix="rayline-worker-") as tmp:
+        family.train_loop(config, TrainWorkerContext(cpus=int(config["worker_cpus"]), workdir=Path(tmp)))
+
+
+def _copy_out(checkpoint: Any, folder: Path) -> Path | None:
+    """A Ray checkpoint as a local folder the loop may read at leisure.
+
+    On local storage, the checkpoint's own folder: Ray keeps every checkpoint of a run
+    (``num_to_keep=None``) and a copy would outlive a worker that is killed. On remote storage,
+    a download into ``folder``.
+    """
+    if checkpoint is None:
+        return None
+    import pyarrow.fs
+
+    if isinstance(checkpoint.filesystem, pyarrow.fs.LocalFileSystem):
+        return Path(checkpoint.path)
+    if not folder.is_dir():
+        checkpoint.to_directory(str(folder))
+    return folder

@@ -6,10 +6,18 @@ Execution path by size (``scaling.num_workers``):
 - a number, or remote/big data: the family's Ray Train trainer with that many workers, fed by
   Ray Data shards, reporting sparsely.
 Both paths write the same checkpoint format and the same registry entry.
+
+Resuming (``resume=True``, ``rayline train --resume``): both paths keep their latest checkpoint
+where running the same spec again finds it (``rayline.stages.resume``). A run without ``resume``
+clears that state and starts from the beginning; a registered run clears it too, so resuming
+never registers a run twice. The registry entry is only written at the end: an interrupted run
+leaves none, and the resumed one is the single run, its history going on from the checkpoint's
+step.
 """
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 import threading
@@ -25,10 +33,13 @@ from rayline.errors import RaylineError, TrainError, map_error
 from rayline.families import Family
 from rayline.registry import Registry, open_registry
 from rayline.spec import Spec
-from rayline.stages.contexts import LocalContext, train_worker
+from rayline.stages.contexts import LocalContext, saved_state, train_worker
 from rayline.stages.engine import plugs, prepare, trains_in_process
+from rayline.stages.resume import clear_local, clear_storage, local_state, train_key, train_resumable
 
 ProgressFn = Callable[[Mapping[str, float]], None]
+NoticeFn = Callable[[str], None]
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -39,6 +50,7 @@ class TrainResult:
     path: str  # "local" or "ray-train:<N>"
     seconds: dict[str, float] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)  # undecodable image files left out
+    resumed: bool = False  # went on from an interrupted run's checkpoint
 
 
 def model_params(spec: Spec) -> dict[str, Any]:
@@ -76,9 +88,14 @@ def scaling_config(spec: Spec, workers: int, cpus_each: float) -> Any:
     return ray.train.ScalingConfig(num_workers=workers, use_gpu=spec.scaling.use_gpu, resources_per_worker=resources)
 
 
-def run_local(spec: Spec, family: Family, data: Prepared, on_report: ProgressFn | None) -> LocalContext:
-    workdir = Path(tempfile.mkdtemp(prefix="rayline-train-", dir=runtime.home()))
-    ctx = LocalContext(data.frames, cpus=runtime.local_cpus(), workdir=workdir, on_report=on_report)
+def run_local(
+    spec: Spec, family: Family, data: Prepared, on_report: ProgressFn | None, *, resume: bool
+) -> LocalContext:
+    workdir = local_state(spec)
+    if not resume:
+        clear_local(spec)
+    workdir.mkdir(parents=True, exist_ok=True)
+    ctx = LocalContext(data.frames, cpus=runtime.local_cpus(), workdir=workdir, on_report=on_report, resume=resume)
     family.train_loop(data.config, ctx)
     if ctx.checkpoint is None:
         raise TrainError(f"the {family.name} loop finished without a checkpoint")
@@ -88,7 +105,12 @@ def run_local(spec: Spec, family: Family, data: Prepared, on_report: ProgressFn 
 def run_ray_train(
     spec: Spec, family: Family, data: Prepared, total_cpus: float
 ) -> tuple[dict[str, float], list[dict[str, float]], Path]:
-    """Fit with Ray Train V2; returns final metrics, history and a local copy of the final checkpoint."""
+    """Fit with Ray Train V2; returns final metrics, history and a local copy of the final checkpoint.
+
+    The run is named ``train_key(spec)``: a run of that name with a snapshot in storage is
+    restored from its latest checkpoint (the caller clears it for a fresh start). Worker
+    failures are recovered from the latest checkpoint ``scaling.max_failures`` times.
+    """
     import ray.train
 
     workers, cpus_each = worker_resources(spec, total_cpus)
@@ -98,9 +120,10 @@ def run_ray_train(
         train_loop_config=config,
         scaling_config=scaling_config(spec, workers, cpus_each),
         run_config=ray.train.RunConfig(
-            name=f"{spec.name}-train-{int(time.time())}",
+            name=train_key(spec),
             storage_path=runtime.storage_path(),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=None),
+            failure_config=ray.train.FailureConfig(max_failures=spec.scaling.max_failures),
         ),
         datasets=data.datasets,
     )
@@ -133,22 +156,35 @@ def log_run(
     kind: str = "train",
     parent_id: str | None = None,
     extra_params: Mapping[str, Any] | None = None,
+    extra_tags: Mapping[str, str] | None = None,
 ) -> str:
     step_key = family.step_key
-    with registry.start_run(
-        spec.name, kind=kind, family=family.name, spec=spec, parent_id=parent_id, tags={"rayline.path": path}
-    ) as run:
+    tags = {"rayline.path": path, **(extra_tags or {})}
+    with registry.start_run(spec.name, kind=kind, family=family.name, spec=spec, parent_id=parent_id, tags=tags) as run:
         run.log_params({**model_params(spec), **(extra_params or {})})
         run.set_tags({f"rayline.data.{k}": v for k, v in data.fingerprint.items()})
-        run.log_history([h for h in history if step_key in h and h is not history[-1]], step_key=step_key)
+        # The final report is the run's metrics, not a step; a resumed run that had already
+        # finished reports it once more (so compare by value).
+        run.log_history([h for h in history if step_key in h and h != history[-1]], step_key=step_key)
         run.log_metrics({k: v for k, v in metrics.items() if k != step_key})
         run.log_metrics({f"time_{k}_s": v for k, v in seconds.items()})
         run.log_checkpoint(checkpoint)
         return run.run_id
 
 
-def train(spec: Spec, *, on_report: ProgressFn | None = None, registry: Registry | None = None) -> TrainResult:
-    """Train the spec's model once and register it. Returns the run id and final metrics."""
+def train(
+    spec: Spec,
+    *,
+    on_report: ProgressFn | None = None,
+    registry: Registry | None = None,
+    resume: bool = False,
+    notice: NoticeFn | None = None,
+) -> TrainResult:
+    """Train the spec's model once and register it. Returns the run id and final metrics.
+
+    ``resume``: go on from the last checkpoint an interrupted run of the same spec left; with
+    none, say so (``notice``, else the log) and start from the beginning.
+    """
     start = time.perf_counter()
     family, kind = plugs(spec)
     require_gpus(spec)
@@ -157,18 +193,25 @@ def train(spec: Spec, *, on_report: ProgressFn | None = None, registry: Registry
     # Importing mlflow and opening the store take seconds: do it while the data loads (or Ray starts).
     warm = threading.Thread(target=lambda: registry.client, name="rayline-registry-warmup", daemon=True)
     warm.start()
+    key = train_key(spec)
     try:
         if local:
+            resumed = resume and saved_state(local_state(spec)) is not None
+            _say_resume(spec, resume, resumed, notice)
             data = prepare(spec, family, kind, in_process=True)
             # Not while training: a thread importing Python code beside the model's threads on
             # every core slows them down as much as the overlap saves (docs/benchmarks.md).
             warm.join()
             t0 = time.perf_counter()
-            ctx = run_local(spec, family, data, on_report)
+            ctx = run_local(spec, family, data, on_report, resume=resume)
             fit_s = time.perf_counter() - t0
             metrics, history, checkpoint, path = ctx.history[-1], ctx.history, ctx.checkpoint, "local"
         else:
             resources = runtime.init()
+            resumed = resume and train_resumable(key)
+            if not resumed:
+                clear_storage(key)  # an older run's folder, or checkpoints never registered
+            _say_resume(spec, resume, resumed, notice)
             data = prepare(spec, family, kind, in_process=False)
             t0 = time.perf_counter()
             metrics, history, checkpoint = run_ray_train(spec, family, data, resources.cpus)
@@ -187,12 +230,35 @@ def train(spec: Spec, *, on_report: ProgressFn | None = None, registry: Registry
             data=data,
             path=path,
             seconds=seconds,
+            extra_tags={"rayline.resumed": "true"} if resumed else None,
         )
-        shutil.rmtree(checkpoint.parent, ignore_errors=True)
+        # Registered: the resume state has served its purpose, and a later --resume must not
+        # register this run a second time.
+        if local:
+            clear_local(spec)
+        else:
+            shutil.rmtree(checkpoint.parent, ignore_errors=True)
+            clear_storage(key)
     except RaylineError:
         raise
     except Exception as err:
         raise map_error(err, during="training") from None
     return TrainResult(
-        run_id=run_id, metrics=dict(metrics), history=history, path=path, seconds=seconds, skipped=data.skipped
+        run_id=run_id,
+        metrics=dict(metrics),
+        history=history,
+        path=path,
+        seconds=seconds,
+        skipped=data.skipped,
+        resumed=resumed,
     )
+
+
+def _say_resume(spec: Spec, asked: bool, found: bool, notice: NoticeFn | None) -> None:
+    if not asked:
+        return
+    if found:
+        line = f"resuming {spec.name} from the last checkpoint of its interrupted run"
+    else:
+        line = f"nothing to resume for {spec.name} (spec hash {spec.fingerprint()}): training from the start"
+    (notice or log.warning)(line)

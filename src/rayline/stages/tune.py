@@ -6,18 +6,23 @@ training loop itself (the data goes to the object store once and every trial rea
 zero-copy; a Train run per trial would pay Ray Train's start-up each time). For big data each
 trial launches the family's Ray Train trainer, whose reports flow back through
 ``TuneReportCallback``.
+
+Faults: the search is named after the spec and its fingerprint, so ``resume=True`` (``rayline
+tune --resume``) restores an interrupted one (``Tuner.restore``): finished trials are kept,
+unfinished ones go on from their last checkpoint (``ray.tune.get_checkpoint`` in the loop's
+context; a big-data trial's Ray Train run is named after the trial, so it is restored too).
+A trial that raises is recorded as a FAILED trial run with its error, and the search ends with
+the others. A search without ``resume`` clears the old state; a registered one clears it too.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,28 +30,20 @@ from ray.tune import Callback
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from rayline import runtime
-from rayline.data import Prepared
 from rayline.errors import SpecError, TrainError, map_error, root_cause
 from rayline.families import Family, get_family
 from rayline.registry import Registry, open_registry
 from rayline.spec import SearchDomain, Spec
 from rayline.stages.contexts import TuneTrialContext, train_worker
 from rayline.stages.engine import plugs, prepare, trains_in_process
-from rayline.stages.train import log_run, require_gpus, scaling_config, worker_resources
+from rayline.stages.resume import clear_storage, search_key, storage_folder
+from rayline.stages.train import NoticeFn, require_gpus, scaling_config, worker_resources
+from rayline.stages.trials import FailedTrial as FailedTrial  # re-exported: the stage's results
+from rayline.stages.trials import TuneResult as TuneResult
+from rayline.stages.trials import register
 
 ProgressFn = Callable[[Mapping[str, float]], None]
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TuneResult:
-    run_id: str
-    best_run_id: str
-    best_config: dict[str, Any]
-    best_metrics: dict[str, float]
-    trials: int
-    seconds: float
-    trial_seconds: list[float] = field(default_factory=list)
 
 
 def search_space(spec: Spec, family: Family) -> dict[str, Any]:
@@ -102,7 +99,10 @@ def _train_trial(config: dict[str, Any], *, base: dict[str, Any], datasets: dict
         run_config=ray.train.RunConfig(
             storage_path=runtime.storage_path(),
             callbacks=[TuneReportCallback()],  # type: ignore[list-item]
-            name=f"trial-{time.time_ns()}",
+            # Named after the trial: when a restored search restarts the trial, Ray Train
+            # restores this run from its latest checkpoint.
+            name=trial_run_name(),
+            failure_config=ray.train.FailureConfig(max_failures=trial_spec.scaling.max_failures),
         ),
         datasets=datasets,
     )
@@ -112,6 +112,12 @@ def _train_trial(config: dict[str, Any], *, base: dict[str, Any], datasets: dict
         import ray.tune
 
         ray.tune.report(dict(result.metrics or {}), checkpoint=result.checkpoint)
+
+
+def trial_run_name() -> str:
+    import ray.tune
+
+    return f"trial-{ray.tune.get_context().get_trial_id()}"
 
 
 def trial_concurrency(spec: Spec, resources: runtime.Resources, local: bool) -> tuple[int, float]:
@@ -158,8 +164,19 @@ class _Progress(Callback):  # type: ignore[misc]
         self.on_report({**{k: v for k, v in result.items() if isinstance(v, int | float)}, "trials_done": done})
 
 
-def tune(spec: Spec, *, on_report: ProgressFn | None = None, registry: Registry | None = None) -> TuneResult:
-    """Run the spec's search; register the tune run, every trial, and the best trial's checkpoint."""
+def tune(
+    spec: Spec,
+    *,
+    on_report: ProgressFn | None = None,
+    registry: Registry | None = None,
+    resume: bool = False,
+    notice: NoticeFn | None = None,
+) -> TuneResult:
+    """Run the spec's search; register the tune run, every trial, and the best trial's checkpoint.
+
+    ``resume``: restore the interrupted search of the same spec and finish its trials; with
+    none, say so (``notice``, else the log) and search from the beginning.
+    """
     from ray import tune as ray_tune
 
     start = time.perf_counter()
@@ -194,26 +211,39 @@ def tune(spec: Spec, *, on_report: ProgressFn | None = None, registry: Registry 
         )
         # The trial only launches a Train run (whose workers hold the CPUs); Tune needs a nonzero bundle.
         trainable = ray_tune.with_resources(trainable, {"cpu": 0.01})
-    tuner = ray_tune.Tuner(
-        trainable,
-        param_space=space,
-        tune_config=ray_tune.TuneConfig(
-            metric=spec.metric,
-            mode=spec.mode,
-            num_samples=spec.tune.num_samples,
-            max_concurrent_trials=at_once,
-            scheduler=_scheduler(spec, family),
-            time_budget_s=spec.train.timeout_s,
-            # A new actor per trial costs a process start and imports; reuse them across trials.
-            reuse_actors=True,
-        ),
-        run_config=ray_tune.RunConfig(
-            name=f"{spec.name}-tune-{int(time.time())}",
-            storage_path=runtime.storage_path(),
-            verbose=0,
-            callbacks=[CSVLoggerCallback(), JsonLoggerCallback(), *([_Progress(on_report)] if on_report else [])],
-        ),
-    )
+    name = search_key(spec)
+    path = storage_folder(name)
+    resumed = resume and ray_tune.Tuner.can_restore(path)
+    if resume:
+        (notice or log.warning)(
+            f"resuming the search of {spec.name} where it was interrupted"
+            if resumed
+            else f"nothing to resume for {spec.name} (spec hash {spec.fingerprint()}): searching from the start"
+        )
+    if resumed:
+        tuner = _restored(path, trainable, on_report)
+    else:
+        clear_storage(name)  # an old search's state
+        tuner = ray_tune.Tuner(
+            trainable,
+            param_space=space,
+            tune_config=ray_tune.TuneConfig(
+                metric=spec.metric,
+                mode=spec.mode,
+                num_samples=spec.tune.num_samples,
+                max_concurrent_trials=at_once,
+                scheduler=_scheduler(spec, family),
+                time_budget_s=spec.train.timeout_s,
+                # A new actor per trial costs a process start and imports; reuse them across trials.
+                reuse_actors=True,
+            ),
+            run_config=ray_tune.RunConfig(
+                name=name,
+                storage_path=runtime.storage_path(),
+                verbose=0,
+                callbacks=[CSVLoggerCallback(), JsonLoggerCallback(), *([_Progress(on_report)] if on_report else [])],
+            ),
+        )
     try:
         grid = tuner.fit()
     except Exception as err:
@@ -227,89 +257,25 @@ def tune(spec: Spec, *, on_report: ProgressFn | None = None, registry: Registry 
         raise TrainError(f"no trial reported metric {spec.metric!r}: {err}") from None
     log.info("tune: %.1f s to the end of the search", time.perf_counter() - start)
     warm.join()
-    return _register(spec, family, data, grid, best, registry, time.perf_counter() - start)
+    result = register(spec, family, data, grid, best, registry, time.perf_counter() - start)
+    result.resumed = resumed
+    # Registered: a later --resume must not register this search a second time.
+    clear_storage(name)
+    return result
 
 
-def _register(
-    spec: Spec, family: Family, data: Prepared, grid: Any, best: Any, registry: Registry, seconds: float
-) -> TuneResult:
-    step_key = family.step_key
-    best_run_id = ""
-    trial_seconds: list[float] = []
-    with registry.start_run(spec.name, kind="tune", family=family.name, spec=spec) as parent:
-        parent.log_params(
-            {
-                "tune.num_samples": spec.tune.num_samples,
-                "tune.scheduler": spec.tune.scheduler,
-                **{f"tune.space.{k}": v.model_dump(exclude_none=True) for k, v in spec.tune.space.items()},
-            }
-        )
-        for result in (grid[i] for i in range(len(grid))):
-            if result.metrics is None or spec.metric not in result.metrics:
-                continue
-            config = dict(result.config or {})
-            frame = result.metrics_dataframe
-            history = frame.to_dict("records") if frame is not None else [dict(result.metrics)]
-            history = [
-                {k: v for k, v in h.items() if isinstance(v, int | float) and k.startswith(("valid_", step_key))}
-                for h in history
-            ]
-            trial_seconds.append(float(result.metrics.get("time_total_s", 0.0)))
-            is_best = result.path == best.path
-            trial_spec = family.with_trial(spec, config)
-            with contextlib.ExitStack() as stack:  # as_directory: no copy left behind in /tmp
-                ckpt = None
-                if is_best and result.checkpoint:
-                    ckpt = Path(stack.enter_context(result.checkpoint.as_directory()))
-                run_id = _log_trial(registry, trial_spec, family, result, history, ckpt, data, parent.run_id, config)
-            if is_best:
-                best_run_id = run_id
-        parent.log_metrics({f"best_{spec.metric}": float(best.metrics[spec.metric]), "trials": float(len(grid))})
-        parent.log_metrics({"time_total_s": seconds})
-        parent.set_tags({"rayline.best_trial_run": best_run_id})
-    return TuneResult(
-        run_id=parent.run_id,
-        best_run_id=best_run_id,
-        best_config=dict(best.config or {}),
-        best_metrics={k: float(v) for k, v in best.metrics.items() if isinstance(v, int | float)},
-        trials=len(grid),
-        seconds=seconds,
-        trial_seconds=trial_seconds,
-    )
+def _restored(path: str, trainable: Any, on_report: ProgressFn | None) -> Any:
+    """The interrupted search at ``path``, its unfinished trials to go on from their checkpoints.
 
+    Errored trials stay errored (their error is a result, registered as a failed trial).
+    """
+    from ray import tune as ray_tune
 
-def _log_trial(
-    registry: Registry,
-    spec: Spec,
-    family: Family,
-    result: Any,
-    history: list[dict[str, float]],
-    checkpoint: Path | None,
-    data: Prepared,
-    parent_id: str,
-    config: dict[str, Any],
-) -> str:
-    metrics = {k: float(v) for k, v in result.metrics.items() if isinstance(v, int | float) and k.startswith("valid_")}
-    if checkpoint is not None:
-        return log_run(
-            registry,
-            spec,
-            family,
-            metrics=metrics,
-            history=history,
-            checkpoint=checkpoint,
-            data=data,
-            path="tune-trial",
-            seconds={"total": float(result.metrics.get("time_total_s", 0.0))},
-            kind="trial",
-            parent_id=parent_id,
-            extra_params={f"trial.{k}": v for k, v in config.items()},
-        )
-    with registry.start_run(spec.name, kind="trial", family=family.name, parent_id=parent_id) as run:
-        run.log_params({f"trial.{k}": v for k, v in config.items()})
-        step_key = family.step_key
-        run.log_history([h for h in history if step_key in h], step_key=step_key)
-        run.log_metrics(metrics)
-        if result.error is not None:
-            run.set_tags({"rayline.error": str(result.error)[:500]})
-        return run.run_id
+    tuner = ray_tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False)
+    # The progress callback was restored from the pickled state without the CLI's display
+    # (see _Progress.__getstate__); hand it this process's. Best effort: a private attribute.
+    run_config = getattr(getattr(tuner, "_local_tuner", None), "get_run_config", lambda: None)()
+    for callback in getattr(run_config, "callbacks", None) or []:
+        if isinstance(callback, _Progress):
+            callback.on_report = on_report
+    return tuner

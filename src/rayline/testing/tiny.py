@@ -21,6 +21,7 @@ from rayline.data.table_schema import TableLayout
 from rayline.data.tables import encode_label, features_frame, output_frame, output_records
 from rayline.errors import DataError
 from rayline.families.base import LoopContext
+from rayline.families.resume import report_again, resume_point
 from rayline.spec import Spec
 from rayline.testing.tiny_spec import TinyModelSpec
 
@@ -48,6 +49,11 @@ def train_tiny(config: Mapping[str, Any], ctx: LoopContext) -> None:
     model = spec.model
     assert isinstance(model, TinyModelSpec)
     layout = TableLayout.from_dict(config["layout"])
+    point = resume_point(ctx)
+    if point is not None:
+        # One step, so its only checkpoint is the final one: the run had finished, unregistered.
+        report_again(ctx, *point)
+        return
     train, valid = ctx.frame("train"), ctx.frame("valid")
     x, y = _matrix(train, layout), encode_label(train[layout.label], layout)
     state: dict[str, Any] = {"scale": (x.std(axis=0) + 1e-9).tolist(), "temperature": model.temperature}

@@ -40,6 +40,7 @@ from rayline.data.tables import (
 from rayline.errors import DataError, map_error
 from rayline.families.base import LoopContext
 from rayline.families.lightgbm.spec import LightGBMModelSpec, objective_task
+from rayline.families.resume import finished, report_again, resume_point
 from rayline.spec import Spec
 
 MODEL_FILE = "model.txt"
@@ -145,21 +146,32 @@ def train_params(model: LightGBMModelSpec, spec: Spec, layout: TableLayout, ctx:
 
 
 # ------------------------------------------------------------------------------ training
+Curves = dict[str, list[float]]  # lightgbm metric -> its validation value after each round, from round 1
+
+
 class _Reporter:
     """A lightgbm callback reporting (and checkpointing) every ``every`` rounds.
 
     Not Ray's ``RayTrainReportCallback``, which reports every round: a report is a
-    synchronisation point, so they must be sparse (docs/benchmarks.md).
+    synchronisation point, so they must be sparse (docs/benchmarks.md). A checkpoint carries the
+    validation curves so far (``meta["curves"]``), so a run resumed from it keeps one history;
+    lightgbm numbers a continued run's rounds on from its ``init_model``'s.
     """
 
-    order = 25  # after record_evaluation (20), before early_stopping (30)
     before_iteration = False
 
-    def __init__(self, ctx: LoopContext, every: int, total: int, meta: Mapping[str, Any]) -> None:
+    def __init__(
+        self, ctx: LoopContext, every: int, total: int, meta: Mapping[str, Any], before: Curves, history: Any
+    ) -> None:
         self.ctx, self.every, self.total, self.meta = ctx, every, total, meta
+        self.before, self.history = before, history
+        # After record_evaluation (20: ``history`` has this round), before early_stopping (30).
+        # On the instance: lightgbm.train gives a callback without an ``order`` in its
+        # ``__dict__`` a negative one (it ran first, a class attribute notwithstanding).
+        self.order = 25
 
     def __call__(self, env: lightgbm.callback.CallbackEnv) -> None:
-        done = env.iteration - env.begin_iteration + 1
+        done = env.iteration + 1
         if done % self.every or done >= self.total:
             return
         metrics: dict[str, float] = {"round": float(done)}
@@ -169,9 +181,14 @@ class _Reporter:
         if self.ctx.rank != 0:
             self.ctx.report(metrics)
             return
+        meta = {**self.meta, "metrics": metrics, "curves": _joined(self.before, self.history.get("valid", {}))}
         with tempfile.TemporaryDirectory(prefix="rayline-ckpt-") as tmp:
-            folder = save_checkpoint(env.model, {**self.meta, "metrics": metrics}, Path(tmp) / "ckpt", iterations=-1)
+            folder = save_checkpoint(env.model, meta, Path(tmp) / "ckpt", iterations=-1)
             self.ctx.report(metrics, folder)
+
+
+def _joined(before: Curves, after: Mapping[str, Any]) -> Curves:
+    return {name: [*before.get(name, []), *(float(v) for v in values)] for name, values in after.items()}
 
 
 def save_checkpoint(booster: Any, meta: Mapping[str, Any], folder: Path, *, iterations: int) -> Path:
@@ -187,6 +204,11 @@ def train_booster(config: Mapping[str, Any], ctx: LoopContext) -> None:
     spec = Spec.model_validate(config["spec"])
     model = model_section(spec)
     layout = TableLayout.from_dict(config["layout"])
+    point = resume_point(ctx)
+    if point is not None and finished(point[1], "rounds_run"):
+        report_again(ctx, *point)  # its booster is cut at the best round: nothing to train on
+        return
+    resumed = (lightgbm.Booster(model_file=str(point[0] / MODEL_FILE)), point[1].get("curves", {})) if point else None
     params = train_params(model, spec, layout, ctx)
     train, valid = ctx.frame("train"), ctx.frame("valid")
     valid_x, valid_y = features_frame(valid, layout), encode_label(valid[layout.label], layout)
@@ -196,11 +218,13 @@ def train_booster(config: Mapping[str, Any], ctx: LoopContext) -> None:
     )
     dvalid = lightgbm.Dataset(valid_x, label=valid_y, reference=dtrain, categorical_feature="auto")
 
+    before: Curves = resumed[1] if resumed else {}
+    start = resumed[0].current_iteration() if resumed else 0
     history: dict[str, Any] = {}
     meta = {"family": "lightgbm", "data_kind": "table", "layout": layout.to_dict(), "objective": params["objective"]}
     callbacks: list[Any] = [
         lightgbm.record_evaluation(history),
-        _Reporter(ctx, spec.train.report_every, model.num_boost_round, meta),
+        _Reporter(ctx, spec.train.report_every, model.num_boost_round, meta, before, history),
     ]
     if model.early_stopping_rounds:
         callbacks.append(lightgbm.early_stopping(model.early_stopping_rounds, first_metric_only=True, verbose=False))
@@ -209,22 +233,29 @@ def train_booster(config: Mapping[str, Any], ctx: LoopContext) -> None:
         booster = lightgbm.train(
             params,
             dtrain,
-            num_boost_round=model.num_boost_round,
+            num_boost_round=model.num_boost_round - start,
             valid_sets=[dvalid],
             valid_names=["valid"],
             callbacks=callbacks,
+            init_model=resumed[0] if resumed else None,
         )
     except lightgbm.basic.LightGBMError as err:
         raise map_error(err, during="training") from None
 
     boost_s = time.perf_counter() - boost_start
-    curves: dict[str, list[float]] = history.get("valid", {})
+    curves = _joined(before, history.get("valid", {}))
     rounds = len(next(iter(curves.values()), [])) or booster.current_iteration()
     # best_iteration is 1-based, 0 without early stopping; the returned booster already ends there.
     best = booster.best_iteration if booster.best_iteration > 0 else rounds
+    if start and model.early_stopping_rounds and curves:
+        # Early stopping watches the first metric; the whole curve, not only the rounds since a
+        # resume (its patience restarts there), decides the best round.
+        best = int(np.argmin(next(iter(curves.values())))) + 1
     final: dict[str, float] = {"round": float(best), "rounds_run": float(rounds), "time_boost_s": boost_s}
+    if start:
+        final["resumed_from_round"] = float(start)  # time_boost_s counts the rounds since
     for name, values in curves.items():
-        final.update(_rename(name, float(values[best - 1])))
+        final.update(_rename(name, values[best - 1]))
     if layout.task == "binary":
         scores = np.asarray(booster.predict(valid_x, num_iteration=best, num_threads=ctx.cpus))
         auc = _auc(valid_y, scores)

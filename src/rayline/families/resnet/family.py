@@ -25,10 +25,14 @@ from rayline.data.image_codec import ImageLayout, normalize
 from rayline.errors import DataError, TrainError
 from rayline.families.base import LoopContext
 from rayline.families.resnet.spec import ResNetModelSpec
+from rayline.families.resume import finished, report_again, resume_point
 from rayline.spec import Spec
 
 MODEL_FILE = "model.pt"
 META_FILE = "meta.json"
+# In periodic checkpoints only: what a resumed run needs beyond the weights (the optimizer's
+# moments, the epoch, the best epoch so far and its weights when they are not these).
+STATE_FILE = "train_state.pt"
 _TUNABLE = {"lr", "batch_size", "epochs"}
 _EPOCH_METRICS = {"train_loss", "valid_loss", "valid_accuracy"}
 
@@ -81,12 +85,27 @@ def _all_reduce(values: list[float], ctx: LoopContext, device: torch.device) -> 
     return [float(v) for v in tensor.tolist()]
 
 
-def save_checkpoint(model: nn.Module, meta: Mapping[str, Any], folder: Path) -> Path:
+def save_checkpoint(
+    model: nn.Module, meta: Mapping[str, Any], folder: Path, train_state: Mapping[str, Any] | None = None
+) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     inner = getattr(model, "module", model)  # DDP wraps the model
     torch.save({k: v.detach().cpu() for k, v in inner.state_dict().items()}, folder / MODEL_FILE)
+    if train_state is not None:
+        torch.save(dict(train_state), folder / STATE_FILE)
     (folder / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
     return folder
+
+
+def _cpu(state: Mapping[str, Any]) -> Any:
+    """A state dict's tensors on the CPU (optimizer states nest them)."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().cpu()
+    if isinstance(state, Mapping):
+        return {k: _cpu(v) for k, v in state.items()}
+    if isinstance(state, list | tuple):
+        return type(state)(_cpu(v) for v in state)
+    return state
 
 
 def train_resnet(config: Mapping[str, Any], ctx: LoopContext) -> None:
@@ -95,17 +114,29 @@ def train_resnet(config: Mapping[str, Any], ctx: LoopContext) -> None:
     model_spec = spec.model
     assert isinstance(model_spec, ResNetModelSpec)
     layout = ImageLayout.from_dict(dict(config["layout"]))
+    point = resume_point(ctx)
+    if point is not None and finished(point[1], "epochs_run"):
+        report_again(ctx, *point)  # the best epoch's weights: nothing to train on
+        return
     torch.set_num_threads(ctx.cpus)
     torch.manual_seed(spec.split.seed)
+    net = build_model(len(layout.classes), layout.channels)
+    resumed: dict[str, Any] = {}
+    if point is not None:
+        # Weights before DDP wraps the model (every worker loads the same checkpoint).
+        net.load_state_dict(torch.load(point[0] / MODEL_FILE, map_location="cpu", weights_only=True))
+        resumed = torch.load(point[0] / STATE_FILE, map_location="cpu", weights_only=True)
     if ctx.world_size > 1:
         import ray.train.torch
 
         device = ray.train.torch.get_device()
-        model = ray.train.torch.prepare_model(build_model(len(layout.classes), layout.channels))
+        model = ray.train.torch.prepare_model(net)
     else:
         device = _device(spec.scaling.use_gpu)
-        model = build_model(len(layout.classes), layout.channels).to(device)
+        model = net.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=model_spec.lr)
+    if resumed:
+        optimizer.load_state_dict(resumed["optimizer"])  # moved to the parameters' device
     meta = {"family": "resnet18", "data_kind": "images", "layout": layout.to_dict(), "device": str(device)}
     every = spec.train.report_every
     key = spec.metric if spec.metric in _EPOCH_METRICS else "valid_loss"
@@ -114,9 +145,12 @@ def train_resnet(config: Mapping[str, Any], ctx: LoopContext) -> None:
     def better(new: float, old: float) -> bool:
         return new < old if minimize else new > old
 
-    best: dict[str, float] | None = None
-    best_state: dict[str, torch.Tensor] | None = None
-    for epoch in range(1, model_spec.epochs + 1):
+    best: dict[str, float] | None = resumed.get("best")
+    best_state: dict[str, torch.Tensor] | None = resumed.get("best_state")
+    first = int(resumed.get("epoch", 0)) + 1
+    if best is not None and best_state is None:  # the best epoch was the checkpoint's own
+        best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    for epoch in range(first, model_spec.epochs + 1):
         model.train()
         start, seen, loss_sum = time.perf_counter(), 0, 0.0
         for batch in ctx.batches("train", model_spec.batch_size, shuffle=True):
@@ -148,14 +182,23 @@ def train_resnet(config: Mapping[str, Any], ctx: LoopContext) -> None:
         if ctx.rank != 0 or epoch % every != 0:
             ctx.report(metrics)
             continue
+        state = {
+            "epoch": epoch,
+            "optimizer": _cpu(optimizer.state_dict()),
+            "best": best,
+            "best_state": None if best is not None and best["epoch"] == epoch else best_state,
+        }
         with tempfile.TemporaryDirectory(prefix="rayline-ckpt-") as tmp:
-            ctx.report(metrics, save_checkpoint(model, {**meta, "metrics": metrics}, Path(tmp) / "checkpoint"))
+            folder = save_checkpoint(model, {**meta, "metrics": metrics}, Path(tmp) / "checkpoint", state)
+            ctx.report(metrics, folder)
 
     # The final report is the best epoch (by the spec's metric), as xgboost keeps its best round:
     # small validation sets make the last epoch's accuracy swing by a point or two.
     assert best is not None and best_state is not None
     getattr(model, "module", model).load_state_dict(best_state)
     final = {**best, "best_epoch": best["epoch"], "epochs_run": float(model_spec.epochs)}
+    if first > 1:
+        final["resumed_from_epoch"] = float(first - 1)
     if ctx.rank != 0:
         ctx.report(final)
         return

@@ -29,6 +29,7 @@ from rayline.data.tables import (
 )
 from rayline.errors import DataError, map_error
 from rayline.families.base import LoopContext
+from rayline.families.resume import finished, report_again, resume_point
 from rayline.families.xgboost.spec import XGBoostModelSpec
 from rayline.spec import Spec
 
@@ -65,16 +66,23 @@ def _dmatrix(frame: pd.DataFrame, layout: TableLayout, cpus: int) -> Any:
 
 
 # ------------------------------------------------------------------------------ training
-def _reporter(ctx: LoopContext, task: str, every: int, total: int, meta: Mapping[str, Any]) -> Any:
+Curves = dict[str, list[float]]  # validation metric -> its value after each round, from round 1
+
+
+def _reporter(
+    ctx: LoopContext, task: str, every: int, total: int, meta: Mapping[str, Any], start: int, before: Curves
+) -> Any:
     """An xgboost callback reporting (and checkpointing) every ``every`` rounds.
 
     Not Ray's ``RayTrainReportCallback``, which reports every round: a report is a
-    synchronisation point, so they must be sparse (docs/benchmarks.md).
+    synchronisation point, so they must be sparse (docs/benchmarks.md). A checkpoint carries the
+    validation curves so far (``meta["curves"]``): a run resumed from it (``start`` rounds done,
+    ``before`` its curves; xgboost numbers a continued run's rounds from 0) keeps one history.
     """
 
     class Reporter(xgboost.callback.TrainingCallback):
         def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
-            done = epoch + 1
+            done = start + epoch + 1
             if done % every == 0 and done < total:
                 metrics: dict[str, float] = {"round": float(done)}
                 for name, values in evals_log.get("valid", {}).items():
@@ -82,11 +90,17 @@ def _reporter(ctx: LoopContext, task: str, every: int, total: int, meta: Mapping
                 if ctx.rank != 0:
                     ctx.report(metrics)
                     return False
+                curves = _joined(before, evals_log.get("valid", {}))
                 with tempfile.TemporaryDirectory(prefix="rayline-ckpt-") as tmp:
-                    ctx.report(metrics, save_checkpoint(model, {**meta, "metrics": metrics}, Path(tmp) / "ckpt"))
+                    folder = save_checkpoint(model, {**meta, "metrics": metrics, "curves": curves}, Path(tmp) / "ckpt")
+                    ctx.report(metrics, folder)
             return False
 
     return Reporter()
+
+
+def _joined(before: Curves, after: Mapping[str, Any]) -> Curves:
+    return {name: [*before.get(name, []), *(float(v) for v in values)] for name, values in after.items()}
 
 
 def save_checkpoint(booster: Any, meta: Mapping[str, Any], folder: Path) -> Path:
@@ -102,6 +116,11 @@ def train_booster(config: Mapping[str, Any], ctx: LoopContext) -> None:
     model = spec.model
     assert isinstance(model, XGBoostModelSpec)
     layout = TableLayout.from_dict(config["layout"])
+    point = resume_point(ctx)
+    if point is not None and finished(point[1], "rounds_run"):
+        report_again(ctx, *point)  # its booster is cut at the best round: nothing to train on
+        return
+    resumed = (xgboost.Booster(model_file=str(point[0] / MODEL_FILE)), point[1].get("curves", {})) if point else None
     train, valid = ctx.frame("train"), ctx.frame("valid")
     dtrain = _dmatrix(train, layout, ctx.cpus)
     dvalid = _dmatrix(valid, layout, ctx.cpus)
@@ -117,31 +136,42 @@ def train_booster(config: Mapping[str, Any], ctx: LoopContext) -> None:
     params.setdefault("verbosity", 0)
     if spec.scaling.use_gpu:
         params.setdefault("device", "cuda")  # Ray Train made this worker's GPU its only visible one
+    before: Curves = resumed[1] if resumed else {}
+    start = resumed[0].num_boosted_rounds() if resumed else 0
     history: dict[str, Any] = {}
     meta = {"family": "xgboost", "data_kind": "table", "layout": layout.to_dict(), "objective": params["objective"]}
-    reporter = _reporter(ctx, layout.task, spec.train.report_every, model.num_boost_round, meta)
+    reporter = _reporter(ctx, layout.task, spec.train.report_every, model.num_boost_round, meta, start, before)
     boost_start = time.perf_counter()
     try:
         booster = xgboost.train(
             params,
             dtrain,
-            num_boost_round=model.num_boost_round,
+            num_boost_round=model.num_boost_round - start,
             evals=[(dvalid, "valid")],
             evals_result=history,
             early_stopping_rounds=model.early_stopping_rounds,
             callbacks=[reporter],
             verbose_eval=False,
+            xgb_model=resumed[0] if resumed else None,
         )
     except xgboost.core.XGBoostError as err:
         raise map_error(err, during="training") from None
 
     boost_s = time.perf_counter() - boost_start
+    curves = _joined(before, history.get("valid", {}))
     rounds = booster.num_boosted_rounds()
-    best = int(getattr(booster, "best_iteration", rounds - 1) if model.early_stopping_rounds else rounds - 1)
+    best = rounds - 1
+    if model.early_stopping_rounds and curves:
+        # xgboost's early stopping watches the last metric; the whole curve, not only the rounds
+        # since a resume (its patience restarts there), decides the best round.
+        watched = curves[list(curves)[-1]]
+        best = int(np.argmin(watched)) if start else int(getattr(booster, "best_iteration", best))
     booster = booster[: best + 1]  # keep the trees up to the best validation round
     final: dict[str, float] = {"round": float(best + 1), "rounds_run": float(rounds), "time_boost_s": boost_s}
-    for name, values in history.get("valid", {}).items():
-        final.update(_rename(layout.task, name, float(values[best])))
+    if start:
+        final["resumed_from_round"] = float(start)  # time_boost_s counts the rounds since
+    for name, values in curves.items():
+        final.update(_rename(layout.task, name, values[best]))
     if layout.task == "binary":
         booster.set_param({"eval_metric": "auc"})
         final["valid_auc"] = float(booster.eval(dvalid, "valid").split(":")[-1])
