@@ -123,6 +123,6 @@ def fuzz(url: str, workdir: Path, *, config: str = "", examples: int = 100) -> s
     st = Path(sys.executable).with_name("st")
     args = [str(st), "run", f"{url}/openapi.json", "--checks", "all", "--max-examples", str(examples)]
     done = subprocess.run(args, cwd=workdir, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
-    assert "passed" in done.stdout and "No issues found" in done.stdout, done.stdout[-3000:]
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]  # non-zero on any failed check
+    assert re.search(r"\d+ generated, \d+ passed", done.stdout), done.stdout[-3000:]
     return done.stdout
