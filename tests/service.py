@@ -21,6 +21,15 @@ from typing import Any
 from rayline.serving.ports import free_port
 
 SCRIPT = Path(sys.executable).with_name("rayline")
+# One taxi trip with the served model's features (examples/taxi.yaml).
+TAXI_RECORD = {
+    "passenger_count": 1,
+    "trip_distance": 2.5,
+    "fare_amount": 12.0,
+    "trip_duration": 600,
+    "hour": 18,
+    "day_of_week": 3,
+}
 
 
 def call(url: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:

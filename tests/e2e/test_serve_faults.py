@@ -21,18 +21,11 @@ from typing import Any
 import pytest
 
 from rayline.serving.ports import free_port
-from service import SCRIPT, call, serving
+from service import SCRIPT, TAXI_RECORD, call, serving
 
 pytestmark = pytest.mark.slow
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-RECORD = {
-    "passenger_count": 1,
-    "trip_distance": 2.5,
-    "fare_amount": 12.0,
-    "trip_duration": 600,
-    "hour": 18,
-    "day_of_week": 3,
-}
+RECORD = TAXI_RECORD
 SPEC = [str(EXAMPLES / "taxi.yaml"), "--set", "data.rows=4000", "--set", "model.num_boost_round=15"]
 CLIENTS = 16
 
@@ -55,7 +48,7 @@ def run_id(env: dict[str, str]) -> str:
     return train(env)
 
 
-def replica_pids(service_pid: int) -> set[int]:
+def replica_pids(service_pid: int, app: str = "taxi") -> set[int]:
     """This service's model replicas: Ray names their processes ray::ServeReplica:<app>:<deployment>."""
     found = set()
     for entry in os.listdir("/proc"):
@@ -64,7 +57,7 @@ def replica_pids(service_pid: int) -> set[int]:
         try:
             with open(f"/proc/{entry}/cmdline", "rb") as fh:
                 cmdline = fh.read()
-            if cmdline.startswith(b"ray::ServeReplica:taxi:model") and os.getsid(int(entry)) == service_pid:
+            if cmdline.startswith(f"ray::ServeReplica:{app}:model".encode()) and os.getsid(int(entry)) == service_pid:
                 found.add(int(entry))
         except OSError:
             continue
@@ -76,11 +69,12 @@ class Load:
     """CLIENTS threads posting one record each, back to back, until stopped; every outcome kept."""
 
     url: str
+    body: bytes = json.dumps([RECORD]).encode()
     outcomes: list[tuple[float, float, bool, str]] = field(default_factory=list)  # start, end, ok, what
     stop: threading.Event = field(default_factory=threading.Event)
 
     def _client(self) -> None:
-        body = json.dumps([RECORD]).encode()
+        body = self.body
         while not self.stop.is_set():
             start = time.monotonic()
             try:
@@ -105,22 +99,43 @@ class Load:
             thread.join(timeout=60)
 
 
-def test_a_replica_killed_under_load(env: dict[str, str], run_id: str) -> None:
+@pytest.fixture(scope="module")
+def image_service_args(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """A digit model (1 epoch on 2 classes), served by two fixed replicas."""
+    import imagesets
+
+    source = imagesets.digits(tmp_path_factory.mktemp("digits"), per_class=30, classes=[3, 8])
+    spec = [str(EXAMPLES / "mnist.yaml"), "--set", f"data.source={source}", "--set", "model.epochs=1"]
+    done = subprocess.run([str(SCRIPT), "train", *spec], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    run = re.search(r"run ([0-9a-f]{32})", done.stdout).group(1)  # type: ignore[union-attr]
+    return [*spec, "--model", run, "--set", "serve.autoscaling=null", "--set", "serve.num_replicas=2"]
+
+
+@pytest.mark.parametrize("kind", ["taxi", "mnist"])
+def test_a_replica_killed_under_load(kind: str, env: dict[str, str], request: pytest.FixtureRequest) -> None:
     """SIGKILL one of two replicas under 16 clients: <= 0.5% of requests fail, two replicas again within 30 s."""
-    args = [*SPEC, "--model", run_id, "--set", "serve.num_replicas=2"]
+    if kind == "taxi":
+        args = [*SPEC, "--model", request.getfixturevalue("run_id"), "--set", "serve.num_replicas=2"]
+        body = json.dumps([RECORD]).encode()
+    else:
+        import imagesets
+
+        args = request.getfixturevalue("image_service_args")
+        body = json.dumps({"image": [imagesets.digit_array(3).tolist()]}).encode()
     with serving(args, env) as (url, proc):
         deadline = time.monotonic() + 60
-        while len(replica_pids(proc.pid)) < 2 and time.monotonic() < deadline:
+        while len(replica_pids(proc.pid, kind)) < 2 and time.monotonic() < deadline:
             time.sleep(0.5)
-        before = replica_pids(proc.pid)
+        before = replica_pids(proc.pid, kind)
         assert len(before) == 2, before
-        with Load(url) as load:
+        with Load(url, body) as load:
             time.sleep(5)
             victim = min(before)
             os.kill(victim, signal.SIGKILL)
             killed_at = time.monotonic()
             while time.monotonic() - killed_at < 30:
-                now = replica_pids(proc.pid)
+                now = replica_pids(proc.pid, kind)
                 if len(now) == 2 and victim not in now:
                     break
                 time.sleep(0.25)
@@ -132,7 +147,9 @@ def test_a_replica_killed_under_load(env: dict[str, str], run_id: str) -> None:
         assert total > 500, total
         assert len(failed) <= 0.005 * total, f"{len(failed)} of {total} failed: {sorted({o[3] for o in failed})}"
         assert call(f"{url}/healthz")[0] == 200
-        print(f"replica killed: {len(failed)}/{total} requests failed; two replicas again after {back_after:.1f} s")
+        print(
+            f"{kind} replica killed: {len(failed)}/{total} requests failed; two replicas again after {back_after:.1f} s"
+        )
 
 
 def test_sigterm_drains_the_requests_in_flight(env: dict[str, str], run_id: str) -> None:

@@ -16,17 +16,10 @@ from typing import Any
 
 import pytest
 
-from service import SCRIPT, call, fuzz, serving
+from service import SCRIPT, TAXI_RECORD, call, fuzz, serving
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-RECORD = {
-    "passenger_count": 1,
-    "trip_distance": 2.5,
-    "fare_amount": 12.0,
-    "trip_duration": 600,
-    "hour": 18,
-    "day_of_week": 3,
-}
+RECORD = TAXI_RECORD
 SETS = ["--set", "data.rows=4000", "--set", "model.num_boost_round=15", "--set", "serve.num_replicas=2"]
 
 

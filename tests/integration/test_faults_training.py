@@ -300,6 +300,63 @@ def test_killed_worker_and_killed_driver_on_ray_train(tmp_path: Path, rayline_ho
     )
 
 
+def committed_epochs(spec: Spec, home: Path) -> list[int]:
+    snapshot = home / "ray_results" / train_key(spec) / "checkpoint_manager_snapshot.json"
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        return [int(r["metrics"]["epoch"]) for r in json.loads(snapshot.read_text())["checkpoint_results"]]
+    return []
+
+
+RESNET_EPOCHS = 4
+RESNET_TOLERANCE = 0.1  # valid_accuracy on 60 validation digits: a few images either way
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known defect: after the worker group restarts from epoch 1, train_loss keeps falling "
+    "(0.73 -> 0.26 -> 0.04 -> 0.003) while valid_accuracy stays at epoch 1's 0.567 (one class) in "
+    "every later epoch; an unfaulted 2-worker run reaches 1.0 and an in-process resume 1.0. "
+    "The epochs are recorded once each; the quality is not recovered (docs/reliability.md)",
+)
+def test_killed_resnet_worker_resumes_from_its_epoch(tmp_path: Path, rayline_home: Path, processes: list[Any]) -> None:
+    """DDP on 2 Ray Train workers: SIGKILL one after an epoch is committed; the group restarts from
+    that epoch's checkpoint (weights, optimizer, epoch) and ends as good as an unfaulted run."""
+    import imagesets
+
+    source = imagesets.digits(tmp_path / "digits", per_class=100, classes=[1, 7])
+    spec = imagesets.spec_for(source, name="faults-img", model={"epochs": RESNET_EPOCHS}, scaling={"num_workers": 2})
+    path = tmp_path / "digits.yaml"
+    path.write_text(yaml.safe_dump(spec.model_dump(mode="json")))
+    unfaulted = reference(
+        spec.model_copy(update={"scaling": spec.scaling.model_copy(update={"num_workers": "auto"})}), tmp_path / "ref"
+    )
+    log = tmp_path / "killed.log"
+    proc = start("train", str(path), log=log)
+    processes.append(proc)
+    wait_for("a committed epoch", lambda: committed_epochs(spec, rayline_home), proc, log, 240)
+    workers = wait_for(
+        "2 workers", lambda: len(train_workers(proc.pid)) == 2 and train_workers(proc.pid), proc, log, 30
+    )
+    at_kill = committed_epochs(spec, rayline_home)[-1]
+    assert at_kill < RESNET_EPOCHS
+    os.kill(workers[0], signal.SIGKILL)
+    killed = time.monotonic()
+    assert proc.wait(timeout=400) == 0, log.read_text()[-3000:]
+    finished_s = time.monotonic() - killed
+    run = the_one_run(spec)
+    assert run.tags["rayline.path"] == "ray-train:2"
+    steps = [step for step, _ in open_registry().metric_history(run.run_id, "valid_accuracy")]
+    assert steps[:-1] == list(range(1, RESNET_EPOCHS + 1)), steps  # each epoch once: no restart from epoch 1
+    curve = [
+        open_registry().metric_history(run.run_id, k) for k in ("valid_accuracy", "train_loss", "train_images_per_s")
+    ]
+    assert run.metrics["valid_accuracy"] >= unfaulted.metrics["valid_accuracy"] - RESNET_TOLERANCE, (curve, run.metrics)
+    print(
+        f"\nresnet18 on 2 workers: worker killed after epoch {at_kill}, run finished {finished_s:.1f} s later; "
+        f"valid_accuracy {run.metrics['valid_accuracy']:.3f} vs {unfaulted.metrics['valid_accuracy']:.3f} unfaulted"
+    )
+
+
 # --------------------------------------------------------------------------------- tune
 def trial_checkpoints(spec: Spec, home: Path) -> int:
     return len(list((home / "ray_results" / search_key(spec)).glob("*/checkpoint_*")))
