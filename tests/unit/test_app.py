@@ -24,8 +24,8 @@ async def predict(body: Body, model_id: str | None) -> tuple[str, list[dict[str,
     return model_id or "run1", [{"double": 2 * v} for v in body.values]
 
 
-@pytest.fixture
-def client() -> TestClient:
+def served(**options: Any) -> TestClient:
+    """The app with the key s3cret and a 200-byte body limit; ``options`` go to build_api."""
     app = build_api(
         title="t",
         body_model=Body,
@@ -33,9 +33,14 @@ def client() -> TestClient:
         info={"model_run_id": "run1"},
         api_key="s3cret",
         max_request_bytes=200,
-        page="<html>hello</html>",
+        **options,
     )
     return TestClient(app)
+
+
+@pytest.fixture
+def client() -> TestClient:
+    return served(page="<html>hello</html>")
 
 
 AUTH = {"Authorization": "Bearer s3cret"}
@@ -84,16 +89,7 @@ def test_key_guards_docs_and_page_but_not_health(client: TestClient) -> None:
 
 
 def test_docs_can_be_left_open() -> None:
-    app = build_api(
-        title="t",
-        body_model=Body,
-        predict=predict,
-        info={"model_run_id": "run1"},
-        api_key="s3cret",
-        max_request_bytes=200,
-        docs_auth=False,
-    )
-    open_client = TestClient(app)
+    open_client = served(docs_auth=False)
     assert open_client.get("/docs").status_code == 200
     assert open_client.get("/openapi.json").status_code == 200
     assert open_client.post("/predict", json={"values": [1]}).status_code == 401

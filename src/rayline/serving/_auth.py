@@ -20,6 +20,7 @@ from typing import Any
 from starlette.responses import JSONResponse
 
 from rayline.errors import ServeError
+from rayline.spec import ServeSpec
 
 OPEN_PATHS = frozenset({"/healthz"})
 API_PATHS = ("/predict",)
@@ -32,6 +33,12 @@ class Access:
     api_key_env: str | None = None
     api_key_file: str | None = None
     docs_auth: bool = True
+
+    @classmethod
+    def of(cls, serve: ServeSpec) -> Access:
+        """The spec's settings; a key file's path made absolute here (replicas run in other folders)."""
+        key_file = serve.api_key_file and str(Path(serve.api_key_file).expanduser().resolve())
+        return cls(serve.api_key_env, key_file, serve.docs_auth)
 
     def key(self) -> str | None:
         """The key, or None when no key is configured. A configured key that is missing or empty

@@ -41,7 +41,7 @@ def application(spec: Spec, record: RunRecord, checkpoint: Path, registry: Regis
     from rayline.serving._composed import composed_app
     from rayline.serving._server import ModelServer
 
-    access = Access(spec.serve.api_key_env, spec.serve.api_key_file, spec.serve.docs_auth)
+    access = Access.of(spec.serve)
     portable = checkpoints.pack(checkpoint) if pack else checkpoints.portable(checkpoint)
     served = {
         "family": record.family,
@@ -97,5 +97,5 @@ def build(args: dict[str, Any]) -> Any:
     spec = spec_from_dict(parsed.spec, origin="serve config args.spec")
     registry = open_registry()
     record, checkpoint = resolve(spec, parsed.model, registry)
-    Access(spec.serve.api_key_env, spec.serve.api_key_file, spec.serve.docs_auth).key()
+    Access.of(spec.serve).key()
     return application(spec, record, checkpoint, registry, pack=True)

@@ -16,7 +16,6 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from rayline import runtime
@@ -127,9 +126,7 @@ def start(
     auto, share = spec.serve.autoscaling, spec.serve.num_gpus
     replicas = (spec.serve.num_replicas or 1) if auto is None else max(1, auto.min_replicas)
     runtime.require_gpus(share * replicas, f"serve.num_gpus={share:g} x {replicas} replica(s)")
-    key_file = spec.serve.api_key_file and str(Path(spec.serve.api_key_file).expanduser().resolve())
-    access = Access(spec.serve.api_key_env, key_file, spec.serve.docs_auth)
-    access.key()  # a configured key that is missing fails here, in one line, not in every replica
+    Access.of(spec.serve).key()  # a configured key that is missing fails here, in one line, not in every replica
     registry = registry or open_registry()
     host = host or spec.serve.host
     port = spec.serve.port if port is None else port
