@@ -121,6 +121,8 @@ def init(*, quiet: bool | None = None, setup_hook: str | None = None) -> Resourc
 
     if quiet is None:
         quiet = os.environ.get("RAYLINE_VERBOSE") != "1"
+    if quiet:
+        _drop_raylet_notices()  # before Ray starts: its listener prints from the first moment
 
     if not ray.is_initialized():
         kwargs: dict[str, Any] = {
@@ -143,6 +145,12 @@ def init(*, quiet: bool | None = None, setup_hook: str | None = None) -> Resourc
             )
         else:
             kwargs["address"] = address
+            if quiet:
+                # This driver's own C++ core worker prints its errors to stderr (an actor's large
+                # constructor arguments, actor restarts); the cluster's processes, started
+                # elsewhere, keep theirs in Ray's log files. Not for an embedded Ray: its
+                # raylet would inherit the level and lose those files' contents.
+                os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
         # ray.init replaces the process's SIGTERM handler with Ray's own (it dumps a stack and
         # exits, skipping every cleanup); put back a Python handler the caller had set.
         on_sigterm = signal.getsignal(signal.SIGTERM)
@@ -167,6 +175,34 @@ def init(*, quiet: bool | None = None, setup_hook: str | None = None) -> Resourc
         logging.getLogger("ray.data.dataset").addFilter(_NO_CPU_WARNING)  # added once: same instance
     res = ray.cluster_resources()
     return Resources(cpus=float(res.get("CPU", 0.0)), gpus=float(res.get("GPU", 0.0)))
+
+
+_RAY_NOTICES = logging.getLogger("rayline.ray_notices")
+
+
+def _drop_raylet_notices() -> None:
+    """Keep the raylets' notices out of the terminal; they stay in Ray's own logs.
+
+    The driver prints every message of the cluster's error channel ("N PYTHON worker processes
+    have been started", "A worker died or was killed", actor restarts) whatever ``log_to_driver``
+    says; on a cluster of small nodes they flood the terminal. Failures that matter still reach
+    rayline as exceptions. They go to the ``rayline.ray_notices`` logger at DEBUG instead.
+    """
+    import ray._private.worker as ray_worker
+
+    original = ray_worker.print_to_stdstream
+    if getattr(original, "rayline_filter", False):
+        return
+
+    def print_unless_raylet(data: dict[str, Any], ignore_prefix: bool) -> None:
+        if data.get("pid") == "raylet":
+            for line in data.get("lines", []):
+                _RAY_NOTICES.debug("%s", line)
+            return
+        original(data, ignore_prefix)
+
+    print_unless_raylet.rayline_filter = True  # type: ignore[attr-defined]
+    ray_worker.print_to_stdstream = print_unless_raylet
 
 
 class _NoCpuWarning(logging.Filter):

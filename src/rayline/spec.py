@@ -138,6 +138,11 @@ class ScalingSpec(_Strict):
     gpus_per_worker: Annotated[float, Field(gt=0)] = Field(
         default=1.0, description="with use_gpu: each worker's (and each Tune trial's) share of a GPU, e.g. 0.5"
     )
+    placement: Literal["spread", "pack"] = Field(
+        default="spread",
+        description="Ray Train workers on a multi-node cluster: spread over the nodes (each worker gets a "
+        "node's CPUs and memory) or packed onto as few as fit; one node: no difference",
+    )
     max_failures: Annotated[int, Field(ge=-1)] = Field(
         default=1,
         description="Ray Train runs: worker failures (a killed or crashed worker, or an error raised in the "

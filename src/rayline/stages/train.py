@@ -85,7 +85,12 @@ def scaling_config(spec: Spec, workers: int, cpus_each: float) -> Any:
     resources: dict[str, float] = {"CPU": cpus_each}
     if spec.scaling.use_gpu:
         resources["GPU"] = spec.scaling.gpus_per_worker
-    return ray.train.ScalingConfig(num_workers=workers, use_gpu=spec.scaling.use_gpu, resources_per_worker=resources)
+    return ray.train.ScalingConfig(
+        num_workers=workers,
+        use_gpu=spec.scaling.use_gpu,
+        resources_per_worker=resources,
+        placement_strategy=spec.scaling.placement.upper(),
+    )
 
 
 def run_local(
