@@ -167,6 +167,7 @@ def _zombie(pid: int) -> bool:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the nodes on `kill` too
     cluster = LocalCluster(
         nodes=int(sys.argv[1]) if len(sys.argv) > 1 else 2, cpus=int(sys.argv[2]) if len(sys.argv) > 2 else 1
     ).start()
