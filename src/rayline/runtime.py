@@ -7,9 +7,12 @@ arguments, since the cluster owns its resources.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
+import re
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -146,11 +149,7 @@ def init(*, quiet: bool | None = None, setup_hook: str | None = None) -> Resourc
         else:
             kwargs["address"] = address
             if quiet:
-                # This driver's own C++ core worker prints its errors to stderr (an actor's large
-                # constructor arguments, actor restarts); the cluster's processes, started
-                # elsewhere, keep theirs in Ray's log files. Not for an embedded Ray: its
-                # raylet would inherit the level and lose those files' contents.
-                os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+                _filter_native_stderr()
         # ray.init replaces the process's SIGTERM handler with Ray's own (it dumps a stack and
         # exits, skipping every cleanup); put back a Python handler the caller had set.
         on_sigterm = signal.getsignal(signal.SIGTERM)
@@ -205,6 +204,41 @@ def _drop_raylet_notices() -> None:
     ray_worker.print_to_stdstream = print_unless_raylet
 
 
+# Ray's C++ log prefix: "[2026-11-30 11:10:21,263 E 2712 2756] core_worker.cc:2465: ..."
+_NATIVE_LOG_LINE = re.compile(rb"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [DIWEF] \d+ \d+\] ")
+
+
+def _filter_native_stderr() -> None:
+    """Keep the C++ log lines of this driver's Ray core worker out of the terminal.
+
+    A driver joining a cluster prints them on file descriptor 2 (an actor's constructor arguments
+    in the object store, actor restarts); the same lines are in Ray's log files. Python's own
+    ``sys.stderr`` keeps the terminal directly; only what is written to descriptor 2 from native
+    code passes through this filter, line by line, on a thread.
+    """
+    if getattr(sys.stderr, "rayline_direct", False):
+        return
+    terminal = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    direct = io.TextIOWrapper(
+        io.FileIO(terminal, "w", closefd=False), encoding="utf-8", errors="backslashreplace", line_buffering=True
+    )
+    direct.rayline_direct = True  # type: ignore[attr-defined]
+    sys.stderr = direct
+
+    def forward() -> None:
+        with io.FileIO(read_end, "r") as source:
+            for line in io.BufferedReader(source):
+                if _NATIVE_LOG_LINE.match(line):
+                    _RAY_NOTICES.debug("%s", line.decode(errors="replace").rstrip())
+                else:
+                    os.write(terminal, line)
+
+    threading.Thread(target=forward, name="rayline-native-stderr", daemon=True).start()
+
+
 class _NoCpuWarning(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return "does not have any available CPUs" not in record.getMessage()
@@ -223,9 +257,34 @@ def data_reserve(total_cpus: float) -> float:
 
 
 def cpus_per_actor(total_cpus: float, requested: float, actors: int) -> float:
-    """``requested`` CPUs per actor, shrunk (fractionally) so ``actors`` of them leave the reserve."""
+    """``requested`` CPUs per actor, shrunk (fractionally) so ``actors`` of them leave the reserve,
+    and never more than the largest node has: an actor is placed on one node."""
     room = max(0.1, total_cpus - data_reserve(total_cpus))
-    return round(max(0.05, min(requested, room / max(1, actors))), 3)
+    return round(max(0.05, min(requested, room / max(1, actors), largest_node_cpus() or float("inf"))), 3)
+
+
+def largest_node_cpus() -> float | None:
+    """CPUs of the largest alive node of the Ray this process is connected to (None: not connected).
+
+    On a cluster of small nodes the total is no guide: 4 CPUs over 2 nodes cannot hold a
+    3-CPU actor, and Ray would wait for one forever.
+    """
+    import ray
+
+    if not ray.is_initialized():
+        return None
+    sizes = [float(n["Resources"].get("CPU", 0.0)) for n in ray.nodes() if n.get("Alive")]
+    return max(sizes, default=None)
+
+
+def require_node_for(cpus: float, what: str) -> None:
+    """Fail now, naming ``what``, when no node of the cluster has ``cpus`` CPUs: Ray would wait forever."""
+    largest = largest_node_cpus()
+    if largest is not None and cpus > largest:
+        raise SpecError(
+            f"{what} asks for {cpus:g} CPUs, and the largest Ray node has {largest:g}",
+            hint="ask for fewer CPUs per worker or actor, or add larger nodes",
+        )
 
 
 def init_while(fn: Callable[[], T], *, setup_hook: str | None = None) -> T:

@@ -28,8 +28,8 @@ pytestmark = pytest.mark.slow
 SCRIPT = Path(sys.executable).with_name("rayline")
 REPO = Path(__file__).resolve().parents[2]
 TAXI = str(REPO / "examples" / "taxi.yaml")
-# What a quiet command must not print: the raylets' notices and Ray's own log lines.
-NOISE = ("(raylet)", "WARNING", "core_worker", "INFO worker.py")
+# What a quiet command must not print: the raylets' notices and Ray's own log lines (C++ ones too).
+NOISE = ("(raylet)", "WARNING", ".cc:", "INFO worker.py", "Traceback")
 
 
 @pytest.fixture(scope="module")
@@ -41,9 +41,24 @@ def cluster() -> Iterator[LocalCluster]:
         running.stop()
 
 
+@pytest.fixture(scope="module")
+def shared_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One RAYLINE_HOME for the module: predict and serve use the run the train test registers."""
+    return tmp_path_factory.mktemp("cluster-home")
+
+
 @pytest.fixture
-def env(cluster: LocalCluster, rayline_home: Path) -> dict[str, str]:
-    return {**cluster.env(), "RAY_ADDRESS": cluster.address, "RAYLINE_HOME": str(rayline_home)}
+def env(cluster: LocalCluster, shared_home: Path) -> dict[str, str]:
+    return {**cluster.env(), "RAY_ADDRESS": cluster.address, "RAYLINE_HOME": str(shared_home)}
+
+
+@pytest.fixture(scope="module")
+def spread_run(cluster: LocalCluster, shared_home: Path) -> tuple[str, set[str]]:
+    """A taxi run trained by 2 Ray Train workers: (the command's output, the nodes they ran on)."""
+    env = {**cluster.env(), "RAY_ADDRESS": cluster.address, "RAYLINE_HOME": str(shared_home)}
+    before = actors(cluster, "RayTrainWorker")
+    out = rayline(env, "train", TAXI, "--set", "scaling.num_workers=2", "--set", "data.rows=20000")
+    return out, new_nodes(cluster, "RayTrainWorker", before)
 
 
 def rayline(env: dict[str, str], *args: str, timeout: float = 240) -> str:
@@ -67,15 +82,15 @@ def new_nodes(cluster: LocalCluster, class_part: str, before: dict[str, str]) ->
     return {node for actor, node in actors(cluster, class_part).items() if actor not in before}
 
 
-def test_train_workers_spread_over_both_nodes(cluster: LocalCluster, env: dict[str, str]) -> None:
-    before = actors(cluster, "RayTrainWorker")
-    out = rayline(env, "train", TAXI, "--set", "scaling.num_workers=2", "--set", "data.rows=20000")
+def test_train_workers_spread_over_both_nodes(spread_run: tuple[str, set[str]]) -> None:
+    out, nodes = spread_run
     assert "(ray-train:2" in out, out
-    assert len(new_nodes(cluster, "RayTrainWorker", before)) == 2
+    assert len(nodes) == 2
 
 
-def test_prediction_pool_spans_both_nodes(cluster: LocalCluster, env: dict[str, str]) -> None:
-    rayline(env, "train", TAXI, "--set", "scaling.num_workers=2", "--set", "data.rows=20000")
+def test_prediction_pool_spans_both_nodes(
+    cluster: LocalCluster, env: dict[str, str], spread_run: tuple[str, set[str]]
+) -> None:
     before = actors(cluster, "BatchPredictor")
     out = rayline(
         env, "predict", TAXI, "--set", "data.rows=20000", "--set", "predict.engine=ray",
@@ -85,14 +100,40 @@ def test_prediction_pool_spans_both_nodes(cluster: LocalCluster, env: dict[str, 
     assert len(new_nodes(cluster, "BatchPredictor", before)) == 2
 
 
-def test_serve_replicas_on_both_nodes(cluster: LocalCluster, env: dict[str, str], tmp_path: Path) -> None:
-    rayline(env, "train", TAXI, "--set", "data.rows=5000")
+def test_trials_share_the_cluster(cluster: LocalCluster, env: dict[str, str]) -> None:
+    """Each trial's Train worker is sized from its share of the CPUs and fits on one node (a
+    3-CPU worker, sized from the cluster's 4, waited for a node forever)."""
+    before = actors(cluster, "RayTrainWorker")
+    out = rayline(
+        env, "tune", TAXI, "--set", "data.rows=20000", "--set", "scaling.num_workers=1",
+        "--set", "tune.num_samples=2", "--set", "tune.max_concurrent=2",
+    )  # fmt: skip
+    assert "2 trials" in out, out
+    assert len(new_nodes(cluster, "RayTrainWorker", before)) == 2
+
+
+def test_a_worker_no_node_can_hold_fails_at_once(cluster: LocalCluster, env: dict[str, str]) -> None:
+    start = time.monotonic()
+    done = subprocess.run(
+        [str(SCRIPT), "train", TAXI, "--set", "scaling.num_workers=2", "--set", "scaling.cpus_per_worker=3"],
+        capture_output=True, text=True, timeout=120, env=env, check=False,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "scaling.cpus_per_worker asks for 3 CPUs, and the largest Ray node has 2" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    assert time.monotonic() - start < 30  # checked before the data is read: no wait for a node
+
+
+def test_serve_replicas_on_both_nodes(
+    cluster: LocalCluster, env: dict[str, str], spread_run: tuple[str, set[str]], tmp_path: Path
+) -> None:
     before = actors(cluster, "ServeReplica")
     port = free_port()
     log = tmp_path / "serve.log"
     with log.open("wb") as sink:
+        run_id = spread_run[0].split()[1]  # "run <id>  (ray-train:2, ...)"
         proc = subprocess.Popen(
-            [str(SCRIPT), "serve", TAXI, "--model", "latest", "--port", str(port), "--set", "serve.num_replicas=2"],
+            [str(SCRIPT), "serve", TAXI, "--model", run_id, "--port", str(port), "--set", "serve.num_replicas=2"],
             stdout=sink, stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )  # fmt: skip
     try:

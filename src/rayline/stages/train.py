@@ -74,6 +74,7 @@ def worker_resources(spec: Spec, total_cpus: float) -> tuple[int, float]:
     """(workers, CPUs each), leaving a slice of CPU free so Ray Data tasks can still be scheduled."""
     workers = spec.scaling.workers
     if spec.scaling.cpus_per_worker is not None:
+        runtime.require_node_for(spec.scaling.cpus_per_worker, "scaling.cpus_per_worker")
         return workers, spec.scaling.cpus_per_worker
     return workers, runtime.cpus_per_actor(total_cpus, float("inf"), workers)
 
@@ -90,6 +91,21 @@ def scaling_config(spec: Spec, workers: int, cpus_each: float) -> Any:
         use_gpu=spec.scaling.use_gpu,
         resources_per_worker=resources,
         placement_strategy=spec.scaling.placement.upper(),
+    )
+
+
+# Ray Train retries a worker group that did not start (60 s each: no node had the resources)
+# without limit by default; a cluster that cannot hold the workers then waits forever.
+CONTROLLER_RETRIES = 2
+
+
+def failure_config(spec: Spec) -> Any:
+    """``scaling.max_failures`` worker failures recovered; a few failed starts, then an error."""
+    import ray.train
+
+    # ray.train resolves to Train V2 at run time; its type stubs name the V1 class.
+    return ray.train.FailureConfig(  # type: ignore[call-arg]
+        max_failures=spec.scaling.max_failures, controller_failure_limit=CONTROLLER_RETRIES
     )
 
 
@@ -128,7 +144,7 @@ def run_ray_train(
             name=train_key(spec),
             storage_path=runtime.storage_path(),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=None),
-            failure_config=ray.train.FailureConfig(max_failures=spec.scaling.max_failures),
+            failure_config=failure_config(spec),
         ),
         datasets=data.datasets,
     )
@@ -213,6 +229,7 @@ def train(
             metrics, history, checkpoint, path = ctx.history[-1], ctx.history, ctx.checkpoint, "local"
         else:
             resources = runtime.init()
+            worker_resources(spec, resources.cpus)  # workers no node can hold: say so before reading data
             resumed = resume and train_resumable(key)
             if not resumed:
                 clear_storage(key)  # an older run's folder, or checkpoints never registered

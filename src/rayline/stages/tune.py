@@ -37,7 +37,7 @@ from rayline.spec import SearchDomain, Spec
 from rayline.stages.contexts import TuneTrialContext, train_worker
 from rayline.stages.engine import plugs, prepare, trains_in_process
 from rayline.stages.resume import clear_storage, search_key, storage_folder
-from rayline.stages.train import NoticeFn, require_gpus, scaling_config, worker_resources
+from rayline.stages.train import NoticeFn, failure_config, require_gpus, scaling_config, worker_resources
 from rayline.stages.trials import FailedTrial as FailedTrial  # re-exported: the stage's results
 from rayline.stages.trials import TuneResult as TuneResult
 from rayline.stages.trials import register
@@ -102,7 +102,7 @@ def _train_trial(config: dict[str, Any], *, base: dict[str, Any], datasets: dict
             # Named after the trial: when a restored search restarts the trial, Ray Train
             # restores this run from its latest checkpoint.
             name=trial_run_name(),
-            failure_config=ray.train.FailureConfig(max_failures=trial_spec.scaling.max_failures),
+            failure_config=failure_config(trial_spec),
         ),
         datasets=datasets,
     )
@@ -195,6 +195,8 @@ def tune(
     warm.start()
     local = trains_in_process(spec, kind)
     resources = runtime.init()
+    if not local:
+        worker_resources(spec, resources.cpus)  # workers no node can hold: say so before reading data
     data = prepare(spec, family, kind, in_process=local)
     at_once, cpus_per_trial = trial_concurrency(spec, resources, local)
     if local:
@@ -206,9 +208,11 @@ def tune(
             trial_resources["gpu"] = spec.scaling.gpus_per_worker
         trainable = ray_tune.with_resources(trainable, trial_resources)
     else:
-        trainable = ray_tune.with_parameters(
-            _train_trial, base=data.config, datasets=data.datasets, cpus=resources.cpus
-        )
+        # Each trial's Train run sizes its workers from its share of the CPUs, not from all of
+        # them: trials sized for the whole cluster could only run one at a time.
+        reserve = runtime.data_reserve(resources.cpus)
+        share = reserve + max(0.1, resources.cpus - reserve) / at_once
+        trainable = ray_tune.with_parameters(_train_trial, base=data.config, datasets=data.datasets, cpus=share)
         # The trial only launches a Train run (whose workers hold the CPUs); Tune needs a nonzero bundle.
         trainable = ray_tune.with_resources(trainable, {"cpu": 0.01})
     name = search_key(spec)
