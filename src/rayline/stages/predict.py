@@ -24,7 +24,7 @@ import pandas as pd
 from rayline import checkpoints, runtime
 from rayline.atomic import atomic_output
 from rayline.data import DataKind, get_kind
-from rayline.errors import DataError, RaylineError, map_error
+from rayline.errors import DataError, RaylineError, SpecError, map_error
 from rayline.families import Family, get_family
 from rayline.registry import Registry, RunRecord, open_registry
 from rayline.spec import Spec
@@ -126,6 +126,15 @@ def pool_predictions(spec: Spec, m: Model, ds: ray.data.Dataset) -> ray.data.Dat
 
     pool = spec.predict.concurrency
     largest = pool if isinstance(pool, int) else pool[1]
+    node = runtime.largest_node_cpus() or 0.0
+    if runtime.cluster_address() is not None and node < 2:
+        # Measured on 2 nodes of 1 CPU: the pool's actors and Ray Data's listing task take every
+        # CPU, the read tasks wait for one, and the pipeline waits forever.
+        raise SpecError(
+            f"predict.engine=ray needs a Ray node with 2 CPUs (the largest has {node:g}): on smaller "
+            "nodes the prediction actors and Ray Data's read tasks wait on each other",
+            hint="set predict.engine=local, or add nodes of 2 or more CPUs",
+        )
     # Size by what is free now (a Serve app may hold CPUs): a pool that takes the CPU Ray Data's
     # read tasks need would wait forever.
     free = min(ray.cluster_resources().get("CPU", 1.0), ray.available_resources().get("CPU", 0.0))
