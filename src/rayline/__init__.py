@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from rayline._version import __version__
 from rayline.errors import (
     DataError,
+    JobError,
     RaylineError,
     RegistryError,
     RuntimeStartError,
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DataError",
+    "JobError",
     "RaylineError",
     "Registry",
     "RegistryError",

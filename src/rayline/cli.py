@@ -380,6 +380,44 @@ def k8s_cmd(
         out.print(f"wrote {path}")
 
 
+@app.command("submit")
+def submit_cmd(
+    spec: SpecArg,
+    command: Annotated[str, typer.Argument(help="run, train, tune, predict or evaluate")] = "run",
+    address: Annotated[
+        str | None,
+        typer.Option("--address", help="the cluster's Jobs API, http://HEAD:8265 (default: RAY_API_SERVER_ADDRESS)"),
+    ] = None,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="print the job id and return")] = False,
+    set_: SetOpt = None,
+) -> None:
+    """Run the spec's command as a Ray job on a cluster; stream its output, exit with its status."""
+    from rayline.spec import load_spec
+    from rayline.submit import FORWARDED_ENV, submit
+
+    loaded = load_spec(spec, set_ or [])
+    where = address or os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS")
+    if not where or not where.startswith(("http://", "https://")):
+        raise SpecError(
+            f"--address {where or '(unset)'} is not a Jobs API address",
+            hint="pass --address http://HEAD:8265, the cluster's dashboard",
+        )
+    if "MLFLOW_TRACKING_URI" not in os.environ:
+        err.print("note: no MLFLOW_TRACKING_URI: the job registers its runs in the cluster's own RAYLINE_HOME")
+    env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+
+    def show(chunk: str) -> None:
+        sys.stdout.write(chunk)
+        sys.stdout.flush()
+
+    done = submit(loaded, command, where, env=env, on_output=show, wait=not no_wait)
+    if no_wait:
+        out.print(f"job {done.job_id}  ({done.status.lower()})")
+        return
+    runs = f"  run {', '.join(done.run_ids)}" if done.run_ids else ""
+    out.print(f"job {done.job_id} succeeded{runs}")
+
+
 # ------------------------------------------------------------------------------------ runs
 def _fmt_metrics(metrics: dict[str, float], limit: int = 3) -> str:
     keys = sorted(k for k in metrics if k.startswith("valid_")) or sorted(metrics)

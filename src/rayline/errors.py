@@ -7,6 +7,7 @@
      +-- RuntimeStartError       Ray could not be started or joined
      +-- TrainError              training, tuning or batch inference failed
      +-- ServeError              the HTTP service could not start or answer
+     +-- JobError                a submitted Ray job could not be submitted, or failed
 
 This module is the one place where the exceptions of Ray, xgboost, LightGBM, torch and Arrow
 become this tree: ``map_error(err, during="training")`` returns the error to raise (text only,
@@ -44,6 +45,10 @@ class RegistryError(RaylineError):
 
 class RuntimeStartError(RaylineError):
     """Ray could not be started locally or joined at RAY_ADDRESS."""
+
+
+class JobError(RaylineError):
+    """A Ray Jobs submission was refused, or the job ended other than SUCCEEDED."""
 
 
 class TrainError(RaylineError):

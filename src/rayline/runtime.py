@@ -8,6 +8,7 @@ arguments, since the cluster owns its resources.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import re
@@ -135,7 +136,7 @@ def init(*, quiet: bool | None = None, setup_hook: str | None = None) -> Resourc
             # failures still surface as exceptions with their messages.
             "log_to_driver": not quiet,
             # Workers inherit the driver's environment; rayline's paths must stay absolute there.
-            "runtime_env": {"env_vars": {"RAYLINE_HOME": str(home())}},
+            "runtime_env": {"env_vars": _worker_env({"RAYLINE_HOME": str(home())})},
         }
         if setup_hook:
             kwargs["runtime_env"]["worker_process_setup_hook"] = setup_hook
@@ -174,6 +175,19 @@ def init(*, quiet: bool | None = None, setup_hook: str | None = None) -> Resourc
         logging.getLogger("ray.data.dataset").addFilter(_NO_CPU_WARNING)  # added once: same instance
     res = ray.cluster_resources()
     return Resources(cpus=float(res.get("CPU", 0.0)), gpus=float(res.get("GPU", 0.0)))
+
+
+def _worker_env(wanted: dict[str, str]) -> dict[str, str]:
+    """``wanted`` less what a Ray job's own runtime env already sets (``rayline submit`` forwards
+    RAYLINE_HOME, for one): Ray refuses to merge two runtime envs that name the same variable."""
+    raw = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    if not raw:
+        return wanted
+    try:
+        job_vars = json.loads(raw).get("runtime_env", {}).get("env_vars") or {}
+    except (ValueError, AttributeError):
+        return wanted
+    return {k: v for k, v in wanted.items() if k not in job_vars}
 
 
 _RAY_NOTICES = logging.getLogger("rayline.ray_notices")

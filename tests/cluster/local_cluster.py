@@ -71,6 +71,8 @@ class LocalCluster:
             token.chmod(0o600)
         env = {k: v for k, v in os.environ.items() if k not in {"RAY_ADDRESS", "RAY_AUTH_TOKEN"}}
         env.update(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
+        # A job's entrypoint runs `python` from PATH: this environment's, as a cluster image's would be.
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         return env
 
     def headers(self) -> dict[str, str]:

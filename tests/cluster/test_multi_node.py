@@ -124,6 +124,31 @@ def test_a_worker_no_node_can_hold_fails_at_once(cluster: LocalCluster, env: dic
     assert time.monotonic() - start < 30  # checked before the data is read: no wait for a node
 
 
+def test_submit_runs_the_command_as_a_ray_job(cluster: LocalCluster, env: dict[str, str], shared_home: Path) -> None:
+    """`rayline submit` from a machine without RAY_ADDRESS: the job's output streams, the run lands
+    in the registry the submitter named (RAYLINE_HOME travels with the job)."""
+    submitter = {k: v for k, v in env.items() if k != "RAY_ADDRESS"}
+    out = rayline(submitter, "submit", TAXI, "train", "--address", cluster.dashboard, "--set", "data.rows=5000")
+    assert "Running entrypoint for job" in out, out  # the job's own output, streamed
+    job_line = out.strip().splitlines()[-1]
+    assert job_line.startswith("job raysubmit_") and " succeeded  run " in job_line, out
+    run_id = job_line.split()[-1]
+    shown = rayline(submitter, "runs", "show", run_id)
+    assert run_id in shown and "rayline.kind = train" in shown, shown
+
+
+def test_a_failed_job_exits_non_zero_with_its_error(cluster: LocalCluster, env: dict[str, str], tmp_path: Path) -> None:
+    empty = {**{k: v for k, v in env.items() if k != "RAY_ADDRESS"}, "RAYLINE_HOME": str(tmp_path / "empty")}
+    done = subprocess.run(
+        [str(SCRIPT), "submit", TAXI, "predict", "--address", cluster.dashboard],
+        capture_output=True, text=True, timeout=180, env=empty, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: job raysubmit_") and " failed: " in last, done.stderr
+    assert "no trained model for spec 'taxi'" in last, last  # the job's own error, as its one line
+
+
 def test_serve_replicas_on_both_nodes(
     cluster: LocalCluster, env: dict[str, str], spread_run: tuple[str, set[str]], tmp_path: Path
 ) -> None:
