@@ -185,6 +185,9 @@ class Registry:
                 logging.getLogger(name).setLevel(logging.WARNING)
             # With tqdm installed, every artifact read drew a progress bar between rayline's lines.
             os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+            # With a tracking server MLflow prints "View run NAME at: URL" on stdout ahead of
+            # rayline's own line, which names the run (`rayline runs show` has the rest).
+            os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
             try:
                 from mlflow.tracking import MlflowClient
             except ImportError as err:  # pragma: no cover - mlflow is a dependency

@@ -47,6 +47,52 @@ def storage_path() -> str:
     return str(path)
 
 
+_SHARED_DISK_FIX = "or RAYLINE_SHARED_DISK=1 if every node sees this machine's disk"
+
+
+def _cluster_nodes() -> int:
+    """Alive nodes of the cluster joined at RAY_ADDRESS (0: an embedded Ray, or none yet)."""
+    import ray
+
+    if cluster_address() is None or not ray.is_initialized():
+        return 0
+    return len([n for n in ray.nodes() if n.get("Alive")])
+
+
+def require_shared_registry() -> None:
+    """On a cluster of several nodes, refuse a run registry on this machine's disk.
+
+    A Serve application built on the cluster, or a job on another node, reads the registry: a
+    SQLite file here is out of their reach. ``RAYLINE_SHARED_DISK=1`` says every node sees this
+    machine's paths (one machine, an NFS mount).
+    """
+    nodes = _cluster_nodes()
+    if nodes < 2 or os.environ.get("RAYLINE_SHARED_DISK") == "1":
+        return
+    tracking = os.environ.get("MLFLOW_TRACKING_URI") or ""
+    if not tracking or tracking.startswith(("sqlite:", "file:")) or "://" not in tracking:
+        where = tracking or f"sqlite under {home()}"
+        raise SpecError(
+            f"RAY_ADDRESS joins a cluster of {nodes} nodes and the run registry ({where}) is on this machine",
+            hint=f"set MLFLOW_TRACKING_URI to a tracking server every node reaches, {_SHARED_DISK_FIX}",
+        )
+
+
+def require_shared_storage() -> None:
+    """On a cluster of several nodes, refuse Train/Tune storage on this machine's disk: workers on
+    other nodes write their checkpoints there, into a folder of their own node."""
+    nodes = _cluster_nodes()
+    if nodes < 2 or os.environ.get("RAYLINE_SHARED_DISK") == "1":
+        return
+    storage = storage_path()
+    if "://" not in storage:
+        raise SpecError(
+            f"RAY_ADDRESS joins a cluster of {nodes} nodes and the Train/Tune storage ({storage}) is a "
+            "folder on this machine",
+            hint=f"set RAYLINE_STORAGE to shared storage (s3://bucket/prefix, an NFS path), {_SHARED_DISK_FIX}",
+        )
+
+
 def cluster_address() -> str | None:
     return os.environ.get("RAY_ADDRESS") or None
 
@@ -162,6 +208,7 @@ def init(*, quiet: bool | None = None, setup_hook: str | None = None) -> Resourc
         finally:
             if callable(on_sigterm) and threading.current_thread() is threading.main_thread():
                 signal.signal(signal.SIGTERM, on_sigterm)
+        require_shared_registry()
     if quiet:
         import ray.data
 

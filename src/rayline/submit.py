@@ -36,6 +36,7 @@ FORWARDED_ENV = (
     "RAYLINE_FAMILIES",
     "RAYLINE_VERBOSE",
     "RAYLINE_DEBUG",
+    "RAYLINE_SHARED_DISK",
 )
 # Ray refuses a working folder over 500 MiB; past this much, data belongs in object storage.
 MAX_UPLOAD_BYTES = 200 * 1024**2

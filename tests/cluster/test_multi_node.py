@@ -1,5 +1,6 @@
-"""The same specs on a real 2-node Ray cluster: Train workers, the prediction pool and Serve
-replicas land on both nodes, and the terminal stays quiet.
+"""The same specs on a real 2-node Ray cluster: Train workers, trials, the prediction pool and
+Serve replicas land on both nodes, jobs are submitted, the registry is a tracking server, and the
+terminal stays quiet.
 
 One cluster for the module (``ray start --head`` + ``ray start --address``, 2 CPUs a node, Ray's
 token auth on), stopped by its process ids. Every command is the ``rayline`` CLI in a process of
@@ -47,15 +48,21 @@ def shared_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("cluster-home")
 
 
+def cluster_env(cluster: LocalCluster, home: Path) -> dict[str, str]:
+    """A user's shell on this cluster. Its nodes share this machine's disk, so its registry and
+    storage may stay here (RAYLINE_SHARED_DISK); the tests below without it show the refusal."""
+    return {**cluster.env(), "RAY_ADDRESS": cluster.address, "RAYLINE_HOME": str(home), "RAYLINE_SHARED_DISK": "1"}
+
+
 @pytest.fixture
 def env(cluster: LocalCluster, shared_home: Path) -> dict[str, str]:
-    return {**cluster.env(), "RAY_ADDRESS": cluster.address, "RAYLINE_HOME": str(shared_home)}
+    return cluster_env(cluster, shared_home)
 
 
 @pytest.fixture(scope="module")
 def spread_run(cluster: LocalCluster, shared_home: Path) -> tuple[str, set[str]]:
     """A taxi run trained by 2 Ray Train workers: (the command's output, the nodes they ran on)."""
-    env = {**cluster.env(), "RAY_ADDRESS": cluster.address, "RAYLINE_HOME": str(shared_home)}
+    env = cluster_env(cluster, shared_home)
     before = actors(cluster, "RayTrainWorker")
     out = rayline(env, "train", TAXI, "--set", "scaling.num_workers=2", "--set", "data.rows=20000")
     return out, new_nodes(cluster, "RayTrainWorker", before)
@@ -177,3 +184,74 @@ def test_serve_replicas_on_both_nodes(
         assert proc.wait(timeout=90) == 0, log.read_text()[-3000:]
     noise = [line for line in log.read_text().splitlines() if any(n in line for n in NOISE)]
     assert not noise, noise[:5]
+
+
+# ------------------------------------------------------------- state every node can reach
+# On a multi-node cluster every node must reach the registry and the Train/Tune storage: a real
+# MLflow tracking server (SQLite backend, artifacts proxied) works; a registry or storage on this
+# machine's disk is refused in seconds, with one line saying what to set.
+MLFLOW = Path(sys.executable).with_name("mlflow")
+
+
+@pytest.fixture(scope="module")
+def tracking(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``mlflow server``: a SQLite backend and artifacts it proxies, as a team would run it."""
+    root = tmp_path_factory.mktemp("mlflow")
+    port = free_port()
+    log = (root / "server.log").open("wb")
+    proc = subprocess.Popen(
+        [str(MLFLOW), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+         "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, (root / "server.log").read_text()[-2000:]
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/health", timeout=2) as reply:
+                if reply.status == 200:
+                    break
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        log.close()
+
+
+def user_env(cluster: LocalCluster, home: Path, **extra: str) -> dict[str, str]:
+    """No RAYLINE_SHARED_DISK: what a user on a real cluster has."""
+    return {**cluster.env(), "RAY_ADDRESS": cluster.address, "RAYLINE_HOME": str(home), **extra}
+
+
+def fails_fast(env: dict[str, str], *args: str) -> str:
+    start = time.monotonic()
+    done = subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, timeout=120, env=env, check=False)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr and time.monotonic() - start < 30
+    return done.stderr.strip().splitlines()[-1]
+
+
+def test_a_registry_on_this_machine_is_refused(cluster: LocalCluster, rayline_home: Path) -> None:
+    line = fails_fast(user_env(cluster, rayline_home), "train", TAXI, "--set", "scaling.num_workers=2")
+    assert "joins a cluster of 2 nodes and the run registry (sqlite under" in line, line
+    assert "MLFLOW_TRACKING_URI" in line and "RAYLINE_SHARED_DISK=1" in line
+
+
+def test_the_registry_on_a_tracking_server(cluster: LocalCluster, tracking: str, rayline_home: Path) -> None:
+    env = user_env(cluster, rayline_home, MLFLOW_TRACKING_URI=tracking)
+    out = rayline(env, "train", TAXI, "--set", "data.rows=5000")  # in process: the run goes to the server
+    run_id = out.split()[1]
+    assert run_id in rayline(env, "runs", "show", run_id)
+    # The pool's actors get the checkpoint the driver fetched from the server, not a path of its.
+    out = rayline(env, "predict", TAXI, "--set", "data.rows=5000", "--set", "predict.engine=ray")
+    assert f"model {run_id}" in out and "Ray actor pool" in out, out
+    # Ray Train's workers would write checkpoints into a folder of their own node: refused.
+    line = fails_fast(env, "train", TAXI, "--set", "scaling.num_workers=2")
+    assert "the Train/Tune storage (" in line and "RAYLINE_STORAGE" in line, line

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from local_cluster import LocalCluster
-from test_multi_node import SCRIPT, TAXI, actors, new_nodes, rayline
+from test_multi_node import SCRIPT, TAXI, actors, cluster_env, new_nodes, rayline
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +25,7 @@ def small() -> Iterator[LocalCluster]:
 
 @pytest.fixture
 def env(small: LocalCluster, rayline_home: Path) -> dict[str, str]:
-    return {**small.env(), "RAY_ADDRESS": small.address, "RAYLINE_HOME": str(rayline_home)}
+    return cluster_env(small, rayline_home)
 
 
 def test_two_workers_train_on_two_one_cpu_nodes(small: LocalCluster, env: dict[str, str]) -> None:

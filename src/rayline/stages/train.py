@@ -230,6 +230,7 @@ def train(
         else:
             resources = runtime.init()
             worker_resources(spec, resources.cpus)  # workers no node can hold: say so before reading data
+            runtime.require_shared_storage()
             resumed = resume and train_resumable(key)
             if not resumed:
                 clear_storage(key)  # an older run's folder, or checkpoints never registered

@@ -197,6 +197,7 @@ def tune(
     resources = runtime.init()
     if not local:
         worker_resources(spec, resources.cpus)  # workers no node can hold: say so before reading data
+    runtime.require_shared_storage()  # trials' checkpoints, in process or not, go to storage
     data = prepare(spec, family, kind, in_process=local)
     at_once, cpus_per_trial = trial_concurrency(spec, resources, local)
     if local:
