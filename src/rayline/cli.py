@@ -393,7 +393,7 @@ def submit_cmd(
 ) -> None:
     """Run the spec's command as a Ray job on a cluster; stream its output, exit with its status."""
     from rayline.spec import load_spec
-    from rayline.submit import FORWARDED_ENV, submit
+    from rayline.submit import submit
 
     loaded = load_spec(spec, set_ or [])
     where = address or os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS")
@@ -404,13 +404,12 @@ def submit_cmd(
         )
     if "MLFLOW_TRACKING_URI" not in os.environ:
         err.print("note: no MLFLOW_TRACKING_URI: the job registers its runs in the cluster's own RAYLINE_HOME")
-    env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
 
     def show(chunk: str) -> None:
         sys.stdout.write(chunk)
         sys.stdout.flush()
 
-    done = submit(loaded, command, where, env=env, on_output=show, wait=not no_wait)
+    done = submit(loaded, command, where, on_output=show, wait=not no_wait)
     if no_wait:
         out.print(f"job {done.job_id}  ({done.status.lower()})")
         return

@@ -16,7 +16,6 @@ import re
 import shutil
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,9 +81,6 @@ def package(spec: Spec, folder: Path) -> Path:
         raw.setdefault(section, {})[key] = str(target.relative_to(folder))
     path = folder / "spec.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    # Ray names a working folder by its content and deletes it when a job using it ends: a job
-    # sent again at once (same content) lost its folder mid-run to the previous one's clean-up.
-    (folder / ".rayline-job").write_text(uuid.uuid4().hex)
     return path
 
 
@@ -119,13 +115,12 @@ def submit(
     command: str,
     address: str,
     *,
-    env: dict[str, str],
     on_output: Callable[[str], None],
     wait: bool = True,
 ) -> Submission:
     """Submit ``rayline COMMAND spec.yaml`` as a Ray job; stream its output to ``on_output`` until it ends.
 
-    ``env``: the variables of ``FORWARDED_ENV`` the caller has set. Ctrl-C stops the job.
+    The variables of ``FORWARDED_ENV`` set here go with the job. Ctrl-C stops the job.
     """
     if command not in COMMANDS:
         raise SpecError(f"cannot submit {command!r}: one of {', '.join(COMMANDS)}")
@@ -137,7 +132,7 @@ def submit(
         runtime_env = {
             "working_dir": tmp,
             "py_modules": [str(Path(rayline.__file__).parent)],
-            "env_vars": {k: v for k, v in env.items() if k in FORWARDED_ENV},
+            "env_vars": {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ},
         }
         try:
             job_id: str = client.submit_job(entrypoint=entrypoint(command), runtime_env=runtime_env)

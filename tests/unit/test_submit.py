@@ -45,7 +45,7 @@ def test_a_missing_local_file_is_named_before_anything_is_sent(tmp_path: Path) -
 def test_only_lifecycle_commands_are_submitted() -> None:
     spec = load_spec(EXAMPLES / "taxi.yaml")
     with pytest.raises(SpecError, match="cannot submit 'serve'"):
-        submit(spec, "serve", "http://127.0.0.1:1", env={}, on_output=print)
+        submit(spec, "serve", "http://127.0.0.1:1", on_output=print)
 
 
 def test_the_job_runs_in_a_copy_of_its_folder_and_keeps_the_exit_status() -> None:

@@ -126,8 +126,7 @@ def pool_predictions(spec: Spec, m: Model, ds: ray.data.Dataset) -> ray.data.Dat
 
     pool = spec.predict.concurrency
     largest = pool if isinstance(pool, int) else pool[1]
-    node = runtime.largest_node_cpus() or 0.0
-    if runtime.cluster_address() is not None and node < 2:
+    if runtime.cluster_address() is not None and (node := runtime.largest_node_cpus() or 0.0) < 2:
         # Measured on 2 nodes of 1 CPU: the pool's actors and Ray Data's listing task take every
         # CPU, the read tasks wait for one, and the pipeline waits forever.
         raise SpecError(
