@@ -343,8 +343,12 @@ def _serve_config_text(spec: Any, model: str, host: str, port: int | None) -> st
     from rayline.deploy import serve_config, to_yaml
     from rayline.registry import open_registry
 
-    record = open_registry().resolve(spec.name, model, metric=spec.metric, mode=spec.mode)
-    return to_yaml(serve_config(spec, model=record.run_id, host=host, port=port))
+    registry = open_registry()
+    record = registry.resolve(spec.name, model, metric=spec.metric, mode=spec.mode)
+    # The registry travels in the config: the cluster builds the application in a process of its own.
+    tracking = os.environ.get("MLFLOW_TRACKING_URI")
+    where = {"MLFLOW_TRACKING_URI": tracking} if tracking else {"RAYLINE_HOME": str(registry.home)}
+    return to_yaml(serve_config(spec, model=record.run_id, host=host, port=port, registry_env=where))
 
 
 @app.command("k8s")

@@ -48,19 +48,31 @@ def spec_mapping(spec: Spec) -> dict[str, Any]:
     return dumped
 
 
-def serve_config(spec: Spec, *, model: str, host: str = "0.0.0.0", port: int | None = None) -> dict[str, Any]:
-    """A Ray Serve config deploying the spec's service for ``model`` (best, latest or a run id)."""
+def serve_config(
+    spec: Spec,
+    *,
+    model: str,
+    host: str = "0.0.0.0",
+    port: int | None = None,
+    registry_env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A Ray Serve config deploying the spec's service for ``model`` (best, latest or a run id).
+
+    ``registry_env``: the variables naming the registry (``MLFLOW_TRACKING_URI`` or
+    ``RAYLINE_HOME``), set in the application's runtime env so that the builder, wherever the
+    cluster runs it, reads the registry the config was printed from."""
+    application: dict[str, Any] = {
+        "name": spec.name,
+        "route_prefix": "/",
+        "import_path": BUILDER,
+        "args": {"spec": spec_mapping(spec), "model": model},
+    }
+    if registry_env:
+        application["runtime_env"] = {"env_vars": dict(registry_env)}
     return {
         "proxy_location": "EveryNode",
         "http_options": {"host": host, "port": port or spec.serve.port or 8000},
-        "applications": [
-            {
-                "name": spec.name,
-                "route_prefix": "/",
-                "import_path": BUILDER,
-                "args": {"spec": spec_mapping(spec), "model": model},
-            }
-        ],
+        "applications": [application],
     }
 
 

@@ -19,6 +19,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from local_cluster import LocalCluster, free_port
@@ -156,16 +157,19 @@ def test_a_failed_job_exits_non_zero_with_its_error(cluster: LocalCluster, env: 
     assert "no trained model for spec 'taxi'" in last, last  # the job's own error, as its one line
 
 
-def test_serve_replicas_on_both_nodes(
-    cluster: LocalCluster, env: dict[str, str], spread_run: tuple[str, set[str]], tmp_path: Path
-) -> None:
+@pytest.fixture(scope="module")
+def served(
+    cluster: LocalCluster, shared_home: Path, spread_run: tuple[str, set[str]], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[dict[str, Any], set[str]]:
+    """`rayline serve` of the spread run with 2 replicas: (its answer to RECORDS, the replicas' nodes)."""
+    env = cluster_env(cluster, shared_home)
     before = actors(cluster, "ServeReplica")
     port = free_port()
-    log = tmp_path / "serve.log"
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
     with log.open("wb") as sink:
-        run_id = spread_run[0].split()[1]  # "run <id>  (ray-train:2, ...)"
         proc = subprocess.Popen(
-            [str(SCRIPT), "serve", TAXI, "--model", run_id, "--port", str(port), "--set", "serve.num_replicas=2"],
+            [str(SCRIPT), "serve", TAXI, "--model", run_of(spread_run), "--port", str(port),
+             "--set", "serve.num_replicas=2"],
             stdout=sink, stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )  # fmt: skip
     try:
@@ -176,14 +180,66 @@ def test_serve_replicas_on_both_nodes(
                 if call(f"http://127.0.0.1:{port}/healthz")[0] == 200:
                     break
             time.sleep(1)
-        status, body = call(f"http://127.0.0.1:{port}/predict", json.dumps([TAXI_RECORD] * 3).encode())
+        status, body = call(f"http://127.0.0.1:{port}/predict", RECORDS)
         assert status == 200 and len(body["predictions"]) == 3, body
-        assert len(new_nodes(cluster, "ServeReplica", before)) == 2
+        nodes = new_nodes(cluster, "ServeReplica", before)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         assert proc.wait(timeout=90) == 0, log.read_text()[-3000:]
     noise = [line for line in log.read_text().splitlines() if any(n in line for n in NOISE)]
     assert not noise, noise[:5]
+    return body, nodes
+
+
+RECORDS = json.dumps([TAXI_RECORD, {**TAXI_RECORD, "trip_distance": 9.5}, {**TAXI_RECORD, "hour": 3}]).encode()
+
+
+def run_of(trained: tuple[str, set[str]]) -> str:
+    return trained[0].split()[1]  # "run <id>  (ray-train:2, ...)"
+
+
+def test_serve_replicas_on_both_nodes(served: tuple[dict[str, Any], set[str]]) -> None:
+    assert len(served[1]) == 2
+
+
+def test_serve_deploy_of_the_printed_config_answers_as_rayline_serve(
+    cluster: LocalCluster,
+    env: dict[str, str],
+    spread_run: tuple[str, set[str]],
+    served: tuple[dict[str, Any], set[str]],
+    tmp_path: Path,
+) -> None:
+    """Production serving with no rayline process: Ray's own `serve deploy` sends the printed config
+    to the cluster's dashboard, the cluster builds the application (the config names the registry)
+    and its proxies answer exactly as `rayline serve` did for the same run."""
+    port = free_port()
+    config = tmp_path / "serve.yaml"
+    config.write_text(
+        rayline(env, "serve", TAXI, "--model", run_of(spread_run), "--host", "127.0.0.1", "--port", str(port),
+                "--set", "serve.num_replicas=2", "--print-config")
+    )  # fmt: skip
+    submitter = {k: v for k, v in env.items() if k not in {"RAY_ADDRESS", "RAYLINE_HOME"}}  # all in the config
+    deploy = subprocess.run(
+        [str(SCRIPT.with_name("serve")), "deploy", str(config), "--address", cluster.dashboard],
+        capture_output=True, text=True, timeout=120, env=submitter, check=False,
+    )  # fmt: skip
+    assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+    try:
+        deadline, status, body = time.monotonic() + 180, 0, None
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):  # the proxy is not listening yet
+                status, body = call(f"http://127.0.0.1:{port}/predict", RECORDS)
+                if status == 200:
+                    break
+            time.sleep(1)
+        assert status == 200, (status, body)
+        assert body == served[0]  # the same run, the same predictions, to the last digit
+    finally:
+        shutdown = subprocess.run(
+            [str(SCRIPT.with_name("serve")), "shutdown", "--address", cluster.dashboard, "--yes"],
+            capture_output=True, text=True, timeout=120, env=submitter, check=False,
+        )  # fmt: skip
+        assert shutdown.returncode == 0, shutdown.stdout + shutdown.stderr
 
 
 # ------------------------------------------------------------- state every node can reach

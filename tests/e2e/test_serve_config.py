@@ -51,6 +51,8 @@ def test_serve_run_of_the_printed_config_answers_as_rayline_serve(tmp_path: Path
     assert printed.returncode == 0, printed.stderr
     config = yaml.safe_load(printed.stdout)
     assert config["applications"][0]["args"]["model"] == run_id
+    # The registry it was printed from travels with it: Ray builds the application elsewhere.
+    assert config["applications"][0]["runtime_env"] == {"env_vars": {"RAYLINE_HOME": str(tmp_path / "home")}}
     path = tmp_path / "serve.yaml"
     path.write_text(printed.stdout)
     serve_cli = Path(sys.executable).with_name("serve")
