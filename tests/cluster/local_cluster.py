@@ -61,6 +61,7 @@ class LocalCluster:
     address: str = ""
     dashboard: str = ""
     pids: list[int] = field(default_factory=list)
+    node_env: dict[str, str] = field(default_factory=dict)  # e.g. how the nodes reach object storage
 
     def env(self) -> dict[str, str]:
         """The environment nodes are started with, and drivers need: Ray's token auth on, with
@@ -71,6 +72,7 @@ class LocalCluster:
             token.chmod(0o600)
         env = {k: v for k, v in os.environ.items() if k not in {"RAY_ADDRESS", "RAY_AUTH_TOKEN"}}
         env.update(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
+        env.update(self.node_env)
         # A job's entrypoint runs `python` from PATH: this environment's, as a cluster image's would be.
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         return env

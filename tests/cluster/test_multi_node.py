@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -35,8 +36,69 @@ NOISE = ("(raylet)", "WARNING", ".cc:", "INFO worker.py", "Traceback")
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[LocalCluster]:
-    running = LocalCluster(nodes=2, cpus=2).start()
+def s3() -> Iterator[dict[str, str]]:
+    """A local S3 server (moto) with a bucket, and the variables that reach it (its endpoint, keys)."""
+    pytest.importorskip("moto")
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    reach = {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "rayline-test",
+        "AWS_SECRET_ACCESS_KEY": "rayline-test",
+    }
+    client(reach).create_bucket(Bucket=BUCKET)
+    try:
+        yield reach
+    finally:
+        server.stop()
+
+
+BUCKET = "rayline-results"
+
+
+def client(s3: dict[str, str]) -> Any:
+    import boto3
+
+    return boto3.client(
+        "s3", endpoint_url=s3["AWS_ENDPOINT_URL"], region_name=s3["AWS_REGION"],
+        aws_access_key_id=s3["AWS_ACCESS_KEY_ID"], aws_secret_access_key=s3["AWS_SECRET_ACCESS_KEY"],
+    )  # fmt: skip
+
+
+def stored(s3: dict[str, str], prefix: str) -> set[str]:
+    """The keys under ``prefix`` in the test bucket."""
+    pages = client(s3).get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+    return {item["Key"] for page in pages for item in page.get("Contents", [])}
+
+
+@contextlib.contextmanager
+def watching(s3: dict[str, str], prefix: str) -> Iterator[set[str]]:
+    """Every key seen under ``prefix`` while the block runs (rayline clears a run's storage once
+    the run is registered, so the keys are looked for while it runs)."""
+    seen: set[str] = set()
+    done = threading.Event()
+
+    def poll() -> None:
+        while not done.wait(0.5):
+            seen.update(stored(s3, prefix))
+
+    watcher = threading.Thread(target=poll, daemon=True)
+    watcher.start()
+    try:
+        yield seen
+    finally:
+        done.set()
+        watcher.join()
+
+
+@pytest.fixture(scope="module")
+def cluster(s3: dict[str, str]) -> Iterator[LocalCluster]:
+    # The nodes reach the S3 server as a real cluster's nodes reach their object storage.
+    running = LocalCluster(nodes=2, cpus=2, node_env=s3).start()
     try:
         yield running
     finally:
@@ -108,16 +170,23 @@ def test_prediction_pool_spans_both_nodes(
     assert len(new_nodes(cluster, "BatchPredictor", before)) == 2
 
 
-def test_trials_share_the_cluster(cluster: LocalCluster, env: dict[str, str]) -> None:
-    """Each trial's Train worker is sized from its share of the CPUs and fits on one node (a
-    3-CPU worker, sized from the cluster's 4, waited for a node forever)."""
+def test_trials_share_the_cluster_and_keep_their_results_on_s3(
+    cluster: LocalCluster, tracking: str, s3: dict[str, str], rayline_home: Path
+) -> None:
+    """A user's cluster: the registry a tracking server, the Tune/Train storage on S3, nothing on
+    this machine's disk. Each trial's Train worker is sized from its share of the CPUs and fits on
+    one node (a 3-CPU worker, sized from the cluster's 4, waited for a node forever)."""
+    env = user_env(cluster, rayline_home, MLFLOW_TRACKING_URI=tracking, RAYLINE_STORAGE=f"s3://{BUCKET}/tune")
     before = actors(cluster, "RayTrainWorker")
-    out = rayline(
-        env, "tune", TAXI, "--set", "data.rows=20000", "--set", "scaling.num_workers=1",
-        "--set", "tune.num_samples=2", "--set", "tune.max_concurrent=2",
-    )  # fmt: skip
+    with watching(s3, "tune/") as seen:
+        out = rayline(
+            env, "tune", TAXI, "--set", "data.rows=20000", "--set", "scaling.num_workers=1",
+            "--set", "tune.num_samples=2", "--set", "tune.max_concurrent=2",
+        )  # fmt: skip
     assert "2 trials" in out, out
     assert len(new_nodes(cluster, "RayTrainWorker", before)) == 2
+    assert any("/checkpoint_" in key for key in seen), sorted(seen)[:20]  # the trials' checkpoints
+    assert stored(s3, "tune/") <= {"tune/"}  # the search's state is cleared once its runs are registered
 
 
 def test_a_worker_no_node_can_hold_fails_at_once(cluster: LocalCluster, env: dict[str, str]) -> None:
@@ -311,3 +380,19 @@ def test_the_registry_on_a_tracking_server(cluster: LocalCluster, tracking: str,
     # Ray Train's workers would write checkpoints into a folder of their own node: refused.
     line = fails_fast(env, "train", TAXI, "--set", "scaling.num_workers=2")
     assert "the Train/Tune storage (" in line and "RAYLINE_STORAGE" in line, line
+
+
+def test_ray_train_keeps_its_checkpoints_on_s3(
+    cluster: LocalCluster, tracking: str, s3: dict[str, str], rayline_home: Path
+) -> None:
+    """With RAYLINE_STORAGE on S3 the workers write their checkpoints there; the run's final
+    checkpoint reaches the registry (the tracking server), and the pool predicts from it."""
+    env = user_env(cluster, rayline_home, MLFLOW_TRACKING_URI=tracking, RAYLINE_STORAGE=f"s3://{BUCKET}/train")
+    with watching(s3, "train/") as seen:
+        out = rayline(env, "train", TAXI, "--set", "scaling.num_workers=2", "--set", "data.rows=20000")
+    assert "(ray-train:2" in out, out
+    assert any("/checkpoint_" in key for key in seen), sorted(seen)[:20]
+    assert stored(s3, "train/") <= {"train/"}  # cleared once the run is registered (the prefix's marker stays)
+    run_id = out.split()[1]
+    out = rayline(env, "predict", TAXI, "--set", "data.rows=5000", "--set", "predict.engine=ray", "--model", run_id)
+    assert f"model {run_id}" in out and "Ray actor pool" in out, out
