@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from local_cluster import LocalCluster, free_port
 
+import imagesets
 from service import TAXI_RECORD, call
 
 pytestmark = pytest.mark.slow
@@ -187,6 +188,27 @@ def test_trials_share_the_cluster_and_keep_their_results_on_s3(
     assert len(new_nodes(cluster, "RayTrainWorker", before)) == 2
     assert any("/checkpoint_" in key for key in seen), sorted(seen)[:20]  # the trials' checkpoints
     assert stored(s3, "tune/") <= {"tune/"}  # the search's state is cleared once its runs are registered
+
+
+MNIST = str(REPO / "examples" / "mnist.yaml")
+
+
+def test_the_image_workload_on_both_nodes(cluster: LocalCluster, env: dict[str, str], tmp_path: Path) -> None:
+    """ResNet18 at smoke size: DDP over 2 Ray Train workers on different nodes, then batch
+    prediction on an actor pool with an actor on each node."""
+    folder = str(imagesets.digits(tmp_path / "digits", per_class=10, classes=[0, 1, 2]))
+    small = ("--set", f"data.source={folder}", "--set", "model.epochs=1", "--set", "model.batch_size=16")
+    before = actors(cluster, "RayTrainWorker")
+    out = rayline(env, "train", MNIST, *small, "--set", "scaling.num_workers=2")
+    assert "(ray-train:2" in out, out
+    assert len(new_nodes(cluster, "RayTrainWorker", before)) == 2
+    before = actors(cluster, "BatchPredictor")
+    out = rayline(
+        env, "predict", MNIST, *small, "--model", out.split()[1], "--set", "predict.engine=ray",
+        "--set", "predict.concurrency=2", "--set", "predict.batch_size=4",
+    )  # fmt: skip
+    assert "Ray actor pool" in out, out
+    assert len(new_nodes(cluster, "BatchPredictor", before)) == 2
 
 
 def test_a_worker_no_node_can_hold_fails_at_once(cluster: LocalCluster, env: dict[str, str]) -> None:

@@ -152,7 +152,7 @@ def pool_predictions(spec: Spec, m: Model, ds: ray.data.Dataset) -> ray.data.Dat
         BatchPredictor,
         fn_constructor_kwargs={
             "family": m.family.name,
-            "checkpoint": checkpoints.portable(m.checkpoint),
+            "checkpoint": checkpoints.stored(m.checkpoint),
             "cpus": threads,
             "drop": m.kind.output_drop,
             "precision": spec.predict.precision,
