@@ -121,6 +121,11 @@ class TrainSpec(_Strict):
         description="rounds (tree families) or epochs (neural networks) between metric reports and checkpoints",
     )
     timeout_s: Annotated[float, Field(gt=0)] = 3600.0
+    stall_timeout_s: Annotated[float, Field(gt=0)] = Field(
+        default=600.0,
+        description="a Ray Train run or a search fails when no worker or trial has read, trained or "
+        "reported for this long (workers a busy cluster never starts, a hung step)",
+    )
 
 
 class ScalingSpec(_Strict):
@@ -204,6 +209,10 @@ class PredictSpec(_Strict):
     input: str | None = Field(default=None, description="default: the validation split of data.source")
     output: str | None = Field(default=None, description="default: RAYLINE_HOME/predictions/<name>/<run>.parquet")
     timeout_s: Annotated[float, Field(gt=0)] = 3600.0
+    stall_timeout_s: Annotated[float, Field(gt=0)] = Field(
+        default=300.0,
+        description="the actor pool fails when none of its actors has predicted a batch for this long",
+    )
     engine: Literal["auto", "local", "ray"] = Field(
         default="auto",
         description="auto: in this process for a modest local table or image folder on the embedded Ray "

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -223,6 +224,70 @@ def test_a_worker_no_node_can_hold_fails_at_once(cluster: LocalCluster, env: dic
     assert time.monotonic() - start < 30  # checked before the data is read: no wait for a node
 
 
+# What a busy cluster looks like to a new run: another driver's actors hold its CPUs.
+HOG = """
+import sys, time, ray
+ray.init()
+hold = [float(n) for n in sys.argv[1:]]
+@ray.remote
+class Holder:
+    def ready(self): return True
+holders = [Holder.options(num_cpus=n, resources={f"node_{i}": 0.01}).remote() for i, n in enumerate(hold) if n]
+ray.get([h.ready.remote() for h in holders])
+print("holding", flush=True)
+time.sleep(900)
+"""
+
+
+@contextlib.contextmanager
+def busy(env: dict[str, str], *cpus: float) -> Iterator[None]:
+    """Another driver holding ``cpus[i]`` CPUs of node i until the block ends."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOG, *map(str, cpus)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, start_new_session=True,
+    )  # fmt: skip
+    try:
+        # A run stopped for its stall must leave nothing reserved: the CPUs are free to take.
+        assert proc.stdout is not None and select.select([proc.stdout], [], [], 90)[0], "the CPUs were never free"
+        assert proc.stdout.readline().strip() == "holding"
+        yield
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def stalls(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, timeout=240, env=env, check=False)
+    assert done.returncode != 0, done.stdout
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    return done.stderr.strip().splitlines()[-1]
+
+
+def test_a_run_a_busy_cluster_cannot_start_fails_once_nothing_moves(cluster: LocalCluster, env: dict[str, str]) -> None:
+    """Not the hour of ``timeout_s``: no heartbeat from a worker or an actor for the stall limit
+    ends the wait, in one line saying what stalled and what Ray's CPUs are doing."""
+    with busy(env, 2, 1):  # one CPU left: Ray Data's tasks run, 2 Train workers of 1.5 CPUs cannot start
+        start = time.monotonic()
+        line = stalls(
+            env, "train", TAXI, "--set", "scaling.num_workers=2", "--set", "data.rows=5000",
+            "--set", "train.stall_timeout_s=20",
+        )  # fmt: skip
+        assert "the Ray Train run made no progress for 20 s (nothing since it started)" in line, line
+        assert "Ray has 1 of 4 CPUs free" in line and "train.stall_timeout_s" in line, line
+        assert time.monotonic() - start < 120  # Ray Train alone gives up after 3 failed starts of 60 s
+        line = stalls(
+            env, "tune", TAXI, "--set", "data.rows=5000", "--set", "scaling.num_workers=1",
+            "--set", "tune.num_samples=2", "--set", "tune.max_concurrent=2", "--set", "train.stall_timeout_s=20",
+        )  # fmt: skip
+        assert "the search made no progress for 20 s (nothing since it started)" in line, line
+    with busy(env, 2, 2):  # no CPU left: the prediction pool cannot start
+        line = stalls(
+            env, "predict", TAXI, "--set", "data.rows=5000", "--set", "predict.engine=ray",
+            "--set", "predict.stall_timeout_s=15",
+        )  # fmt: skip
+        assert "batch inference made no progress for 15 s" in line and "Ray has 0 of 4 CPUs free" in line, line
+
+
 def test_submit_runs_the_command_as_a_ray_job(cluster: LocalCluster, env: dict[str, str], shared_home: Path) -> None:
     """`rayline submit` from a machine without RAY_ADDRESS: the job's output streams, the run lands
     in the registry the submitter named (RAYLINE_HOME travels with the job)."""
@@ -397,7 +462,7 @@ def test_the_registry_on_a_tracking_server(cluster: LocalCluster, tracking: str,
     run_id = out.split()[1]
     assert run_id in rayline(env, "runs", "show", run_id)
     # The pool's actors get the checkpoint the driver fetched from the server, not a path of its.
-    out = rayline(env, "predict", TAXI, "--set", "data.rows=5000", "--set", "predict.engine=ray")
+    out = rayline(env, "predict", TAXI, "--set", "data.rows=5000", "--set", "predict.engine=ray", "--model", run_id)
     assert f"model {run_id}" in out and "Ray actor pool" in out, out
     # Ray Train's workers would write checkpoints into a folder of their own node: refused.
     line = fails_fast(env, "train", TAXI, "--set", "scaling.num_workers=2")

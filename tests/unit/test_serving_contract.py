@@ -12,6 +12,7 @@ from rayline.serving._models import predict_checked, split_back
 from rayline.serving.config import topology
 from rayline.spec import ServeSpec
 from rayline.stages.predict import BatchPredictor
+from rayline.stages.progress import Pulse
 
 
 class Echo:
@@ -33,7 +34,7 @@ def test_one_output_per_input_is_checked() -> None:
 
 def test_batch_predictor_checks_its_rows_too() -> None:
     predictor = BatchPredictor.__new__(BatchPredictor)
-    predictor.predictor, predictor.drop = Echo(drop=1), []
+    predictor.predictor, predictor.drop, predictor.pulse = Echo(drop=1), [], Pulse(None)
     with pytest.raises(RuntimeError, match="returned 2 rows for a batch of 3"):
         predictor(pd.DataFrame({"x": [1, 2, 3]}))
     predictor.predictor = Echo()

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from rayline.families import get_family
+from rayline.stages.progress import Pulse
 
 Split = Literal["train", "valid"]
 
@@ -125,9 +126,17 @@ def saved_state(workdir: Path) -> Path | None:
 class TuneTrialContext(LocalContext):
     """Runs the loop inside a Tune trial; every report goes to ``ray.tune.report``."""
 
+    def __init__(self, frames: Mapping[str, pd.DataFrame], *, cpus: int, workdir: Path, pulse: Pulse) -> None:
+        super().__init__(frames, cpus=cpus, workdir=workdir)
+        self._pulse = pulse
+
+    def batches(self, split: Split, batch_size: int, *, shuffle: bool) -> Iterator[dict[str, np.ndarray]]:
+        return self._pulse.batches(super().batches(split, batch_size, shuffle=shuffle), f"trial {split} batch")
+
     def report(self, metrics: Mapping[str, float], checkpoint: Path | None = None) -> None:
         import ray.tune
 
+        self._pulse.beat("a trial's report")
         self.history.append(dict(metrics))
         ray.tune.report(
             dict(metrics), checkpoint=ray.tune.Checkpoint.from_directory(str(checkpoint)) if checkpoint else None
@@ -145,9 +154,10 @@ class TuneTrialContext(LocalContext):
 class TrainWorkerContext:
     """Runs the loop in a Ray Train worker; shards come from the trainer's datasets."""
 
-    def __init__(self, cpus: int, workdir: Path) -> None:
+    def __init__(self, cpus: int, workdir: Path, pulse: Pulse) -> None:
         import ray.train
 
+        self._pulse = pulse
         self._ctx = ray.train.get_context()
         self._cpus = max(1, cpus)
         self._epoch = 0
@@ -169,7 +179,9 @@ class TrainWorkerContext:
     def frame(self, split: Split) -> pd.DataFrame:
         import ray.train
 
+        self._pulse.beat(f"worker {self.rank} reading its {split} shard")
         frame: pd.DataFrame = ray.train.get_dataset_shard(split).materialize().to_pandas()
+        self._pulse.beat(f"worker {self.rank} read its {split} shard")
         return frame
 
     def batches(self, split: Split, batch_size: int, *, shuffle: bool) -> Iterator[dict[str, np.ndarray]]:
@@ -181,7 +193,7 @@ class TrainWorkerContext:
         if shuffle:
             kwargs.update(local_shuffle_buffer_size=max(batch_size * 8, 1024), local_shuffle_seed=self._epoch)
         batches: Iterator[dict[str, np.ndarray]] = shard.iter_batches(**kwargs)
-        return batches
+        return self._pulse.batches(batches, f"worker {self.rank} {split} batch")
 
     def resume_from(self) -> Path | None:
         """The run's latest checkpoint: Ray Train hands it to every worker after a worker failure
@@ -195,6 +207,7 @@ class TrainWorkerContext:
     def report(self, metrics: Mapping[str, float], checkpoint: Path | None = None) -> None:
         import ray.train
 
+        self._pulse.beat(f"worker {self.rank} reported")
         if checkpoint is None or self.rank != 0:
             ray.train.report(dict(metrics))
             return
@@ -209,7 +222,10 @@ def train_worker(config: dict[str, Any]) -> None:
     """Entry point of every Ray Train worker: the family's loop on this worker's shards."""
     family = get_family(config["family"])
     with tempfile.TemporaryDirectory(prefix="rayline-worker-") as tmp:
-        family.train_loop(config, TrainWorkerContext(cpus=int(config["worker_cpus"]), workdir=Path(tmp)))
+        ctx = TrainWorkerContext(
+            cpus=int(config["worker_cpus"]), workdir=Path(tmp), pulse=Pulse(config.get("progress"))
+        )
+        family.train_loop(config, ctx)
 
 
 def _copy_out(checkpoint: Any, folder: Path) -> Path | None:

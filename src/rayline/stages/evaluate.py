@@ -186,13 +186,16 @@ def evaluate(
             raise DataError("evaluation input has no rows")
         return _reduce_local(pd.concat(frames, ignore_index=True), target)
 
-    def on_ray() -> tuple[int, Reduced]:  # the Dataset lives only in this frame (see run_pipeline)
+    def on_ray(progress: Any) -> tuple[int, Reduced]:  # the Dataset lives only in this frame (see run_pipeline)
         ds = m.kind.ray_input(spec, m.meta, source, label=target.label)
-        terms = pool_predictions(spec, m, ds).map_batches(to_terms, batch_format="pandas").materialize()
+        terms = pool_predictions(spec, m, ds, progress).map_batches(to_terms, batch_format="pandas").materialize()
         return _reduce_ray(terms, target)
 
     try:
-        rows, reduced = run_pipeline(in_process if local else on_ray, spec.predict.timeout_s, "evaluation")
+        if local:
+            rows, reduced = run_pipeline(in_process, spec, "evaluation")
+        else:
+            rows, reduced = run_pipeline(on_ray, spec, "evaluation", watched=True)
     except RaylineError:
         raise
     except Exception as err:

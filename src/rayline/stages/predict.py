@@ -29,6 +29,7 @@ from rayline.families import Family, get_family
 from rayline.registry import Registry, RunRecord, open_registry
 from rayline.spec import Spec
 from rayline.stages.engine import predicts_in_process
+from rayline.stages.progress import Pulse, watch
 
 if TYPE_CHECKING:
     import ray.data
@@ -49,11 +50,15 @@ class BatchPredictor:
         cpus: int,
         drop: tuple[str, ...] = (),
         precision: str = "float32",
+        progress: Any | None = None,
     ) -> None:
+        self.pulse = Pulse(progress)
+        self.pulse.beat("an actor loading the model")
         self.predictor = get_family(family).load(checkpoints.local_folder(checkpoint), cpus=cpus, precision=precision)
         self.drop = list(drop)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        self.pulse.beat("a batch predicted")
         outputs = self.predictor.predict(batch)
         if len(outputs) != len(batch):
             raise RuntimeError(f"the predictor returned {len(outputs)} rows for a batch of {len(batch)}")
@@ -119,8 +124,9 @@ def local_predictions(spec: Spec, m: Model, source: str | None, *, label: str | 
             yield predictor(chunk.reset_index(drop=True))
 
 
-def pool_predictions(spec: Spec, m: Model, ds: ray.data.Dataset) -> ray.data.Dataset:
-    """``ds`` with the family's prediction columns, computed on a Ray Data actor pool."""
+def pool_predictions(spec: Spec, m: Model, ds: ray.data.Dataset, progress: Any | None) -> ray.data.Dataset:
+    """``ds`` with the family's prediction columns, computed on a Ray Data actor pool whose actors
+    beat ``progress`` (a ``watch`` board)."""
     import ray
     import ray.data
 
@@ -156,6 +162,7 @@ def pool_predictions(spec: Spec, m: Model, ds: ray.data.Dataset) -> ray.data.Dat
             "cpus": threads,
             "drop": m.kind.output_drop,
             "precision": spec.predict.precision,
+            "progress": progress,
         },
         compute=compute,
         batch_size=_batch_size(spec, m),
@@ -194,8 +201,8 @@ def write_local(spec: Spec, m: Model, source: str | None, target: Path) -> int:
     return rows
 
 
-def write_on_pool(spec: Spec, m: Model, source: str | None, target: Path) -> None:
-    pool_predictions(spec, m, m.kind.ray_input(spec, m.meta, source)).write_parquet(str(target))
+def write_on_pool(spec: Spec, m: Model, source: str | None, target: Path, progress: Any) -> None:
+    pool_predictions(spec, m, m.kind.ray_input(spec, m.meta, source), progress).write_parquet(str(target))
 
 
 def predict(
@@ -216,9 +223,11 @@ def predict(
     resolve = partial(resolve_model, spec, model, registry)
     m = resolve() if local else runtime.init_while(resolve)
     target = Path(output or spec.predict.output or default_output(spec, m.record.run_id))
-    write = write_local if local else write_on_pool
     with atomic_output(target) as tmp:
-        run_pipeline(partial(write, spec, m, source, tmp), spec.predict.timeout_s, "batch inference")
+        if local:
+            run_pipeline(partial(write_local, spec, m, source, tmp), spec, "batch inference")
+        else:
+            run_pipeline(partial(write_on_pool, spec, m, source, tmp), spec, "batch inference", watched=True)
     import pyarrow.dataset as pads
 
     rows = pads.dataset(str(target), format="parquet").count_rows()
@@ -236,8 +245,11 @@ def predict(
     return PredictResult(run.run_id, m.record.run_id, target, rows, seconds, engine)
 
 
-def run_pipeline(fn: Callable[[], T], timeout_s: float, what: str) -> T:
+def run_pipeline(fn: Callable[..., T], spec: Spec, what: str, *, watched: bool = False) -> T:
     """Run ``fn`` (which builds and runs a pipeline) with a deadline; errors become rayline's.
+
+    ``watched``: a pipeline on Ray: ``fn`` gets a progress board for its actors, and a pool that
+    predicts nothing for ``predict.stall_timeout_s`` fails (workers a busy cluster never starts).
 
     A failed Ray Data pipeline's actors, with the CPUs they hold, live as long as its Dataset
     does, and its exception's frames reference it: a caller that kept the error (a notebook,
@@ -246,7 +258,13 @@ def run_pipeline(fn: Callable[[], T], timeout_s: float, what: str) -> T:
     the old frames are collected before it is raised.
     """
     try:
-        return runtime.call_with_timeout(fn, timeout_s, what)
+        if not watched:
+            return runtime.call_with_timeout(fn, spec.predict.timeout_s, what)
+        # In this thread: the watch's interrupt stops Ray Data's executor, which then shuts
+        # down its actors (a pipeline left running in a thread outlived the error).
+        limits = {"timeout_s": spec.predict.timeout_s}
+        with watch(what, spec.predict.stall_timeout_s, "predict.stall_timeout_s", **limits) as stall:
+            return fn(stall.board)
     except RaylineError as err:
         failure: RaylineError = type(err)(err.message, hint=err.hint)
     except Exception as err:

@@ -33,6 +33,7 @@ from rayline.errors import RaylineError, TrainError, map_error
 from rayline.families import Family
 from rayline.registry import Registry, open_registry
 from rayline.spec import Spec
+from rayline.stages import progress
 from rayline.stages.contexts import LocalContext, saved_state, train_worker
 from rayline.stages.engine import plugs, prepare, trains_in_process
 from rayline.stages.resume import clear_local, clear_storage, local_state, train_key, train_resumable
@@ -135,23 +136,26 @@ def run_ray_train(
     import ray.train
 
     workers, cpus_each = worker_resources(spec, total_cpus)
-    config = {**data.config, "worker_cpus": max(1, int(cpus_each))}
-    trainer = family.trainer(
-        train_worker,
-        train_loop_config=config,
-        scaling_config=scaling_config(spec, workers, cpus_each),
-        run_config=ray.train.RunConfig(
-            name=train_key(spec),
-            storage_path=runtime.storage_path(),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=None),
-            failure_config=failure_config(spec),
-        ),
-        datasets=data.datasets,
-    )
-    try:
-        result = trainer.fit()
-    except Exception as err:  # TrainingFailedError wraps the worker's exception
-        raise map_error(err, during="Ray Train run") from None
+    with progress.watch("the Ray Train run", spec.train.stall_timeout_s, "train.stall_timeout_s") as stall:
+        config = {**data.config, "worker_cpus": max(1, int(cpus_each)), "progress": stall.board}
+        trainer = family.trainer(
+            train_worker,
+            train_loop_config=config,
+            scaling_config=scaling_config(spec, workers, cpus_each),
+            run_config=ray.train.RunConfig(
+                name=train_key(spec),
+                storage_path=runtime.storage_path(),
+                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=None),
+                failure_config=failure_config(spec),
+            ),
+            datasets=data.datasets,
+        )
+        try:
+            result = trainer.fit()
+        except Exception as err:  # TrainingFailedError wraps the worker's exception
+            if stall.message is not None:
+                raise  # the watch says why
+            raise map_error(err, during="Ray Train run") from None
     if result.checkpoint is None:
         raise TrainError("Ray Train run finished without a checkpoint")
     history = [dict(m) for _, m in (result.best_checkpoints or [])]

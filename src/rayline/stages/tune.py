@@ -36,6 +36,7 @@ from rayline.registry import Registry, open_registry
 from rayline.spec import SearchDomain, Spec
 from rayline.stages.contexts import TuneTrialContext, train_worker
 from rayline.stages.engine import plugs, prepare, trains_in_process
+from rayline.stages.progress import Pulse, watch
 from rayline.stages.resume import clear_storage, search_key, storage_folder
 from rayline.stages.train import NoticeFn, failure_config, require_gpus, scaling_config, worker_resources
 from rayline.stages.trials import FailedTrial as FailedTrial  # re-exported: the stage's results
@@ -80,7 +81,8 @@ def _local_trial(config: dict[str, Any], *, base: dict[str, Any], frames: dict[s
     trial_spec = family.with_trial(spec, config)
     loop_config = {**base, "spec": trial_spec.model_dump(mode="json")}
     with tempfile.TemporaryDirectory(prefix="rayline-trial-") as tmp:
-        family.train_loop(loop_config, TuneTrialContext(frames, cpus=cpus, workdir=Path(tmp)))
+        ctx = TuneTrialContext(frames, cpus=cpus, workdir=Path(tmp), pulse=Pulse(base.get("progress")))
+        family.train_loop(loop_config, ctx)
 
 
 def _train_trial(config: dict[str, Any], *, base: dict[str, Any], datasets: dict[str, Any], cpus: float) -> None:
@@ -200,59 +202,69 @@ def tune(
     runtime.require_shared_storage()  # trials' checkpoints, in process or not, go to storage
     data = prepare(spec, family, kind, in_process=local)
     at_once, cpus_per_trial = trial_concurrency(spec, resources, local)
-    if local:
-        trainable = ray_tune.with_parameters(
-            _local_trial, base=data.config, frames=data.frames, cpus=max(1, int(cpus_per_trial))
-        )
-        trial_resources = {"cpu": cpus_per_trial}
-        if spec.scaling.use_gpu:  # the loop runs in the trial's own process: it holds the GPU
-            trial_resources["gpu"] = spec.scaling.gpus_per_worker
-        trainable = ray_tune.with_resources(trainable, trial_resources)
-    else:
-        # Each trial's Train run sizes its workers from its share of the CPUs, not from all of
-        # them: trials sized for the whole cluster could only run one at a time.
-        reserve = runtime.data_reserve(resources.cpus)
-        share = reserve + max(0.1, resources.cpus - reserve) / at_once
-        trainable = ray_tune.with_parameters(_train_trial, base=data.config, datasets=data.datasets, cpus=share)
-        # The trial only launches a Train run (whose workers hold the CPUs); Tune needs a nonzero bundle.
-        trainable = ray_tune.with_resources(trainable, {"cpu": 0.01})
-    name = search_key(spec)
-    path = storage_folder(name)
-    resumed = resume and ray_tune.Tuner.can_restore(path)
-    if resume:
-        (notice or log.warning)(
-            f"resuming the search of {spec.name} where it was interrupted"
-            if resumed
-            else f"nothing to resume for {spec.name} (spec hash {spec.fingerprint()}): searching from the start"
-        )
-    if resumed:
-        tuner = _restored(path, trainable, on_report)
-    else:
-        clear_storage(name)  # an old search's state
-        tuner = ray_tune.Tuner(
-            trainable,
-            param_space=space,
-            tune_config=ray_tune.TuneConfig(
-                metric=spec.metric,
-                mode=spec.mode,
-                num_samples=spec.tune.num_samples,
-                max_concurrent_trials=at_once,
-                scheduler=_scheduler(spec, family),
-                time_budget_s=spec.train.timeout_s,
-                # A new actor per trial costs a process start and imports; reuse them across trials.
-                reuse_actors=True,
-            ),
-            run_config=ray_tune.RunConfig(
-                name=name,
-                storage_path=runtime.storage_path(),
-                verbose=0,
-                callbacks=[CSVLoggerCallback(), JsonLoggerCallback(), *([_Progress(on_report)] if on_report else [])],
-            ),
-        )
-    try:
-        grid = tuner.fit()
-    except Exception as err:
-        raise map_error(err, during="tuning") from None
+    # Trials (and the Train workers of big-data trials) send heartbeats; a silent search fails.
+    with watch("the search", spec.train.stall_timeout_s, "train.stall_timeout_s") as stall:
+        data.config["progress"] = stall.board
+        if local:
+            trainable = ray_tune.with_parameters(
+                _local_trial, base=data.config, frames=data.frames, cpus=max(1, int(cpus_per_trial))
+            )
+            trial_resources = {"cpu": cpus_per_trial}
+            if spec.scaling.use_gpu:  # the loop runs in the trial's own process: it holds the GPU
+                trial_resources["gpu"] = spec.scaling.gpus_per_worker
+            trainable = ray_tune.with_resources(trainable, trial_resources)
+        else:
+            # Each trial's Train run sizes its workers from its share of the CPUs, not from all of
+            # them: trials sized for the whole cluster could only run one at a time.
+            reserve = runtime.data_reserve(resources.cpus)
+            share = reserve + max(0.1, resources.cpus - reserve) / at_once
+            trainable = ray_tune.with_parameters(_train_trial, base=data.config, datasets=data.datasets, cpus=share)
+            # The trial only launches a Train run (whose workers hold the CPUs); Tune needs a nonzero bundle.
+            trainable = ray_tune.with_resources(trainable, {"cpu": 0.01})
+        name = search_key(spec)
+        path = storage_folder(name)
+        resumed = resume and ray_tune.Tuner.can_restore(path)
+        if resume:
+            (notice or log.warning)(
+                f"resuming the search of {spec.name} where it was interrupted"
+                if resumed
+                else f"nothing to resume for {spec.name} (spec hash {spec.fingerprint()}): searching from the start"
+            )
+        if resumed:
+            tuner = _restored(path, trainable, on_report)
+        else:
+            clear_storage(name)  # an old search's state
+            tuner = ray_tune.Tuner(
+                trainable,
+                param_space=space,
+                tune_config=ray_tune.TuneConfig(
+                    metric=spec.metric,
+                    mode=spec.mode,
+                    num_samples=spec.tune.num_samples,
+                    max_concurrent_trials=at_once,
+                    scheduler=_scheduler(spec, family),
+                    time_budget_s=spec.train.timeout_s,
+                    # A new actor per trial costs a process start and imports; reuse them across trials.
+                    reuse_actors=True,
+                ),
+                run_config=ray_tune.RunConfig(
+                    name=name,
+                    storage_path=runtime.storage_path(),
+                    verbose=0,
+                    callbacks=[
+                        CSVLoggerCallback(),
+                        JsonLoggerCallback(),
+                        *([_Progress(on_report)] if on_report else []),
+                    ],
+                ),
+            )
+        try:
+            grid = tuner.fit()
+        except Exception as err:
+            if stall.message is not None:
+                raise  # the watch says why
+            raise map_error(err, during="tuning") from None
+    data.config.pop("progress")  # the board is gone with the watch
     if grid.num_errors == len(grid):
         first = next((grid[i].error for i in range(len(grid)) if grid[i].error is not None), None)
         raise TrainError(f"every tune trial failed; first error: {root_cause(first) if first else 'unknown'}")
