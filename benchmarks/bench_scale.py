@@ -20,7 +20,7 @@ from bench_train_xgboost import last_boost_seconds, rayline_cmd
 from common import BIN, REPO, median, table, timed
 
 sys.path.insert(0, str(REPO / "tests" / "cluster"))
-from local_cluster import LocalCluster  # noqa: E402
+from local_cluster import LocalCluster
 
 
 def measure(nodes: int, data: Path, rounds: int, repeats: int, home: Path) -> tuple[float, float]:
