@@ -263,7 +263,9 @@ def stalls(env: dict[str, str], *args: str) -> str:
     return done.stderr.strip().splitlines()[-1]
 
 
-def test_a_run_a_busy_cluster_cannot_start_fails_once_nothing_moves(cluster: LocalCluster, env: dict[str, str]) -> None:
+def test_a_run_a_busy_cluster_cannot_start_fails_once_nothing_moves(
+    cluster: LocalCluster, env: dict[str, str], spread_run: tuple[str, set[str]]
+) -> None:
     """Not the hour of ``timeout_s``: no heartbeat from a worker or an actor for the stall limit
     ends the wait, in one line saying what stalled and what Ray's CPUs are doing."""
     with busy(env, 2, 1):  # one CPU left: Ray Data's tasks run, 2 Train workers of 1.5 CPUs cannot start
@@ -282,8 +284,8 @@ def test_a_run_a_busy_cluster_cannot_start_fails_once_nothing_moves(cluster: Loc
         assert "the search made no progress for 20 s (nothing since it started)" in line, line
     with busy(env, 2, 2):  # no CPU left: the prediction pool cannot start
         line = stalls(
-            env, "predict", TAXI, "--set", "data.rows=5000", "--set", "predict.engine=ray",
-            "--set", "predict.stall_timeout_s=15",
+            env, "predict", TAXI, "--model", run_of(spread_run), "--set", "data.rows=5000",
+            "--set", "predict.engine=ray", "--set", "predict.stall_timeout_s=15",
         )  # fmt: skip
         assert "batch inference made no progress for 15 s" in line and "Ray has 0 of 4 CPUs free" in line, line
 

@@ -99,16 +99,22 @@ def _stop_this_jobs_work(board: Any) -> None:
             table = ray._private.state.state.actor_table(None).values()
             return [a["ActorID"] for a in table if a["JobID"] == job and a["State"] != "DEAD" and a["ActorID"] != keep]
 
+        def reserved() -> list[str]:  # a group's id ends with its job's
+            return [g for g, info in placement_group_table().items() if g.endswith(job) and info["state"] != "REMOVED"]
+
         for actor in alive():
             with contextlib.suppress(Exception):
                 core.kill_actor(ray.ActorID.from_hex(actor), True)
-        deadline = time.monotonic() + 10  # dead first: a live controller could reserve again
-        while alive() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        for group, info in placement_group_table().items():
-            if group.endswith(job) and info["state"] != "REMOVED":  # a group's id ends with its job's
+        # Ray marks an actor dead before its process is gone, and a controller in its last
+        # moments still reserved a group (measured): remove until two passes in a row find none.
+        deadline, quiet = time.monotonic() + 15, 0
+        while quiet < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            groups = reserved()
+            for group in groups:
                 with contextlib.suppress(Exception):
                     remove_placement_group(PlacementGroup(ray.PlacementGroupID.from_hex(group)))
+            quiet = 0 if groups or alive() else quiet + 1
     except Exception:  # Ray's internals moved: Ray cleans up when the job ends
         logging.getLogger(__name__).debug("could not stop the stalled work", exc_info=True)
 
