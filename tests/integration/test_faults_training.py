@@ -174,8 +174,12 @@ def committed_rounds(spec: Spec, home: Path) -> list[int]:
     test watches the snapshot, not the folders.
     """
     snapshot = home / "ray_results" / train_key(spec) / "checkpoint_manager_snapshot.json"
-    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-        return [int(r["metrics"]["round"]) for r in json.loads(snapshot.read_text())["checkpoint_results"]]
+    for _ in range(100):  # Ray rewrites the file in place: a read can catch it half written
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            return [int(r["metrics"]["round"]) for r in json.loads(snapshot.read_text())["checkpoint_results"]]
+        if not snapshot.exists():
+            return []
+        time.sleep(0.02)
     return []
 
 
