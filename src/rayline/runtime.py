@@ -15,7 +15,6 @@ import re
 import signal
 import sys
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -379,11 +378,7 @@ def call_with_timeout(fn: Callable[[], T], timeout_s: float, what: str) -> T:
 
     thread = threading.Thread(target=target, name=f"rayline-{what}", daemon=True)
     thread.start()
-    deadline = time.monotonic() + timeout_s
-    # Joined in slices: a signal handler (Ctrl-C, a stall watch) runs between them; a long
-    # join would hold it off until the call ends.
-    while thread.is_alive() and (left := deadline - time.monotonic()) > 0:
-        thread.join(min(left, 0.5))
+    thread.join(timeout_s)
     if thread.is_alive():
         from rayline.errors import TrainError
 

@@ -262,8 +262,8 @@ def run_pipeline(fn: Callable[..., T], spec: Spec, what: str, *, watched: bool =
             return runtime.call_with_timeout(fn, spec.predict.timeout_s, what)
         # In this thread: the watch's interrupt stops Ray Data's executor, which then shuts
         # down its actors (a pipeline left running in a thread outlived the error).
-        limits = {"timeout_s": spec.predict.timeout_s}
-        with watch(what, spec.predict.stall_timeout_s, "predict.stall_timeout_s", **limits) as stall:
+        stall_s, total_s = spec.predict.stall_timeout_s, spec.predict.timeout_s
+        with watch(what, stall_s, "predict.stall_timeout_s", timeout_s=total_s) as stall:
             return fn(stall.board)
     except RaylineError as err:
         failure: RaylineError = type(err)(err.message, hint=err.hint)
