@@ -265,7 +265,9 @@ def test_killed_worker_and_killed_driver_on_ray_train(tmp_path: Path, rayline_ho
     log = tmp_path / "killed.log"
 
     started = time.monotonic()
-    proc = start("train", str(path), *two, log=log)
+    # Ray Train's own pace (its controller takes a report every 2 s, not rayline's 0.25 s): a
+    # run of ~20 s whose checkpoints the test can see and kill between.
+    proc = start("train", str(path), *two, log=log, env={"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "2"})
     processes.append(proc)
     wait_for("2 committed checkpoints", lambda: len(committed_rounds(spec, rayline_home)) >= 2, proc, log, 240)
     workers = wait_for(
