@@ -328,6 +328,9 @@ def serve_cmd(
         out.print(f"  predict  POST {service.url}/predict")
         out.print(f"  health   GET  {service.url}/healthz")
         out.print(f"  docs          {service.url}/docs")
+        out.print(f"  open inference protocol  {service.url}/v2/models/{loaded.name}")
+        if service.grpc_address:
+            out.print(f"  grpc     {service.grpc_address}  (inference.GRPCInferenceService)")
         out.print(f"  try it        {service.url}/  (in a browser)")
         out.print("press Ctrl-C to stop")
         while True:

@@ -254,6 +254,11 @@ class AutoscalingSpec(_Strict):
 class ServeSpec(_Strict):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = Field(default=8000, description="0 picks a free port")
+    grpc_port: Annotated[int, Field(ge=0, le=65535)] | None = Field(
+        default=None,
+        description="also answer the Open Inference Protocol over gRPC on this port (0 picks a free one); "
+        "none: HTTP only",
+    )
     num_replicas: Annotated[int, Field(gt=0)] | None = Field(default=None, description="fixed replicas (default 1)")
     autoscaling: AutoscalingSpec | None = None
     num_cpus: Annotated[float, Field(gt=0)] = 0.5

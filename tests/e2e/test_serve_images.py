@@ -23,6 +23,8 @@ import numpy as np
 import pytest
 
 import imagesets
+import oip
+from rayline.serving.ports import free_port
 from service import SCRIPT, call, fuzz, serving
 
 pytestmark = pytest.mark.slow
@@ -48,7 +50,14 @@ def post(url: str, body: Any, headers: dict[str, str] | None = None) -> tuple[in
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list[str], subprocess.Popen[str]]]:
+def grpc_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def service(
+    tmp_path_factory: pytest.TempPathFactory, grpc_port: int
+) -> Iterator[tuple[str, list[str], subprocess.Popen[str]]]:
     root = tmp_path_factory.mktemp("serve-images")
     source = imagesets.digits(root / "digits", per_class=30, classes=CLASSES)
     env = {**os.environ, "RAYLINE_HOME": str(root / "home")}
@@ -66,7 +75,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, lis
         )
         runs.append(re.search(r"run ([0-9a-f]{32})", done.stdout).group(1))  # type: ignore[union-attr]
     # One replica: /healthz's batching counts are per replica.
-    one = ["--set", "serve.autoscaling.initial_replicas=1"]
+    one = ["--set", "serve.autoscaling.initial_replicas=1", "--set", f"serve.grpc_port={grpc_port}"]
     with serving([*spec, *one, "--model", runs[0]], env) as (url, proc):
         yield url, runs, proc
 
@@ -201,6 +210,39 @@ def test_concurrent_requests_are_batched(service: tuple[str, list[str], Any]) ->
     assert after["requests"] - before["requests"] == 64
     # 64 requests from 16 threads arrived in fewer batches: some were served together
     assert after["batches"] - before["batches"] < 64 and after["largest"] > 1
+
+
+def test_open_inference_protocol_answers_as_predict(service: tuple[str, list[str], Any], grpc_port: int) -> None:
+    """tritonclient over REST and gRPC: metadata from the image layout, the same predictions as
+    /predict, a version (a run id prefix) as the multiplexing header does, bad tensors refused."""
+    url, runs, _ = service
+    images = np.stack([digit(label, 2) for label in CLASSES])  # uint8 [3, 28, 28]
+    http, grpc = oip.clients(url, f"127.0.0.1:{grpc_port}")
+    meta = grpc.get_model_metadata("mnist", as_json=True)
+    assert [(t["name"], t["datatype"], t["shape"]) for t in meta["inputs"]] == [
+        ("image", "UINT8", ["-1", "1", "28", "28"])
+    ]
+    assert [t["name"] for t in meta["outputs"]] == ["label", "probability", "probabilities"]
+    names = [str(c) for c in CLASSES]
+    for run, header in ((runs[0], {}), (runs[1], {"serve_multiplexed_model_id": runs[1]})):
+        _, body = post(url, {"image": images.tolist()}, header)
+        expected = body["predictions"]
+        version = "" if run == runs[0] else run[:8]
+        for client, arrays in (
+            (http, {"image": images[:, None]}),  # [n, 1, 28, 28]
+            (grpc, {"image": images}),  # [n, 28, 28]: a grayscale image's channel may be left out
+            (grpc, {"image": images.astype(np.float32)}),
+        ):
+            outputs, answer = oip.infer(client, "mnist", arrays, version=version)
+            assert answer["model_version"] == run
+            assert [v.decode() for v in outputs["label"]] == [p["label"] for p in expected]
+            assert outputs["probability"] == pytest.approx([p["probability"] for p in expected], abs=1e-5)
+            table = [[p["probabilities"][c] for c in names] for p in expected]
+            assert outputs["probabilities"] == pytest.approx(np.array(table), abs=1e-5)
+    bright = images.astype(np.float32) * 2
+    assert "pixel values must be numbers from 0 to 255" in oip.refused(http, "mnist", {"image": bright})
+    assert "shape 3x27x28, expected nx1x28x28" in oip.refused(grpc, "mnist", {"image": images[:, 1:]})
+    assert grpc.is_model_ready("mnist") and not http.is_model_ready("mnist", "nosuchrun")
 
 
 def test_docs(service: tuple[str, list[str], Any]) -> None:

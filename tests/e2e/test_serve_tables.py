@@ -14,8 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
+import oip
+from rayline.serving.ports import free_port
 from service import SCRIPT, TAXI_RECORD, call, fuzz, serving
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -32,9 +35,14 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def service(env: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+def grpc_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def service(env: dict[str, str], grpc_port: int) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     subprocess.run([str(SCRIPT), "train", str(EXAMPLES / "taxi.yaml"), *SETS], env=env, check=True, timeout=300)
-    args = [str(EXAMPLES / "taxi.yaml"), "--model", "best", *SETS]
+    args = [str(EXAMPLES / "taxi.yaml"), "--model", "best", *SETS, "--set", f"serve.grpc_port={grpc_port}"]
     with serving(args, env) as (url, proc):
         yield url, proc
 
@@ -192,6 +200,90 @@ def test_two_services_on_one_machine(service: tuple[str, Any], env: dict[str, st
         status, body = call(f"{url}/predict", json.dumps([RECORD]).encode())
         assert status == 200 and body["model"] == second
         assert call(f"{first_url}/healthz")[1]["model_run_id"] == first
+
+
+# ------------------------------------------------------------- the Open Inference Protocol
+TRIPS = [(5.0, 0.5, 3), (12.0, 2.5, 18), (80.0, 20.0, 8), (30.0, 1.0, 23)]
+
+
+def trip_columns() -> dict[str, np.ndarray]:
+    """TRIPS as one column per feature, each in the datatype the model's metadata declares."""
+    rows = [{**RECORD, "fare_amount": fare, "trip_distance": miles, "hour": hour} for fare, miles, hour in TRIPS]
+    ints = {"trip_duration", "hour", "day_of_week"}
+    return {k: np.array([r[k] for r in rows], dtype=np.int64 if k in ints else np.float64) for k in RECORD}
+
+
+def test_open_inference_protocol_answers_as_predict(service: tuple[str, Any], grpc_port: int) -> None:
+    """tritonclient over REST (binary and JSON tensors) and gRPC: health, metadata, and the same
+    predictions as /predict for the same trips."""
+    url, _ = service
+    columns = trip_columns()
+    rows = [
+        {k: v.item() for k, v in zip(columns, values, strict=True)} for values in zip(*columns.values(), strict=True)
+    ]
+    status, body = call(f"{url}/predict", json.dumps(rows).encode())
+    assert status == 200
+    expected = body["predictions"]
+    http, grpc = oip.clients(url, f"127.0.0.1:{grpc_port}")
+    for client in (http, grpc):
+        assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("taxi")
+    meta = http.get_model_metadata("taxi")
+    assert meta["versions"] == [body["model"]] and meta["platform"] == "rayline_xgboost"
+    assert {t["name"]: t["datatype"] for t in meta["inputs"]} == {
+        k: "INT64" if v.dtype == np.int64 else "FP64" for k, v in columns.items()
+    }
+    assert [(t["name"], t["datatype"], t["shape"]) for t in meta["outputs"]] == [
+        ("label", "BOOL", [-1]),
+        ("probability", "FP64", [-1]),
+    ]
+    grpc_meta = grpc.get_model_metadata("taxi", as_json=True)
+    assert [t["name"] for t in grpc_meta["inputs"]] == [t["name"] for t in meta["inputs"]]
+    answers = [
+        oip.infer(http, "taxi", columns)[0],
+        oip.infer(http, "taxi", columns, binary=False)[0],
+        oip.infer(grpc, "taxi", columns)[0],
+        # FP32 columns and an [n, 1] shape are the same inputs
+        oip.infer(
+            grpc,
+            "taxi",
+            {k: (v.astype(np.float32) if v.dtype == np.float64 else v)[:, None] for k, v in columns.items()},
+        )[0],
+    ]
+    for outputs in answers:
+        assert outputs["label"].tolist() == [p["label"] for p in expected]
+        assert outputs["probability"] == pytest.approx([p["probability"] for p in expected], abs=1e-6)
+    version = oip.infer(http, "taxi", columns, version=body["model"][:8])[1]
+    assert version["model_name"] == "taxi" and version["model_version"] == body["model"]
+
+
+def test_open_inference_protocol_bad_tensors_are_refused(service: tuple[str, Any], grpc_port: int) -> None:
+    url, _ = service
+    columns = trip_columns()
+    http, grpc = oip.clients(url, f"127.0.0.1:{grpc_port}")
+    text = {**columns, "fare_amount": np.array([b"a", b"b", b"c", b"d"], dtype=np.object_)}
+    assert "400" in oip.refused(http, "taxi", text) and "'fare_amount': datatype BYTES" in oip.refused(
+        http, "taxi", text
+    )
+    assert "INVALID_ARGUMENT" in oip.refused(grpc, "taxi", text)
+    wide = {**columns, "hour": np.stack([columns["hour"], columns["hour"]], axis=1)}
+    assert "'hour': shape 4x2, expected n" in oip.refused(grpc, "taxi", wide)
+    extra = {**columns, "tip": columns["hour"]}
+    assert "unknown input 'tip'" in oip.refused(http, "taxi", extra)
+    short = {k: v for k, v in columns.items() if k != "hour"}
+    assert "input 'hour' is missing" in oip.refused(grpc, "taxi", short)
+    fractional = {**columns, "hour": np.array([1.5, 2, 3, 4])}
+    assert "'hour': datatype FP64, expected INT64" in oip.refused(http, "taxi", fractional)
+    infinite = {**columns, "fare_amount": np.array([np.inf, 1, 2, 3])}
+    assert "'fare_amount', row 0" in oip.refused(http, "taxi", infinite)
+    assert "404" in oip.refused(http, "cab", columns) and "NOT_FOUND" in oip.refused(grpc, "cab", columns)
+    assert "NOT_FOUND" in oip.refused(grpc, "taxi", columns, version="0123456789ab")
+    # errors are the protocol's JSON bodies
+    status, body = call(f"{url}/v2/models/taxi/infer", b'{"inputs": [{"name": "hour", "datatype": "INT64"}]}')
+    assert status == 400 and "shape" in body["error"]
+    status, body = call(f"{url}/v2/models/cab")
+    assert status == 404 and "'taxi'" in body["error"]
+    # ...and the service is as healthy as before
+    assert grpc.is_server_ready() and oip.infer(grpc, "taxi", columns)[0]["label"].shape == (4,)
 
 
 def haproxy_configs_for(port: int) -> list[Path]:

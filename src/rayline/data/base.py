@@ -16,9 +16,12 @@ from rayline.errors import DataError
 from rayline.spec import Spec
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
     import ray.data
     from pydantic import BaseModel
+
+    from rayline.data.tensors import TensorMeta
 
 Task = Literal["binary", "multiclass", "regression"]
 
@@ -98,6 +101,20 @@ class DataKind(Protocol):
 
     def compatible(self, served: Mapping[str, Any], other: Mapping[str, Any]) -> str | None:
         """Why a checkpoint cannot answer requests decoded for the served one (None: it can)."""
+
+    # ------------------------------------------------------- the Open Inference Protocol
+    def tensor_inputs(self, meta: Mapping[str, Any]) -> list[TensorMeta]:
+        """The model's inputs as named tensors (``rayline.data.tensors``)."""
+
+    def tensor_outputs(self, meta: Mapping[str, Any]) -> list[TensorMeta]:
+        """The model's answers as named tensors."""
+
+    def from_tensors(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> list[Any]:
+        """Checked input arrays (declared names, datatypes and shapes) -> items, as ``decode_request``
+        makes them; DataError names a bad value."""
+
+    def to_tensors(self, results: list[dict[str, Any]], meta: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """``predict_items`` results -> one array per output of ``tensor_outputs``."""
 
 
 def resolve_source(spec: Spec) -> str:

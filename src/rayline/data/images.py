@@ -17,11 +17,12 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from rayline.data import image_read, image_request
+from rayline.data import image_read, image_request, tensors
 from rayline.data.base import Prepared, Target, input_source, resolve_source
 from rayline.data.image_codec import ImageLayout, decode_request
 from rayline.data.split import SplitFilter, key_mask
 from rayline.data.table_schema import local_schema
+from rayline.data.tensors import TensorMeta
 from rayline.errors import DataError
 from rayline.spec import Spec
 
@@ -218,3 +219,25 @@ class ImageKind:
         if (theirs.mode, theirs.size, theirs.mean, theirs.std) != (ours.mode, ours.size, ours.mean, ours.std):
             return f"takes {theirs.describe()} images; this service decodes {ours.describe()}"
         return None
+
+    def tensor_inputs(self, meta: Mapping[str, Any]) -> list[TensorMeta]:
+        """``image``: 0-255 values, channel-first (``[n, H, W]`` too for grayscale), any number type."""
+        layout = layout_of(meta)
+        h, w = layout.size
+        return [TensorMeta("image", "UINT8", (-1, layout.channels, h, w), tensors.NUMBERS)]
+
+    def tensor_outputs(self, meta: Mapping[str, Any]) -> list[TensorMeta]:
+        return tensors.prediction_outputs("multiclass", layout_of(meta).classes)
+
+    def from_tensors(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> list[Any]:
+        images = arrays["image"]
+        if len(images) > image_request.MAX_IMAGES:
+            raise DataError(f"{len(images)} images in one request, over the limit of {image_request.MAX_IMAGES}")
+        if images.dtype != np.uint8:
+            if not np.isfinite(images).all() or images.min() < 0 or images.max() > 255:
+                raise DataError("input 'image': pixel values must be numbers from 0 to 255")
+            images = np.rint(images).astype(np.uint8)
+        return list(images)
+
+    def to_tensors(self, results: list[dict[str, Any]], meta: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        return tensors.prediction_tensors(results, self.tensor_outputs(meta), layout_of(meta).classes)

@@ -15,13 +15,24 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import pandas as pd
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, RootModel, Strict, create_model
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    RootModel,
+    Strict,
+    ValidationError,
+    create_model,
+)
 from pydantic_core import PydanticCustomError
 
-from rayline.data import table_prepare
+from rayline.data import table_prepare, tensors
 from rayline.data.base import Prepared, Target, input_source, resolve_source
 from rayline.data.split import SplitFilter
 from rayline.data.table_schema import TableLayout, check_schema, local_schema, read_local, read_ray, table_format
+from rayline.data.tensors import TensorMeta
 from rayline.errors import DataError
 from rayline.spec import Spec
 
@@ -323,6 +334,41 @@ class TableKind:
         if (ours.features, ours.dtypes, ours.categorical) != (theirs.features, theirs.dtypes, theirs.categorical):
             return f"takes features {', '.join(theirs.features)}; this service reads {', '.join(ours.features)}"
         return None
+
+    def tensor_inputs(self, meta: Mapping[str, Any]) -> list[TensorMeta]:
+        """One column per feature: FP64 (any number type), INT64 (any integer type), BOOL or BYTES (text)."""
+        layout = layout_of(meta)
+        out = []
+        for name in layout.features:
+            kind = _python_type(name, layout)
+            if kind is float:
+                out.append(TensorMeta(name, "FP64", (-1,), tensors.NUMBERS))
+            elif kind is int:
+                out.append(TensorMeta(name, "INT64", (-1,), tensors.INTEGERS))
+            else:
+                out.append(TensorMeta(name, "BOOL" if kind is bool else "BYTES", (-1,)))
+        return out
+
+    def tensor_outputs(self, meta: Mapping[str, Any]) -> list[TensorMeta]:
+        layout = layout_of(meta)
+        return tensors.prediction_outputs(layout.task, layout.classes)
+
+    def from_tensors(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> list[Any]:
+        """Columns -> records, then the same checks as ``POST /predict`` (NaN: a missing value)."""
+        columns = {name: tensors.python_values(array) for name, array in arrays.items()}
+        rows = [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+        try:
+            body = self.request_model(meta).model_validate(rows)
+        except ValidationError as err:
+            first = err.errors(include_url=False)[0]
+            loc = [str(p) for p in first.get("loc", ())]
+            where = f"input {loc[1]!r}, row {loc[0]}" if len(loc) >= 2 else "the inputs"
+            raise DataError(f"{where}: {first.get('msg', 'invalid')}") from None
+        return self.decode_request(body, meta)
+
+    def to_tensors(self, results: list[dict[str, Any]], meta: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        layout = layout_of(meta)
+        return tensors.prediction_tensors(results, self.tensor_outputs(meta), layout.classes)
 
 
 def _check_columns(names: list[str], layout: TableLayout, label: str | None, path: str) -> None:

@@ -10,7 +10,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -21,6 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from rayline._version import __version__
 from rayline.errors import DataError, RegistryError, first_line
 from rayline.serving._auth import Access, ApiKeyGuard
+
+if TYPE_CHECKING:
+    from rayline.serving.oip.service import OIPModel
 
 log = logging.getLogger(__name__)
 MODEL_HEADER = "serve_multiplexed_model_id"
@@ -207,8 +210,9 @@ def build_api(
     page: str | None = None,
     output_model: type[BaseModel] | None = None,
     docs_auth: bool = True,
+    oip: OIPModel | None = None,
 ) -> Any:
-    """The ingress app.
+    """The ingress app (with the Open Inference Protocol's ``/v2`` routes when ``oip`` is given).
 
     ``predict(body, model_id)`` takes a validated body and the ``serve_multiplexed_model_id``
     header (or None) and returns the model run that answered and one result per item. It raises
@@ -290,6 +294,11 @@ def build_api(
             app.openapi_schema = document
         return app.openapi_schema
 
+    if oip is not None:
+        from rayline.serving.oip.rest import add_routes
+
+        add_routes(app, oip, _errors(*codes))
+
     app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(BodyLimit, limit=max_request_bytes)
     if api_key is not None:  # outermost: a caller without the key learns nothing, not even the limit
@@ -306,6 +315,7 @@ def ingress_app(
     max_request_bytes: int,
     fields: list[dict[str, Any]] | None,
     output_model: type[BaseModel] | None = None,
+    oip: OIPModel | None = None,
 ) -> Any:
     """``build_api`` as a serving replica calls it: title, the API key, the page at /."""
     from rayline.serving._page import render
@@ -320,5 +330,6 @@ def ingress_app(
         docs_auth=access.docs_auth,
         max_request_bytes=max_request_bytes,
         output_model=output_model,
+        oip=oip,
         page=render(title=title, model_run_id=str(info["model_run_id"]), fields=fields),
     )

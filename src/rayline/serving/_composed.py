@@ -24,6 +24,8 @@ from rayline.errors import DataError
 from rayline.serving._app import count_batch, ingress_app
 from rayline.serving._auth import Access
 from rayline.serving._models import MAX_MODELS_PER_REPLICA, Served, predict_checked, split_back
+from rayline.serving.oip import stubs
+from rayline.serving.oip.service import GRPCInference, OIPModel
 
 
 @serve.deployment(name="preprocess")
@@ -73,7 +75,7 @@ class Model:
 
 @serve.deployment(name="ingress")
 @serve.ingress()
-class Ingress:
+class Ingress(GRPCInference):
     """HTTP edge: /predict, /healthz, /docs; validates requests and picks the model."""
 
     def __init__(
@@ -86,8 +88,11 @@ class Ingress:
         batch_wait_timeout_s: float,
         access: Access,
         max_request_bytes: int,
+        grpc: bool = False,
         **served: Any,
     ) -> None:
+        if grpc:  # requests arrive pickled: their message classes must import here
+            stubs.modules()
         self.preprocessor, self.model = preprocessor, model
         self.served = Served(spec_name=spec_name, **served)  # resolves model ids; never loads a model here
         kind, meta = self.served.kind, self.served.meta
@@ -105,6 +110,12 @@ class Ingress:
         self.access, self.max_request_bytes = access, max_request_bytes
         self._batched.set_max_batch_size(max_batch_size)  # type: ignore[attr-defined]
         self._batched.set_batch_wait_timeout_s(batch_wait_timeout_s)  # type: ignore[attr-defined]
+        self.oip = OIPModel(spec_name, self.served, self._predict_items)
+
+    async def _predict_items(self, items: list[Any], run_id: str) -> list[dict[str, Any]]:
+        """Tensors arrive decoded (arrays): straight to the model, batched there with other calls."""
+        results: list[dict[str, Any]] = await self.model.options(multiplexed_model_id=run_id).remote(items)
+        return results
 
     def __serve_build_asgi_app__(self) -> Any:
         return ingress_app(
@@ -115,6 +126,7 @@ class Ingress:
             max_request_bytes=self.max_request_bytes,
             fields=self.served.kind.page_fields(self.served.meta),
             output_model=self.served.kind.output_model(self.served.meta),
+            oip=self.oip,
         )
 
     async def _predict_body(self, body: Any, header_id: str | None) -> tuple[str, list[dict[str, Any]]]:
@@ -173,6 +185,7 @@ def composed_app(
     batch_wait_timeout_s: float,
     access: Access,
     max_request_bytes: int,
+    grpc: bool = False,
 ) -> Any:
     """The composed application, ready for ``serve.run``; ``served`` are ``Served``'s arguments."""
     model = Model.options(**model_options).bind(max_batch_size=max_batch_size, spec_name=spec_name, **served)  # type: ignore[attr-defined]
@@ -186,5 +199,6 @@ def composed_app(
         batch_wait_timeout_s=batch_wait_timeout_s,
         access=access,
         max_request_bytes=max_request_bytes,
+        grpc=grpc,
         **served,
     )

@@ -44,6 +44,7 @@ class Served:
         self.cpus, self.precision = cpus, precision
         self.home, self.tracking_uri = home, tracking_uri
         self.known: dict[str, str] = {run_id: run_id}  # id or prefix -> full run id
+        self.metas: dict[str, dict[str, Any]] = {run_id: self.meta}  # run id -> its checkpoint's meta
 
     async def resolve(self, model_id: str | None) -> str:
         """A run id (or unique prefix) -> the full id of a run this service may answer with."""
@@ -75,11 +76,21 @@ class Served:
         else:
             registry = Registry(Path(self.home), self.tracking_uri)
             folder = await asyncio.to_thread(registry.checkpoint_dir, run_id)
-        family = get_family(checkpoints.read_meta(folder).get("family", self.family.name))
+        meta = checkpoints.read_meta(folder)
+        self.metas[run_id] = meta
+        family = get_family(meta.get("family", self.family.name))
         if run_id == self.run_id:  # in the constructor's thread: torch may set per-thread state
             return family.load(folder, cpus=self.cpus, precision=self.precision)
         predictor: Predictor = await asyncio.to_thread(family.load, folder, cpus=self.cpus, precision=self.precision)
         return predictor
+
+    async def meta_of(self, run_id: str) -> dict[str, Any]:
+        """The checkpoint meta of a run ``resolve`` returned (its outputs may name other classes)."""
+        if run_id not in self.metas:
+            registry = Registry(Path(self.home), self.tracking_uri)
+            folder = await asyncio.to_thread(registry.checkpoint_dir, run_id)
+            self.metas[run_id] = checkpoints.read_meta(folder)
+        return self.metas[run_id]
 
 
 def predict_checked(predictor: Predictor, items: list[Any]) -> list[dict[str, Any]]:

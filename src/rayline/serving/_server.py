@@ -20,11 +20,13 @@ from rayline._version import __version__
 from rayline.serving._app import count_batch, ingress_app
 from rayline.serving._auth import Access
 from rayline.serving._models import MAX_MODELS_PER_REPLICA, Served, predict_checked, split_back
+from rayline.serving.oip import stubs
+from rayline.serving.oip.service import GRPCInference, OIPModel
 
 
 @serve.deployment(name="model")
 @serve.ingress()
-class ModelServer:
+class ModelServer(GRPCInference):
     """Loads one registered model; serves it (and compatible ones) over HTTP and to Python handles."""
 
     async def __init__(  # type: ignore[misc]  # Serve awaits an async constructor
@@ -42,7 +44,10 @@ class ModelServer:
         max_request_bytes: int,
         cpus: int = 1,
         precision: str = "float32",
+        grpc: bool = False,
     ) -> None:
+        if grpc:  # requests arrive pickled: their message classes must import here
+            stubs.modules()
         self.served = Served(
             family=family,
             checkpoint=checkpoint,
@@ -74,6 +79,7 @@ class ModelServer:
         # Serve routes a request naming a model to the replicas that report it loaded; each
         # replica reports the default at start, so a replica added by autoscaling gets traffic.
         await self.get_model(model_run_id)
+        self.oip = OIPModel(spec_name, self.served, self._predict_items)
 
     def __serve_build_asgi_app__(self) -> Any:
         return ingress_app(
@@ -84,6 +90,7 @@ class ModelServer:
             max_request_bytes=self.max_request_bytes,
             fields=self.served.kind.page_fields(self.served.meta),
             output_model=self.served.kind.output_model(self.served.meta),
+            oip=self.oip,
         )
 
     @serve.multiplexed(max_num_models_per_replica=MAX_MODELS_PER_REPLICA)  # type: ignore[untyped-decorator]
@@ -93,6 +100,9 @@ class ModelServer:
     async def _predict_body(self, body: Any, header_id: str | None = None) -> tuple[str, list[dict[str, Any]]]:
         run_id = await self.served.resolve(getattr(body, "model", None) or header_id)
         items = self.served.kind.decode_request(body, self.served.meta)
+        return run_id, await self._predict_items(items, run_id)
+
+    async def _predict_items(self, items: list[Any], run_id: str) -> list[dict[str, Any]]:
         # Serve's batch queue costs a task switch, a timed wait and a metric per request, as
         # much as the rest of a lone request's path. One turn of the event loop lets requests
         # that arrived together all check in; a request still alone is predicted on the spot,
@@ -102,11 +112,11 @@ class ModelServer:
             await asyncio.sleep(0)
             if self._in_flight == 1 and self._lone_shortcut:
                 self.info["batching"]["alone"] += 1
-                return run_id, predict_checked(await self.get_model(run_id), items)
+                return predict_checked(await self.get_model(run_id), items)
             results: list[dict[str, Any]] = await self._predict_batch((items, run_id))
         finally:
             self._in_flight -= 1
-        return run_id, results
+        return results
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
     async def _predict_batch(self, requests: list[tuple[list[Any], str]]) -> list[list[dict[str, Any]]]:

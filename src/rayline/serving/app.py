@@ -62,6 +62,7 @@ def application(spec: Spec, record: RunRecord, checkpoint: Path, registry: Regis
             batch_wait_timeout_s=spec.serve.batch_wait_timeout_s,
             access=access,
             max_request_bytes=spec.serve.max_request_bytes,
+            grpc=spec.serve.grpc_port is not None,
         )
     deployment: Any = ModelServer
     return deployment.options(**deployment_options(spec.serve)).bind(
@@ -77,6 +78,7 @@ def application(spec: Spec, record: RunRecord, checkpoint: Path, registry: Regis
         max_request_bytes=spec.serve.max_request_bytes,
         cpus=served["cpus"],
         precision=spec.serve.precision,
+        grpc=spec.serve.grpc_port is not None,
     )
 
 

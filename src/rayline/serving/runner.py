@@ -24,6 +24,7 @@ from rayline.registry import Registry, open_registry
 from rayline.serving._auth import Access
 from rayline.serving._ingress import ingress_env, stop_haproxy
 from rayline.serving.app import application, resolve
+from rayline.serving.oip import stubs
 from rayline.serving.ports import free_port
 from rayline.spec import Spec
 
@@ -47,6 +48,7 @@ class Service:
     url: str
     model_run_id: str
     handle: Any
+    grpc_address: str | None = None  # host:port of the Open Inference Protocol over gRPC
 
     def stop(self) -> None:
         from ray import serve
@@ -151,8 +153,15 @@ def start(
     finally:
         for name in added:  # Ray's processes took their environment when Ray started
             os.environ.pop(name, None)
+    grpc_port = spec.serve.grpc_port
+    grpc: dict[str, Any] | None = None
+    if grpc_port is not None:
+        if grpc_port == 0 and runtime.cluster_address() is not None:
+            raise ServeError("serve.grpc_port 0 (any free port) works on embedded Ray only", hint="set a port")
+        grpc_port = grpc_port or free_port(host)
+        grpc = {"port": grpc_port, "grpc_servicer_functions": [stubs.SERVICER]}
     try:
-        serve.start(http_options={"host": host, "port": port})
+        serve.start(http_options={"host": host, "port": port}, grpc_options=grpc)
     except Exception as err:  # e.g. HAProxy failing to start, raised from its manager actor
         raise ServeError(f"could not start Ray Serve on {host}:{port}: {map_error(err, during='serving')}") from None
     app = application(spec, record, checkpoint, registry)
@@ -166,7 +175,8 @@ def start(
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
     probe = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     wait_healthy(f"http://{probe}:{port}", timeout_s, failed=partial(deploy_failure, spec.name))
-    return Service(name=spec.name, url=url, model_run_id=record.run_id, handle=handle)
+    grpc_address = f"{probe}:{grpc_port}" if grpc_port else None
+    return Service(name=spec.name, url=url, model_run_id=record.run_id, handle=handle, grpc_address=grpc_address)
 
 
 class _DropRayNotices(io.TextIOBase):

@@ -1,0 +1,136 @@
+"""The Open Inference Protocol's REST endpoints (``/v2/...``) on a service's FastAPI app."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from rayline.data.tensors import NUMPY
+from rayline.errors import DataError, RegistryError
+from rayline.serving.oip.codec import encode_rest, parse_rest
+from rayline.serving.oip.service import SERVER, OIPModel
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+TAG: list[str | Enum] = ["Open Inference Protocol"]
+
+
+_TENSOR = {
+    "type": "object",
+    "required": ["name", "datatype", "shape"],
+    "properties": {
+        "name": {"type": "string"},
+        "datatype": {"type": "string", "enum": list(NUMPY)},
+        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+        "data": {"type": "array", "description": "the values, flat or nested, row-major"},
+        "parameters": {"type": "object", "description": "binary_data_size: the tensor follows the JSON"},
+    },
+}
+# The protocol's JSON body; which names, datatypes and shapes fit is the model's metadata.
+INFER_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["inputs"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "inputs": {"type": "array", "minItems": 1, "items": _TENSOR},
+                        "outputs": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["name"],
+                                "properties": {"name": {"type": "string"}},
+                            },
+                        },
+                        "parameters": {"type": "object"},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+def _error(err: Exception) -> JSONResponse:
+    if isinstance(err, DataError):
+        return JSONResponse({"error": err.message}, 400)
+    return JSONResponse({"error": str(err)}, 404)
+
+
+def add_routes(app: FastAPI, oip: OIPModel, errors: dict[int | str, dict[str, Any]]) -> None:
+    """``errors``: the error answers to document on every route (the protocol's ``{"error": ...}``)."""
+    failing: dict[int | str, dict[str, Any]] = {c: errors[c] for c in errors if c in (400, 401, 404, 413)}
+
+    @app.get("/v2", tags=TAG, summary="Server metadata", responses=failing)
+    async def server_metadata() -> dict[str, Any]:
+        return SERVER
+
+    @app.get("/v2/health/live", tags=TAG, summary="Server live", responses=failing)
+    async def live() -> dict[str, Any]:
+        return {"live": True}
+
+    @app.get("/v2/health/ready", tags=TAG, summary="Server ready", responses=failing)
+    async def ready() -> dict[str, Any]:
+        return {"ready": True}
+
+    async def metadata(name: str, version: str | None) -> Any:
+        try:
+            return await oip.metadata(name, version)
+        except (DataError, RegistryError) as err:
+            return _error(err)
+
+    async def model_ready(name: str, version: str | None) -> Any:
+        try:
+            return {"name": name, "ready": await oip.ready(name, version)}
+        except (DataError, RegistryError) as err:
+            return _error(err)
+
+    async def infer(request: Request, name: str, version: str | None) -> Any:
+        raw = request.headers.get(HEADER_LENGTH)
+        try:
+            if raw is not None and not raw.isdigit():
+                raise DataError(f"{HEADER_LENGTH} must be a number of bytes, got {raw[:40]!r}")
+            inference = parse_rest(await request.body(), int(raw) if raw is not None else None)
+            run_id, outputs = await oip.infer(name, version, inference)
+        except (DataError, RegistryError) as err:
+            return _error(err)
+        body, head = encode_rest(oip.name, run_id, inference, outputs)
+        if head is None:
+            return Response(body, media_type="application/json")
+        return Response(body, media_type="application/octet-stream", headers={HEADER_LENGTH: str(head)})
+
+    @app.get("/v2/models/{name}", tags=TAG, summary="Model metadata", responses=failing)
+    async def model_metadata(name: str) -> Any:
+        return await metadata(name, None)
+
+    @app.get("/v2/models/{name}/versions/{version}", tags=TAG, summary="Model version metadata", responses=failing)
+    async def version_metadata(name: str, version: str) -> Any:
+        return await metadata(name, version)
+
+    @app.get("/v2/models/{name}/ready", tags=TAG, summary="Model ready", responses=failing)
+    async def ready_model(name: str) -> Any:
+        return await model_ready(name, None)
+
+    @app.get("/v2/models/{name}/versions/{version}/ready", tags=TAG, summary="Model version ready", responses=failing)
+    async def ready_version(name: str, version: str) -> Any:
+        return await model_ready(name, version)
+
+    @app.post("/v2/models/{name}/infer", tags=TAG, summary="Infer", responses=failing, openapi_extra=INFER_BODY)
+    async def infer_model(request: Request, name: str) -> Any:
+        return await infer(request, name, None)
+
+    @app.post(
+        "/v2/models/{name}/versions/{version}/infer",
+        tags=TAG,
+        summary="Infer with a version",
+        responses=failing,
+        openapi_extra=INFER_BODY,
+    )
+    async def infer_version(request: Request, name: str, version: str) -> Any:
+        return await infer(request, name, version)
