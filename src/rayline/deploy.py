@@ -20,6 +20,7 @@ import yaml
 
 from rayline._version import __version__
 from rayline.serving.app import BUILDER
+from rayline.serving.oip.stubs import SERVICER as GRPC_SERVICER
 from rayline.spec import Spec
 
 RAY_VERSION = "2.60.0"
@@ -69,11 +70,14 @@ def serve_config(
     }
     if registry_env:
         application["runtime_env"] = {"env_vars": dict(registry_env)}
-    return {
+    config: dict[str, Any] = {
         "proxy_location": "EveryNode",
         "http_options": {"host": host, "port": port or spec.serve.port or 8000},
-        "applications": [application],
     }
+    if spec.serve.grpc_port:  # the Open Inference Protocol over gRPC (0, any free port, is for one machine)
+        config["grpc_options"] = {"port": spec.serve.grpc_port, "grpc_servicer_functions": [GRPC_SERVICER]}
+    config["applications"] = [application]
+    return config
 
 
 def _name(spec: Spec) -> str:

@@ -235,7 +235,16 @@ def test_every_image_model_replica_serves(ray_session: Any, rayline_home: Path, 
 
         # One request first, as a service's first user sends: the replica it lands on reports
         # the model loaded; then concurrent waves, which must reach the other replica too.
-        service.handle.predict.remote([image]).result(timeout_s=60)
+        first = service.handle.predict.remote([image]).result(timeout_s=60)
+        # The composed ingress speaks the Open Inference Protocol too (JSON tensors here).
+        tensor = {"name": "image", "datatype": "UINT8", "shape": [1, 28, 28], "data": image}
+        request = urllib.request.Request(
+            f"{service.url}/v2/models/two-models/infer", data=json.dumps({"inputs": [tensor]}).encode(), method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=60) as resp:
+            outputs = {o["name"]: o["data"] for o in json.loads(resp.read())["outputs"]}
+        assert outputs["label"] == [first[0]["label"]]
+        assert outputs["probability"] == pytest.approx([first[0]["probability"]], abs=1e-6)
         time.sleep(2)
         deadline = time.monotonic() + 30
         while serving_replicas() < 2 and time.monotonic() < deadline:

@@ -45,6 +45,19 @@ def test_serve_config_is_what_ray_accepts(example: str) -> None:
     assert app.import_path == BUILDER and app.name == spec.name and app.route_prefix == "/"
     args = BuildArgs.model_validate(app.args)
     assert args.model == "best" and args.spec["name"] == spec.name
+    assert parsed.grpc_options is None or not parsed.grpc_options.grpc_servicer_functions
+
+
+def test_serve_config_with_grpc_names_the_protocols_servicer() -> None:
+    from ray.serve.config import gRPCOptions
+    from ray.serve.schema import ServeDeploySchema
+
+    spec = load_spec(REPO / "examples" / "taxi.yaml", ["serve.grpc_port=9000"])
+    parsed = ServeDeploySchema.model_validate(yaml.safe_load(yaml.safe_dump(serve_config(spec, model="best"))))
+    assert parsed.grpc_options is not None and parsed.grpc_options.port == 9000
+    # the import path Ray's gRPC proxy resolves: it must be a callable here too
+    (servicer,) = gRPCOptions(**parsed.grpc_options.model_dump()).grpc_servicer_func_callable
+    assert servicer.__name__ == "add_servicer"
 
 
 @pytest.mark.parametrize("example", ["taxi.yaml", "mnist.yaml"])
