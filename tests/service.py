@@ -58,12 +58,13 @@ def _sigint_as_from_a_terminal() -> None:
 
 @contextmanager
 def serving(
-    args: list[str], env: dict[str, str], timeout_s: float = 240, port: int | None = None
+    args: list[str], env: dict[str, str], timeout_s: float = 240, port: int | None = None, idle: bool = False
 ) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     """``rayline serve ARGS --port P`` until /healthz answers; SIGINT (Ctrl-C) on exit.
 
     P is a free port by default; with ``port=0`` the service picks one and the URL is read
-    from what it prints."""
+    from what it prints. ``idle``: a service that scales to zero; ready once it says it is idle
+    (asking /healthz would wake a replica)."""
     port = free_port() if port is None else port
     proc = subprocess.Popen(
         [str(SCRIPT), "serve", *args, "--port", str(port)],
@@ -78,7 +79,9 @@ def serving(
     )
     deadline = time.monotonic() + timeout_s
     url = f"http://127.0.0.1:{port}" if port else _printed_url(proc, deadline)
-    while time.monotonic() < deadline:
+    if idle:
+        _printed(proc, deadline, r"idle: no model replica runs")
+    while not idle and time.monotonic() < deadline:
         if proc.poll() is not None:
             _kill_all(proc)  # Ray's processes may outlive a driver that failed
             raise AssertionError(f"rayline serve exited early:\n{proc.stderr.read() if proc.stderr else ''}")
@@ -89,8 +92,9 @@ def serving(
             pass
         time.sleep(1)
     else:
-        _kill_all(proc)
-        raise AssertionError("service did not become healthy")
+        if not idle:
+            _kill_all(proc)
+            raise AssertionError("service did not become healthy")
     try:
         yield url, proc
     finally:
@@ -103,6 +107,11 @@ def serving(
 
 def _printed_url(proc: subprocess.Popen[str], deadline: float) -> str:
     """The service's URL, from its "predict  POST <url>/predict" line."""
+    return _printed(proc, deadline, r"POST (http://\S+)/predict").group(1)
+
+
+def _printed(proc: subprocess.Popen[str], deadline: float, pattern: str) -> re.Match[str]:
+    """The first match of ``pattern`` in what the service prints (stdout)."""
     assert proc.stdout is not None
     # The pipe itself, not the text wrapper: a line the wrapper had already buffered would
     # never make select() report the pipe readable again.
@@ -110,10 +119,10 @@ def _printed_url(proc: subprocess.Popen[str], deadline: float) -> str:
     while time.monotonic() < deadline and proc.poll() is None:
         if select.select([fd], [], [], 1)[0]:
             printed += os.read(fd, 65536).decode(errors="replace")
-            if match := re.search(r"POST (http://\S+)/predict", printed):
-                return match.group(1)
+            if match := re.search(pattern, printed):
+                return match
     _kill_all(proc)
-    raise AssertionError(f"rayline serve printed no URL:\n{printed}{proc.stderr.read() if proc.stderr else ''}")
+    raise AssertionError(f"rayline serve printed no {pattern!r}:\n{printed}{proc.stderr.read() if proc.stderr else ''}")
 
 
 def _kill_all(proc: subprocess.Popen[str]) -> None:

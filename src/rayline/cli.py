@@ -332,6 +332,9 @@ def serve_cmd(
         if service.grpc_address:
             out.print(f"  grpc     {service.grpc_address}  (inference.GRPCInferenceService)")
         out.print(f"  try it        {service.url}/  (in a browser)")
+        auto = loaded.serve.autoscaling
+        if auto is not None and auto.min_replicas == 0:
+            out.print("  idle: no model replica runs until a request comes (serve.autoscaling.min_replicas: 0)")
         out.print("press Ctrl-C to stop")
         while True:
             time.sleep(3600)

@@ -237,3 +237,29 @@ def test_api_key_from_a_file_and_a_missing_one(env: dict[str, str], run_id: str,
     )
     assert done.returncode != 0
     assert "RAYLINE_TEST_NO_SUCH_KEY" in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_scales_from_zero_and_back(env: dict[str, str], run_id: str) -> None:
+    """``serve.autoscaling.min_replicas: 0``: an idle service holds no model replica; the first
+    request wakes one and is answered; idle again, the replica goes (docs/benchmarks.md: cold start)."""
+    auto = {"min_replicas": 0, "max_replicas": 1, "downscale_delay_s": 2, "look_back_period_s": 2}
+    sets = ["--set", "serve.num_replicas=null"]
+    sets += [a for k, v in auto.items() for a in ("--set", f"serve.autoscaling.{k}={v}")]
+    with serving([*SPEC, "--model", run_id, *sets], env, idle=True) as (url, proc):
+        time.sleep(3)
+        assert replica_pids(proc.pid) == set()
+        started = time.monotonic()
+        status, body = call(f"{url}/predict", json.dumps([RECORD]).encode())
+        cold_s = time.monotonic() - started
+        assert status == 200 and body["model"] == run_id and len(body["predictions"]) == 1, body
+        assert len(replica_pids(proc.pid)) == 1
+        started = time.monotonic()
+        assert call(f"{url}/predict", json.dumps([RECORD]).encode())[0] == 200
+        warm_s = time.monotonic() - started
+        status, page = call(f"{url}/")
+        assert status == 200 and b"waking the model" in page
+        deadline = time.monotonic() + 90
+        while replica_pids(proc.pid) and time.monotonic() < deadline:
+            time.sleep(1)
+        assert replica_pids(proc.pid) == set(), "the replica stayed after the service went idle"
+        print(f"\nscale from zero: first request {cold_s:.2f} s, the next {warm_s * 1000:.0f} ms")

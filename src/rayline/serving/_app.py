@@ -331,5 +331,10 @@ def ingress_app(
         max_request_bytes=max_request_bytes,
         output_model=output_model,
         oip=oip,
-        page=render(title=title, model_run_id=str(info["model_run_id"]), fields=fields),
+        page=render(
+            title=title,
+            model_run_id=str(info["model_run_id"]),
+            fields=fields,
+            scales_to_zero=bool(info.get("scales_to_zero")),
+        ),
     )

@@ -89,6 +89,7 @@ class Ingress(GRPCInference):
         access: Access,
         max_request_bytes: int,
         grpc: bool = False,
+        scales_to_zero: bool = False,
         **served: Any,
     ) -> None:
         if grpc:  # requests arrive pickled: their message classes must import here
@@ -102,6 +103,7 @@ class Ingress(GRPCInference):
             "family": served["family"],
             "model_run_id": self.served.run_id,
             "topology": "composed",
+            "scales_to_zero": scales_to_zero,
             **kind.describe(meta),
             "rayline_version": __version__,
             # How well dynamic batching groups concurrent requests (requests per ingress batch).
@@ -186,6 +188,7 @@ def composed_app(
     access: Access,
     max_request_bytes: int,
     grpc: bool = False,
+    scales_to_zero: bool = False,
 ) -> Any:
     """The composed application, ready for ``serve.run``; ``served`` are ``Served``'s arguments."""
     model = Model.options(**model_options).bind(max_batch_size=max_batch_size, spec_name=spec_name, **served)  # type: ignore[attr-defined]
@@ -200,5 +203,6 @@ def composed_app(
         access=access,
         max_request_bytes=max_request_bytes,
         grpc=grpc,
+        scales_to_zero=scales_to_zero,
         **served,
     )

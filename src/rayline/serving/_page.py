@@ -3,7 +3,8 @@
 A model whose data kind lists form fields (a table: one per feature) gets a form; one that lists
 none (images) gets a canvas to draw on, sent as a PNG that the data kind decodes and resizes like
 the training images.
-Both call ``POST /predict`` and show the label and the class probabilities.
+Both call ``POST /predict`` and show the label and the class probabilities, and say so when an
+answer is slow because the model is waking (a service that scales to zero replicas).
 """
 
 from __future__ import annotations
@@ -38,11 +39,23 @@ function show(body, ok) {
   }
 }
 async function send(body) {
-  const response = await fetch('predict', {method: 'POST', headers: {'Content-Type': 'application/json'},
-                                           body: JSON.stringify(body)});
-  show(await response.json(), response.ok);
+  const result = document.getElementById('result');
+  result.textContent = 'predicting...';
+  // A service that scales to zero answers its first request once a replica has started.
+  const slow = setTimeout(() => { result.textContent = WAKING; }, 1000);
+  try {
+    const response = await fetch('predict', {method: 'POST', headers: {'Content-Type': 'application/json'},
+                                             body: JSON.stringify(body)});
+    show(await response.json(), response.ok);
+  } catch (err) {
+    show({error: String(err)}, false);
+  } finally {
+    clearTimeout(slow);
+  }
 }
 """
+WAKING = "waking the model: this service scales to zero replicas when idle, and one is starting..."
+SLOW = "still predicting..."
 
 _CANVAS = """
 <p>Draw a digit (or anything the model knows) in the box, then press Predict.</p>
@@ -96,15 +109,18 @@ document.getElementById('record').onsubmit = e => {{
 """
 
 
-def render(*, title: str, model_run_id: str, fields: list[dict[str, Any]] | None) -> str:
-    """The page for an image model (``fields`` None) or a table model (one entry per feature)."""
+def render(*, title: str, model_run_id: str, fields: list[dict[str, Any]] | None, scales_to_zero: bool = False) -> str:
+    """The page for an image model (``fields`` None) or a table model (one entry per feature).
+
+    ``scales_to_zero``: a slow answer is the model waking (``serve.autoscaling.min_replicas: 0``)."""
     body = _CANVAS if fields is None else _form(fields)
+    waiting = f"const WAKING = {json.dumps(WAKING if scales_to_zero else SLOW)};"
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{_STYLE}</style></head>
 <body><h1>{html.escape(title)}</h1>
 <p>model run <code>{html.escape(model_run_id)}</code> &middot; <a href="docs">API docs</a></p>
 {body}
 <div id="result"></div><table id="probs"></table>
-<script>{_SHOW}</script>
+<script>{waiting}{_SHOW}</script>
 </body></html>
 """

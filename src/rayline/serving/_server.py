@@ -45,6 +45,7 @@ class ModelServer(GRPCInference):
         cpus: int = 1,
         precision: str = "float32",
         grpc: bool = False,
+        scales_to_zero: bool = False,
     ) -> None:
         if grpc:  # requests arrive pickled: their message classes must import here
             stubs.modules()
@@ -65,6 +66,7 @@ class ModelServer(GRPCInference):
             "family": family,
             "model_run_id": model_run_id,
             "topology": "fused",
+            "scales_to_zero": scales_to_zero,
             **kind.describe(meta),
             "rayline_version": __version__,
             # Per replica: batches formed, requests they held, the largest, and requests that

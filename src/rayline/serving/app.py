@@ -42,6 +42,8 @@ def application(spec: Spec, record: RunRecord, checkpoint: Path, registry: Regis
     from rayline.serving._server import ModelServer
 
     access = Access.of(spec.serve)
+    auto = spec.serve.autoscaling
+    scales_to_zero = auto is not None and auto.min_replicas == 0
     portable = checkpoints.pack(checkpoint) if pack else checkpoints.portable(checkpoint)
     served = {
         "family": record.family,
@@ -63,6 +65,7 @@ def application(spec: Spec, record: RunRecord, checkpoint: Path, registry: Regis
             access=access,
             max_request_bytes=spec.serve.max_request_bytes,
             grpc=spec.serve.grpc_port is not None,
+            scales_to_zero=scales_to_zero,
         )
     deployment: Any = ModelServer
     return deployment.options(**deployment_options(spec.serve)).bind(
@@ -79,6 +82,7 @@ def application(spec: Spec, record: RunRecord, checkpoint: Path, registry: Regis
         cpus=served["cpus"],
         precision=spec.serve.precision,
         grpc=spec.serve.grpc_port is not None,
+        scales_to_zero=scales_to_zero,
     )
 
 

@@ -174,7 +174,10 @@ def start(
         raise ServeError(f"could not deploy {spec.name}: {map_error(err, during='serving')}") from None
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
     probe = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    wait_healthy(f"http://{probe}:{port}", timeout_s, failed=partial(deploy_failure, spec.name))
+    if auto is None or auto.min_replicas > 0:
+        wait_healthy(f"http://{probe}:{port}", timeout_s, failed=partial(deploy_failure, spec.name))
+    # else: serve.run has seen the application running with no replica; a request to /healthz
+    # would wake one, and the service is to stay idle until its first user.
     grpc_address = f"{probe}:{grpc_port}" if grpc_port else None
     return Service(name=spec.name, url=url, model_run_id=record.run_id, handle=handle, grpc_address=grpc_address)
 
