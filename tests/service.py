@@ -135,10 +135,15 @@ def _kill_all(proc: subprocess.Popen[str]) -> None:
 # The Open Inference Protocol's infer body is typed by the model's metadata, not by the OpenAPI
 # document: a body the schema allows (any tensor) is refused with 400 when its names, datatypes
 # or shapes do not fit the model (tests/oip.py checks those answers through the standard client).
+# Likewise /predict/stream's lines (NDJSON, which JSON Schema does not describe).
 OIP_INFER = """
 [[operations]]
 include-path-regex = "/infer$"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "404"]
+
+[[operations]]
+include-path-regex = "/predict/stream$"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "404", "422"]
 """
 
 

@@ -245,6 +245,21 @@ def test_open_inference_protocol_answers_as_predict(service: tuple[str, list[str
     assert grpc.is_model_ready("mnist") and not http.is_model_ready("mnist", "nosuchrun")
 
 
+def test_images_stream_one_per_line(service: tuple[str, list[str], Any]) -> None:
+    url, runs, _ = service
+    images = [digit(label, 3) for label in CLASSES]
+    lines = [json.dumps(img.tolist()) for img in images[:2]] + [json.dumps(png_base64(images[2]))]
+    status, body = call(f"{url}/predict/stream", "\n".join(lines).encode(), {"serve_multiplexed_model_id": runs[1]})
+    assert status == 200
+    streamed = [json.loads(line) for line in body.splitlines()]
+    _, expected = post(
+        url,
+        {"image": [*[img.tolist() for img in images[:2]], png_base64(images[2])]},
+        {"serve_multiplexed_model_id": runs[1]},
+    )
+    assert streamed == expected["predictions"]
+
+
 def test_docs(service: tuple[str, list[str], Any]) -> None:
     url, _, _ = service
     status, doc = call(f"{url}/openapi.json")

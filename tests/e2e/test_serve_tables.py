@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -284,6 +285,48 @@ def test_open_inference_protocol_bad_tensors_are_refused(service: tuple[str, Any
     assert status == 404 and "'taxi'" in body["error"]
     # ...and the service is as healthy as before
     assert grpc.is_server_ready() and oip.infer(grpc, "taxi", columns)[0]["label"].shape == (4,)
+
+
+# ------------------------------------------------------------------------ NDJSON streams
+def stream(url: str, lines: Iterator[bytes]) -> tuple[int, dict[str, str], list[dict[str, Any]]]:
+    """POST the lines (chunked, as they are generated) to /predict/stream; read the answer as it comes."""
+    conn = http.client.HTTPConnection(url.removeprefix("http://"), timeout=120)
+    conn.request("POST", "/predict/stream", body=lines, headers={"Content-Type": "application/x-ndjson"})
+    resp = conn.getresponse()
+    out = [json.loads(line) for line in resp.read().splitlines()]
+    return resp.status, dict(resp.getheaders()), out
+
+
+def trips(n: int) -> Iterator[bytes]:
+    for start in range(0, n, 5000):
+        block = [
+            {**RECORD, "trip_distance": (i % 400) / 10, "hour": i % 24} for i in range(start, min(n, start + 5000))
+        ]
+        yield b"".join(json.dumps(r).encode() + b"\n" for r in block)
+
+
+def test_a_stream_past_the_body_limit_is_predicted_line_by_line(service: tuple[str, Any]) -> None:
+    url, _ = service
+    n = 80_000  # ~9.8 MB of NDJSON: over serve.max_request_bytes (8 MiB), which bounds a line here
+    status, headers, out = stream(url, trips(n))
+    assert status == 200 and headers["content-type"] == "application/x-ndjson"
+    assert len(out) == n and all("probability" in p for p in out)
+    first = [json.loads(line) for block in trips(6) for line in block.splitlines()]
+    _, body = call(f"{url}/predict", json.dumps(first).encode())
+    assert out[:6] == body["predictions"] and headers["rayline-model"] == body["model"]
+
+
+def test_a_bad_line_in_a_stream_is_named(service: tuple[str, Any]) -> None:
+    url, _ = service
+    good = json.dumps(RECORD).encode() + b"\n"
+    status, _, out = stream(url, iter([good * 3, json.dumps({**RECORD, "trip_distance": "far"}).encode()]))
+    assert status == 422 and "line 4" in out[0]["error"] and "trip_distance" in out[0]["error"]
+    # past the first chunk the status is sent: the stream ends with an error line naming the line
+    late = 5000 + 3
+    status, _, out = stream(url, iter([*trips(5000), good * 2, b"{not json\n", good]))
+    assert status == 200 and out[-1] == {"error": f"line {late}: not valid JSON"}
+    assert len(out) - 1 == 4096  # the two chunks of 2048 lines before the one with the bad line
+    assert call(f"{url}/healthz")[0] == 200
 
 
 def haproxy_configs_for(port: int) -> list[Path]:

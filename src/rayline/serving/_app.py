@@ -21,6 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from rayline._version import __version__
 from rayline.errors import DataError, RegistryError, first_line
 from rayline.serving._auth import Access, ApiKeyGuard
+from rayline.serving._stream import PATH as STREAM_PATH
+from rayline.serving._stream import PredictChunk, add_stream_route
 
 if TYPE_CHECKING:
     from rayline.serving.oip.service import OIPModel
@@ -60,7 +62,8 @@ class BodyLimit:
         return JSONResponse({"error": f"request body of {size} bytes is over the {self.limit}-byte limit"}, 413)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        # A stream is read a line at a time; the limit bounds each line there (_stream).
+        if scope["type"] != "http" or scope.get("path", "").endswith(STREAM_PATH):
             await self.app(scope, receive, send)
             return
         for key, value in scope.get("headers", ()):
@@ -211,6 +214,7 @@ def build_api(
     output_model: type[BaseModel] | None = None,
     docs_auth: bool = True,
     oip: OIPModel | None = None,
+    stream: tuple[PredictChunk, int] | None = None,
 ) -> Any:
     """The ingress app (with the Open Inference Protocol's ``/v2`` routes when ``oip`` is given).
 
@@ -294,6 +298,15 @@ def build_api(
             app.openapi_schema = document
         return app.openapi_schema
 
+    if stream is not None:
+        add_stream_route(
+            app,
+            stream[0],
+            chunk=stream[1],
+            max_line=max_request_bytes,
+            model_header=MODEL_HEADER,
+            errors=_errors(*codes),
+        )
     if oip is not None:
         from rayline.serving.oip.rest import add_routes
 
@@ -316,6 +329,7 @@ def ingress_app(
     fields: list[dict[str, Any]] | None,
     output_model: type[BaseModel] | None = None,
     oip: OIPModel | None = None,
+    stream: tuple[PredictChunk, int] | None = None,
 ) -> Any:
     """``build_api`` as a serving replica calls it: title, the API key, the page at /."""
     from rayline.serving._page import render
@@ -331,6 +345,7 @@ def ingress_app(
         max_request_bytes=max_request_bytes,
         output_model=output_model,
         oip=oip,
+        stream=stream,
         page=render(
             title=title,
             model_run_id=str(info["model_run_id"]),

@@ -129,7 +129,12 @@ class Ingress(GRPCInference):
             fields=self.served.kind.page_fields(self.served.meta),
             output_model=self.served.kind.output_model(self.served.meta),
             oip=self.oip,
+            stream=(self._predict_lines, min(self.served.family.predict_batch_size, 2048)),
         )
+
+    async def _predict_lines(self, inputs: list[Any], header_id: str | None) -> tuple[str, list[dict[str, Any]]]:
+        """A chunk of ``/predict/stream``: the inputs as one ``/predict`` body (ValidationError if bad)."""
+        return await self._predict_body(self.body_model.model_validate(inputs), header_id)
 
     async def _predict_body(self, body: Any, header_id: str | None) -> tuple[str, list[dict[str, Any]]]:
         run_id = await self.served.resolve(getattr(body, "model", None) or header_id)
