@@ -8,8 +8,10 @@ with every feature typed as the model saw it.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -293,14 +295,9 @@ class TableKind:
         ``true`` is not a number nor ``1`` a boolean, text is not a number; +-Infinity (and a
         number past a double's range, such as 1e400) is refused naming the field; null (or NaN)
         is a missing value where the model handles missing values, and refused where it does not.
+        Built once per layout: building one takes ~2 ms, as long as a whole request.
         """
-        layout = layout_of(meta)
-        fields: dict[str, Any] = {name: (_request_type(name, layout), Field(...)) for name in layout.features}
-        note = "ignored (any value); allowed so rows can be sent as they are"
-        fields[layout.label] = (Any, Field(None, description=note))
-        record = create_model("Record", __config__=ConfigDict(extra="forbid"), **fields)
-        rows = Annotated[list[record], Field(min_length=1, max_length=MAX_RECORDS)]  # type: ignore[valid-type]
-        return type("PredictRequest", (RootModel[rows],), {"__doc__": "A JSON array of feature records."})
+        return _request_model(json.dumps(layout_of(meta).to_dict(), sort_keys=True, default=str))
 
     def output_model(self, meta: Mapping[str, Any]) -> type[BaseModel]:
         layout = layout_of(meta)
@@ -369,6 +366,17 @@ class TableKind:
     def to_tensors(self, results: list[dict[str, Any]], meta: Mapping[str, Any]) -> dict[str, np.ndarray]:
         layout = layout_of(meta)
         return tensors.prediction_tensors(results, self.tensor_outputs(meta), layout.classes)
+
+
+@lru_cache(maxsize=16)
+def _request_model(layout_json: str) -> type[BaseModel]:
+    layout = TableLayout.from_dict(json.loads(layout_json))
+    fields: dict[str, Any] = {name: (_request_type(name, layout), Field(...)) for name in layout.features}
+    note = "ignored (any value); allowed so rows can be sent as they are"
+    fields[layout.label] = (Any, Field(None, description=note))
+    record = create_model("Record", __config__=ConfigDict(extra="forbid"), **fields)
+    rows = Annotated[list[record], Field(min_length=1, max_length=MAX_RECORDS)]  # type: ignore[valid-type]
+    return type("PredictRequest", (RootModel[rows],), {"__doc__": "A JSON array of feature records."})
 
 
 def _check_columns(names: list[str], layout: TableLayout, label: str | None, path: str) -> None:
