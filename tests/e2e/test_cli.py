@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -190,3 +191,15 @@ def test_run_does_the_whole_lifecycle(tmp_path: Path, rayline_home: Path) -> Non
 
     skipped = rayline("run", str(spec), "--no-tune")
     assert " tune " not in skipped.stdout and "evaluate" in skipped.stdout
+
+
+def test_a_taken_grpc_port_is_one_line() -> None:
+    """Checked before Ray starts, as the HTTP port is: Serve would fail later, less clearly."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = rayline(
+            "serve", str(EXAMPLES / "taxi.yaml"), "--port", "0", "--set", f"serve.grpc_port={port}", check=False
+        )
+    assert_one_line_error(proc, f"cannot listen on 127.0.0.1:{port}", "pick another serve.grpc_port")

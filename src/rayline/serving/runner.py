@@ -56,14 +56,14 @@ class Service:
         serve.delete(self.name)
 
 
-def _check_port(host: str, port: int) -> None:
+def _check_port(host: str, port: int, hint: str = "pick another --port") -> None:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
         # As servers do: connections of a previous server in TIME_WAIT must not count as "in use".
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as err:
-            raise ServeError(f"cannot listen on {host}:{port}: {err.strerror}", hint="pick another --port") from None
+            raise ServeError(f"cannot listen on {host}:{port}: {err.strerror}", hint=hint) from None
 
 
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt):")
@@ -136,9 +136,13 @@ def start(
 
     hook = None
     added: dict[str, str] = {}
+    grpc_port = spec.serve.grpc_port
     if runtime.cluster_address() is None:
         port = port or free_port(host)
         _check_port(host, port)  # a taken port would otherwise surface as a health-check timeout
+        if grpc_port is not None:
+            grpc_port = grpc_port or free_port(host)
+            _check_port(host, grpc_port, hint="pick another serve.grpc_port")
         if ray.is_initialized():
             # Serve reads its ingress flags when Ray's processes start; this Ray is already up.
             log.warning("Ray is already running in this process: serve.ingress=%s is not applied", spec.serve.ingress)
@@ -146,20 +150,15 @@ def start(
             added = {name: value for name, value in RAY_ONLY.items() if name not in os.environ}  # a user's own wins
             os.environ.update({**ONE_LOOP, **added, **ingress_env(spec.serve.ingress, host, port)})
             hook = "rayline.serving._ingress.haproxy_setup"
-    elif port == 0:  # the proxy listens on the cluster's nodes, where this process cannot check a port
-        raise ServeError("serve.port 0 (any free port) works on embedded Ray only", hint="set a port for a cluster")
+    elif port == 0 or grpc_port == 0:  # the proxies listen on the cluster's nodes, where no port can be checked here
+        which = "serve.port" if port == 0 else "serve.grpc_port"
+        raise ServeError(f"{which} 0 (any free port) works on embedded Ray only", hint="set a port for a cluster")
     try:
         record, checkpoint = runtime.init_while(partial(resolve, spec, model, registry), setup_hook=hook)
     finally:
         for name in added:  # Ray's processes took their environment when Ray started
             os.environ.pop(name, None)
-    grpc_port = spec.serve.grpc_port
-    grpc: dict[str, Any] | None = None
-    if grpc_port is not None:
-        if grpc_port == 0 and runtime.cluster_address() is not None:
-            raise ServeError("serve.grpc_port 0 (any free port) works on embedded Ray only", hint="set a port")
-        grpc_port = grpc_port or free_port(host)
-        grpc = {"port": grpc_port, "grpc_servicer_functions": [stubs.SERVICER]}
+    grpc = {"port": grpc_port, "grpc_servicer_functions": [stubs.SERVICER]} if grpc_port is not None else None
     try:
         serve.start(http_options={"host": host, "port": port}, grpc_options=grpc)
     except Exception as err:  # e.g. HAProxy failing to start, raised from its manager actor
