@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -90,7 +91,12 @@ def taxi_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     env = trained_env(tmp_path_factory.mktemp("taxi"))
     spec = [str(EXAMPLES / "taxi.yaml"), "--set", "data.rows=3000", "--set", "model.num_boost_round=10"]
     run_id = train(spec, env)
-    with serving([*spec, "--model", run_id, "--set", "serve.num_replicas=1"], env) as (url, _):
+    # A service that scales to zero: the page is served by the replica the first visit wakes.
+    idle = ["--set", "serve.num_replicas=null", "--set", "serve.autoscaling.min_replicas=0"]
+    with serving([*spec, "--model", run_id, *idle, "--set", "serve.autoscaling.max_replicas=1"], env, idle=True) as (
+        url,
+        _,
+    ):
         yield url
 
 
@@ -118,6 +124,27 @@ def test_fill_a_taxi_trip_and_see_the_tip_probability(browser: Any, taxi_service
     page.evaluate("record => send([record])", bad)
     page.wait_for_function("document.getElementById('result').textContent.startsWith('error')", timeout=30_000)
     assert "hour" in (page.locator("#result").text_content() or "")
+    page.close()
+
+
+def test_a_slow_answer_says_the_model_is_waking(browser: Any, taxi_service: str) -> None:
+    """The service scales to zero: an answer that takes over a second says why while it waits
+    (held back here by the test, as a cold replica would hold it)."""
+    page = browser.new_page()
+    page.goto(f"{taxi_service}/")
+    page.evaluate(
+        """() => { window.seen = [];
+        new MutationObserver(() => window.seen.push(document.getElementById('result').textContent))
+          .observe(document.getElementById('result'), {childList: true, characterData: true, subtree: true}); }"""
+    )
+    trip = {"passenger_count": "1", "trip_distance": "2.5", "fare_amount": "12", "trip_duration": "600"}
+    for name, value in {**trip, "hour": "18", "day_of_week": "3"}.items():
+        page.fill(f"#{name}", value)
+    page.route("**/predict", lambda route: (time.sleep(2), route.continue_()))
+    page.click("button[type=submit]")
+    page.wait_for_function("document.getElementById('result').textContent.startsWith('label')", timeout=30_000)
+    seen = page.evaluate("window.seen")
+    assert any(text.startswith("waking the model") for text in seen), seen
     page.close()
 
 
