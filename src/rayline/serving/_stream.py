@@ -45,36 +45,38 @@ class LineError(Exception):
         self.message, self.status = message, status
 
 
-async def _lines(chunks: AsyncIterator[bytes], max_line: int) -> AsyncIterator[bytes]:
-    """Lines of a body read as it arrives (blank lines skipped); none longer than ``max_line``."""
+async def _lines(chunks: AsyncIterator[bytes], max_line: int) -> AsyncIterator[tuple[int, bytes]]:
+    """(line number, line) of a body read as it arrives; blank lines skipped, none over ``max_line``."""
     pending = b""
+    number = 0
     async for data in chunks:
         pending += data
         *complete, pending = pending.split(b"\n")
         for line in complete:
+            number += 1
             if line.strip():
-                yield line
+                yield number, line
         if len(pending) > max_line:
-            raise LineError(f"a line is over the {max_line}-byte limit (serve.max_request_bytes)", 413)
+            raise LineError(f"line {number + 1} is over the {max_line}-byte limit (serve.max_request_bytes)", 413)
     if pending.strip():
-        yield pending
+        yield number + 1, pending
 
 
-async def _chunks(lines: AsyncIterator[bytes], size: int) -> AsyncIterator[tuple[int, list[Any]]]:
-    """(number of the chunk's first line, its parsed lines), ``size`` lines at a time."""
+async def _chunks(lines: AsyncIterator[tuple[int, bytes]], size: int) -> AsyncIterator[tuple[list[int], list[Any]]]:
+    """(line numbers, parsed lines), ``size`` lines at a time."""
+    numbers: list[int] = []
     batch: list[Any] = []
-    first = number = 0
-    async for line in lines:
-        number += 1
+    async for number, line in lines:
         try:
             batch.append(json.loads(line))
         except ValueError:
             raise LineError(f"line {number}: not valid JSON", 400) from None
+        numbers.append(number)
         if len(batch) == size:
-            yield first + 1, batch
-            batch, first = [], number
+            yield numbers, batch
+            numbers, batch = [], []
     if batch:
-        yield first + 1, batch
+        yield numbers, batch
 
 
 def add_stream_route(
@@ -88,7 +90,9 @@ def add_stream_route(
 ) -> None:
     """``predict_chunk(inputs, model_id)``: ``/predict``'s answer for those inputs (``chunk`` at most)."""
 
-    async def predicted(start: int, inputs: list[Any], model_id: str | None) -> tuple[str, list[dict[str, Any]]]:
+    async def predicted(
+        numbers: list[int], inputs: list[Any], model_id: str | None
+    ) -> tuple[str, list[dict[str, Any]]]:
         try:
             return await predict_chunk(inputs, model_id)
         except ValidationError as err:
@@ -96,11 +100,10 @@ def add_stream_route(
             loc = [str(p) for p in first.get("loc", ())]
             at = next((int(p) for p in loc if p.isdigit()), 0)
             where = ".".join(p for p in loc if not p.isdigit() and p != "image")
-            raise LineError(
-                f"line {start + at}: {where + ': ' if where else ''}{first.get('msg', 'invalid')}"
-            ) from None
+            line = numbers[at] if at < len(numbers) else numbers[0]
+            raise LineError(f"line {line}: {where + ': ' if where else ''}{first.get('msg', 'invalid')}") from None
         except DataError as err:
-            raise LineError(f"lines {start}-{start + len(inputs) - 1}: {err.message}") from None
+            raise LineError(f"lines {numbers[0]}-{numbers[-1]}: {err.message}") from None
         except RegistryError as err:
             raise LineError(str(err), 404) from None
 
@@ -124,18 +127,18 @@ def add_stream_route(
         chunks = _chunks(_lines(request.stream(), max_line), chunk)
         try:  # the first chunk before the status: its errors are a 4xx like /predict's
             try:
-                start, inputs = await chunks.__anext__()
+                numbers, inputs = await chunks.__anext__()
             except StopAsyncIteration:
                 raise LineError("the body has no lines", 400) from None
-            run_id, first = await predicted(start, inputs, model_id)
+            run_id, first = await predicted(numbers, inputs, model_id)
         except LineError as err:
             return JSONResponse({"error": err.message}, err.status)
 
         async def body() -> AsyncIterator[bytes]:
             yield _ndjson(first)
             try:
-                async for start, inputs in chunks:
-                    yield _ndjson((await predicted(start, inputs, model_id))[1])
+                async for numbers, inputs in chunks:
+                    yield _ndjson((await predicted(numbers, inputs, model_id))[1])
             except LineError as err:
                 yield json.dumps({"error": err.message}).encode() + b"\n"
 
