@@ -101,13 +101,19 @@ def main() -> None:
 
         # warm-up: creates the MLflow store and fills the page cache for both sides
         train_once(home, digits, args.quick)
-        names = ["plain", "local"] + (["workers"] if args.workers else [])
+        ddp = [str(BIN / "python"), str(REPO / "benchmarks" / "plain_ddp_resnet.py"), str(digits)]
+        ddp += [str(args.epochs), "64", "0.001", args.workers or "2"]
+        names = ["plain", "local"] + (["plain_ddp", "workers"] if args.workers else [])
         walls: dict[str, list[float]] = {n: [] for n in names}
         rates: dict[str, list[float]] = {n: [] for n in names}
         for _ in range(args.repeats):
             wall, out = timed(plain, ENV)
             walls["plain"].append(wall)
             rates["plain"].append(json.loads(out.strip().splitlines()[-1])["images_per_s"])
+            if "plain_ddp" in walls:
+                wall, out = timed(ddp, ENV)
+                walls["plain_ddp"].append(wall)
+                rates["plain_ddp"].append(json.loads(out.strip().splitlines()[-1])["images_per_s"])
             for name, workers in (("local", "auto"), ("workers", args.workers)):
                 if name in walls:
                     wall, out = timed(rayline(workers), env)
@@ -117,6 +123,7 @@ def main() -> None:
     labels = {
         "plain": "plain torch script (1 process, 2 threads)",
         "local": "rayline train (auto: in-process)",
+        "plain_ddp": f"plain torch DDP script ({args.workers} processes, gloo, 1 thread each)",
         "workers": f"rayline train ({args.workers} Ray Train DDP workers)",
     }
     rows = []
