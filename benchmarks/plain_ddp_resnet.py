@@ -16,18 +16,13 @@ import os  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402
-from PIL import Image  # noqa: E402
+from plain_train_resnet import load, tensor  # noqa: E402
 from torch import nn  # noqa: E402
 
 from rayline.families.resnet.family import build_model  # noqa: E402
-
-
-def tensor(images: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(images).float().div_(255.0).sub_(0.5).div_(0.5)
 
 
 def rank_main(rank: int, world: int, folder: str, epochs: int, batch: int, lr: float, port: int, out: str) -> None:
@@ -35,14 +30,8 @@ def rank_main(rank: int, world: int, folder: str, epochs: int, batch: int, lr: f
     dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.set_num_threads(1)
     torch.manual_seed(42)
-    files = sorted(Path(folder).glob("*/*.png"))
-    classes = sorted({p.parent.name for p in files})
-    index = {c: i for i, c in enumerate(classes)}
-    images = np.stack([np.asarray(Image.open(p).convert("L"), dtype=np.uint8) for p in files])[:, None]
-    labels = np.array([index[p.parent.name] for p in files], dtype=np.int64)
-    rng = np.random.default_rng(42)
-    order = rng.permutation(len(files))
-    train = order[round(0.2 * len(files)) :][rank::world]
+    images, labels, classes, train, _, rng = load(Path(folder))
+    train = train[rank::world]
     model = nn.parallel.DistributedDataParallel(build_model(len(classes), 1))
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     loop_s, seen = 0.0, 0

@@ -30,14 +30,8 @@ def tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images).float().div_(255.0).sub_(0.5).div_(0.5)
 
 
-def main() -> None:
-    folder, epochs = Path(sys.argv[1]), int(sys.argv[2])
-    batch = int(sys.argv[3]) if len(sys.argv) > 3 else 64
-    lr = float(sys.argv[4]) if len(sys.argv) > 4 else 1e-3
-    threads = int(sys.argv[5]) if len(sys.argv) > 5 else 2
-    torch.set_num_threads(threads)
-    torch.manual_seed(42)
-
+def load(folder: Path) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray, np.ndarray, np.random.Generator]:
+    """Images [N, 1, H, W] uint8, labels, classes, the train and validation indices, and the rng."""
     files = sorted(folder.glob("*/*.png"))
     classes = sorted({p.parent.name for p in files})
     index = {c: i for i, c in enumerate(classes)}
@@ -46,7 +40,17 @@ def main() -> None:
     rng = np.random.default_rng(42)
     order = rng.permutation(len(files))
     n_valid = round(0.2 * len(files))
-    valid, train = order[:n_valid], order[n_valid:]
+    return images, labels, classes, order[n_valid:], order[:n_valid], rng
+
+
+def main() -> None:
+    folder, epochs = Path(sys.argv[1]), int(sys.argv[2])
+    batch = int(sys.argv[3]) if len(sys.argv) > 3 else 64
+    lr = float(sys.argv[4]) if len(sys.argv) > 4 else 1e-3
+    threads = int(sys.argv[5]) if len(sys.argv) > 5 else 2
+    torch.set_num_threads(threads)
+    torch.manual_seed(42)
+    images, labels, classes, train, valid, rng = load(folder)
 
     model = build_model(len(classes), 1)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
