@@ -74,6 +74,31 @@ class RunRecord:
         return (self.end_time - self.start_time).total_seconds()
 
 
+@dataclass(frozen=True)
+class VersionRecord:
+    """A version of a spec's registered model: the run it holds and the aliases pointing at it."""
+
+    model: str
+    version: int
+    run_id: str
+    aliases: tuple[str, ...]
+    created: datetime | None
+
+
+ALIAS = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
+RESERVED_ALIASES = ("best", "latest")
+
+
+def check_alias(alias: str) -> str:
+    """An alias a user may set: a name MLflow accepts that no selector or version reads as."""
+    if not ALIAS.fullmatch(alias) or alias in RESERVED_ALIASES or re.fullmatch(r"[vV]\d+", alias):
+        raise RegistryError(
+            f"alias {alias[:80]!r} is not usable: expected letters, digits, _ or -, starting with a letter, "
+            f"and not {', '.join(RESERVED_ALIASES)} or v<number>"
+        )
+    return alias
+
+
 def default_tracking_uri(home: Path) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow.db'}"
 
@@ -85,6 +110,11 @@ def _ts(ms: int | None) -> datetime | None:
 def _clean(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str)
     return text[:6000]  # MLflow's param value limit
+
+
+def _quoted(name: str) -> str:
+    """A name inside a filter string's single quotes (spec names allow no quote, but be safe)."""
+    return name.replace("'", "''")
 
 
 def _flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -290,6 +320,17 @@ class Registry:
         except Exception:  # MLflow raises several types for a missing artifact
             return None
 
+    def spec_of(self, run_id: str) -> Spec:
+        """The spec a run was made from (its ``spec.yaml`` artifact)."""
+        import yaml
+
+        from rayline.spec import spec_from_dict
+
+        text = self.read_text(run_id, "spec.yaml")
+        if not text:
+            raise RegistryError(f"run {run_id} has no spec.yaml")
+        return spec_from_dict(yaml.safe_load(text), origin=f"spec.yaml of run {run_id}")
+
     def artifact_paths(self, run_id: str, folder: str) -> list[str]:
         return [a.path for a in self.client.list_artifacts(run_id, folder)]
 
@@ -347,6 +388,9 @@ class Registry:
                 return matches[0]
             if len(matches) > 1:
                 raise RegistryError(f"run id prefix {run_id!r} matches {len(matches)} runs; give more characters")
+            aliased = self._alias_anywhere(run_id) if ALIAS.fullmatch(run_id) else None
+            if aliased is not None:
+                return self.get(aliased)
             raise RegistryError(f"no run with id {run_id!r}", hint="see `rayline runs list`")
         try:
             run = self.client.get_run(run_id)
@@ -357,7 +401,8 @@ class Registry:
     def resolve(self, experiment: str, selector: Selector, *, metric: str, mode: str) -> RunRecord:
         """``best`` (by ``metric``/``mode``), ``latest`` or a run id -> a finished run with a model."""
         if selector not in ("best", "latest"):
-            record = self.get(selector)
+            aliased = self.alias_run(experiment, selector) if ALIAS.fullmatch(selector) else None
+            record = self.get(aliased or selector)
             if record.experiment != experiment:
                 raise RegistryError(f"run {record.run_id} belongs to spec {record.experiment!r}, not {experiment!r}")
             if not record.has_model:
@@ -375,6 +420,84 @@ class Registry:
         if not scored:
             raise RegistryError(f"no run of spec {experiment!r} has metric {metric!r} to pick the best by")
         return (min if mode == "min" else max)(scored, key=lambda r: r.metrics[metric])
+
+    # ------------------------------------------------------------------- model versions, aliases
+    def alias_run(self, model: str, alias: str) -> str | None:
+        """The run the spec's registered model ``model`` holds under ``alias`` (None: no such alias)."""
+        try:
+            exists = self.client.search_registered_models(filter_string=f"name = '{_quoted(model)}'")
+            if not exists or alias not in (exists[0].aliases or {}):
+                return None
+            return str(self.client.get_model_version_by_alias(model, alias).run_id)
+        except Exception as err:
+            raise RegistryError(f"model registry at {self.tracking_uri} failed: {first_line(err)}") from err
+
+    def _alias_anywhere(self, alias: str) -> str | None:
+        """The run behind ``alias`` when exactly one spec's registered model has that alias."""
+        try:
+            holders = [m.name for m in self.client.search_registered_models() if alias in (m.aliases or {})]
+        except Exception:
+            return None
+        if len(holders) > 1:
+            raise RegistryError(f"alias {alias!r} exists for specs {', '.join(holders)}; give a run id")
+        return self.alias_run(holders[0], alias) if holders else None
+
+    def versions(self, model: str) -> list[VersionRecord]:
+        """The registered model's versions, newest first (empty when nothing was promoted)."""
+        try:
+            found = self.client.search_registered_models(filter_string=f"name = '{_quoted(model)}'")
+            if not found:
+                return []
+            by_version: dict[str, list[str]] = {}
+            for alias, version in (found[0].aliases or {}).items():
+                by_version.setdefault(str(version), []).append(alias)
+            rows = self.client.search_model_versions(f"name = '{_quoted(model)}'")
+        except Exception as err:
+            raise RegistryError(f"model registry at {self.tracking_uri} failed: {first_line(err)}") from err
+        out = [
+            VersionRecord(
+                model=model,
+                version=int(v.version),
+                run_id=str(v.run_id),
+                aliases=tuple(sorted(by_version.get(str(v.version), []))),
+                created=_ts(v.creation_timestamp),
+            )
+            for v in rows
+        ]
+        return sorted(out, key=lambda v: -v.version)
+
+    def registered_models(self) -> list[str]:
+        try:
+            return sorted(m.name for m in self.client.search_registered_models())
+        except Exception as err:
+            raise RegistryError(f"model registry at {self.tracking_uri} failed: {first_line(err)}") from err
+
+    def set_alias(self, record: RunRecord, alias: str) -> VersionRecord:
+        """Point ``alias`` of the spec's registered model at the run's checkpoint (a version per run)."""
+        check_alias(alias)
+        if not record.has_model:
+            raise RegistryError(f"run {record.run_id} ({record.kind}) has no model checkpoint to promote")
+        model = record.experiment
+        try:
+            if not self.client.search_registered_models(filter_string=f"name = '{_quoted(model)}'"):
+                self.client.create_registered_model(model, description=f"rayline models of spec {model}")
+            mine = [v for v in self.versions(model) if v.run_id == record.run_id]
+            if mine:
+                version = mine[0].version
+            else:
+                created = self.client.create_model_version(
+                    model,
+                    source=f"{record.artifact_uri.rstrip('/')}/{CHECKPOINT_PATH}",
+                    run_id=record.run_id,
+                    tags={TAG_FAMILY: record.family},
+                )
+                version = int(created.version)
+            self.client.set_registered_model_alias(model, alias, str(version))
+        except RegistryError:
+            raise
+        except Exception as err:
+            raise RegistryError(f"could not set alias {alias!r} of model {model!r}: {first_line(err)}") from err
+        return next(v for v in self.versions(model) if v.version == version)
 
     def checkpoint_dir(self, run_id: str, dst: Path | None = None) -> Path:
         """Local folder with the run's checkpoint (downloaded when the store is remote)."""

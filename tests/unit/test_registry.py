@@ -94,3 +94,32 @@ def test_unknown_ids(registry: Registry, tmp_path: Path) -> None:
         registry.get("zzzzzzzz")
     with pytest.raises(RegistryError, match="no run with id"):
         registry.resolve("reg", "abc", metric="valid_loss", mode="min")
+
+
+def test_aliases_name_versions_and_resolve_like_run_ids(registry: Registry, tmp_path: Path) -> None:
+    first = train_run(registry, tmp_path, 0.3)
+    second = train_run(registry, tmp_path, 0.2)
+    assert registry.versions("reg") == [] and registry.alias_run("reg", "champion") is None
+
+    v1 = registry.set_alias(registry.get(first), "champion")
+    assert (v1.model, v1.version, v1.run_id, v1.aliases) == ("reg", 1, first, ("champion",))
+    registry.set_alias(registry.get(second), "challenger")
+    assert registry.resolve("reg", "champion", metric="valid_loss", mode="min").run_id == first
+    assert registry.get("challenger").run_id == second  # `runs show`, `report`: any spec's alias
+
+    # Moving an alias to a run that has a version reuses that version: one version per run.
+    moved = registry.set_alias(registry.get(second), "champion")
+    assert moved.version == 2 and moved.aliases == ("challenger", "champion")
+    assert [(v.version, v.run_id, v.aliases) for v in registry.versions("reg")] == [
+        (2, second, ("challenger", "champion")),
+        (1, first, ()),
+    ]
+    assert registry.registered_models() == ["reg"]
+
+
+def test_a_run_without_a_model_cannot_be_promoted(registry: Registry, tmp_path: Path) -> None:
+    bare = train_run(registry, tmp_path, 0.1, model=False)
+    with pytest.raises(RegistryError, match="has no model checkpoint to promote"):
+        registry.set_alias(registry.get(bare), "champion")
+    with pytest.raises(RegistryError, match="not usable"):
+        registry.set_alias(registry.get(bare), "best")
