@@ -82,10 +82,10 @@ def test_failed_write_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
     real = taxi._chunk
 
-    def boom(rows: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    def boom(rows: int, rng: np.random.Generator, *rest: float) -> dict[str, np.ndarray]:
         if rows < 1_000_000:  # the second chunk fails after the first was written
             raise RuntimeError("disk on fire")
-        return real(rows, rng)
+        return real(rows, rng, *rest)
 
     monkeypatch.setattr(taxi, "_chunk", boom)
     with pytest.raises(RuntimeError):

@@ -116,6 +116,17 @@ class DataKind(Protocol):
     def to_tensors(self, results: list[dict[str, Any]], meta: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """``predict_items`` results -> one array per output of ``tensor_outputs``."""
 
+    # -------------------------------------------------------------------------------- drift
+    def profile(self, frame: pd.DataFrame, meta: Mapping[str, Any]) -> dict[str, Any]:
+        """The drift profile of training rows (``rayline.data.profile.Profile``, as a dict):
+        stored as the checkpoint's ``profile.json``."""
+
+    def drift_values(self, items: list[Any], meta: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """Each profiled feature's values for decoded serving items (what ``decode_request`` returns)."""
+
+    def frame_drift_values(self, frame: pd.DataFrame, meta: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """The same for rows in a frame (``local_batches``' batches, the training split)."""
+
 
 def resolve_source(spec: Spec) -> str:
     """A readable path or URI for the spec's data (``builtin:`` sources are generated once)."""

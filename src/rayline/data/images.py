@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from rayline.data import image_read, image_request, tensors
+from rayline.data import image_drift, image_read, image_request, tensors
 from rayline.data.base import Prepared, Target, input_source, resolve_source
 from rayline.data.image_codec import ImageLayout, decode_request
 from rayline.data.split import SplitFilter, key_mask
@@ -241,3 +241,14 @@ class ImageKind:
 
     def to_tensors(self, results: list[dict[str, Any]], meta: Mapping[str, Any]) -> dict[str, np.ndarray]:
         return tensors.prediction_tensors(results, self.tensor_outputs(meta), layout_of(meta).classes)
+
+    # -------------------------------------------------------------------------------- drift
+    def profile(self, frame: pd.DataFrame, meta: Mapping[str, Any]) -> dict[str, Any]:
+        """Per-image mean intensity and ink fraction (``image_drift``), and the class balance."""
+        return image_drift.image_profile(frame, layout_of(meta))
+
+    def drift_values(self, items: list[Any], meta: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        return image_drift.image_values(items)
+
+    def frame_drift_values(self, frame: pd.DataFrame, meta: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        return image_drift.frame_values(frame)

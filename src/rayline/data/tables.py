@@ -30,7 +30,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from rayline.data import table_prepare, tensors
+from rayline.data import table_drift, table_prepare, tensors
 from rayline.data.base import Prepared, Target, input_source, resolve_source
 from rayline.data.split import SplitFilter
 from rayline.data.table_schema import TableLayout, check_schema, local_schema, read_local, read_ray, table_format
@@ -366,6 +366,16 @@ class TableKind:
     def to_tensors(self, results: list[dict[str, Any]], meta: Mapping[str, Any]) -> dict[str, np.ndarray]:
         layout = layout_of(meta)
         return tensors.prediction_tensors(results, self.tensor_outputs(meta), layout.classes)
+
+    # -------------------------------------------------------------------------------- drift
+    def profile(self, frame: pd.DataFrame, meta: Mapping[str, Any]) -> dict[str, Any]:
+        return table_drift.table_profile(frame, layout_of(meta))
+
+    def drift_values(self, items: list[Any], meta: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        return table_drift.record_values(items, layout_of(meta))
+
+    def frame_drift_values(self, frame: pd.DataFrame, meta: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        return table_drift.frame_values(frame, layout_of(meta))
 
 
 @lru_cache(maxsize=16)

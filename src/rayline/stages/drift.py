@@ -1,0 +1,115 @@
+"""Offline drift: new rows against the profile a registered model was trained with.
+
+``drift(run_id, input=...)`` reads the rows with the model's data kind in this process (in
+batches, as batch prediction's local engine does), counts each profiled feature into the
+training buckets, predicts with the family's predictor for the prediction distribution, and
+computes the PSI per feature and of the predictions (``rayline.data.profile``). It writes
+``drift.json`` and ``drift.png`` (PSI per feature against the threshold, and the training vs
+new bucket shares of the most drifted) to ``RAYLINE_HOME/drift/RUN`` or ``out``. A live service
+counts the same buckets (``rayline.serving`` builds its monitor from the same profile).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rayline import checkpoints, runtime
+from rayline.atomic import atomic_output
+from rayline.data import get_kind
+from rayline.data.profile import (
+    DEFAULT_THRESHOLD,
+    PROFILE_FILE,
+    DriftCounter,
+    DriftResult,
+    Profile,
+    frame_predictions,
+)
+from rayline.errors import DataError, RaylineError, RegistryError, SpecError, map_error
+from rayline.families import get_family
+from rayline.registry import Registry, open_registry
+from rayline.stages.drift_plot import draw_drift
+
+_BATCH_ROWS = 50_000  # rows read and predicted at a time
+
+
+@dataclass(frozen=True)
+class DriftReport:
+    """What ``drift`` found and wrote: the result, and where its JSON and plot are."""
+
+    run_id: str
+    input: str
+    result: DriftResult
+    folder: Path
+    json_path: Path
+    plot: Path
+    seconds: float
+
+    @property
+    def drifted(self) -> bool:
+        return self.result.drifted
+
+
+def _profile(folder: Path, run_id: str) -> Profile:
+    if not (folder / PROFILE_FILE).is_file():
+        raise RegistryError(
+            f"run {run_id} has no drift profile ({PROFILE_FILE}): it was trained before rayline stored one",
+            hint="train it again to compare new data with it",
+        )
+    return Profile.load(folder)
+
+
+def drift(
+    run_id: str,
+    *,
+    input: str,
+    threshold: float = DEFAULT_THRESHOLD,
+    out: Path | None = None,
+    registry: Registry | None = None,
+) -> DriftReport:
+    """Compare ``input`` (a table or image set the model could predict) with run ``run_id``'s
+    training profile; write ``drift.json`` and ``drift.png``; flag PSI over ``threshold``."""
+    start = time.perf_counter()
+    if not threshold > 0:
+        raise SpecError(f"--threshold {threshold}: expected a positive PSI, e.g. 0.2")
+    registry = registry or open_registry()
+    record = registry.get(run_id)
+    folder = registry.checkpoint_dir(record.run_id)
+    profile = _profile(folder, record.run_id)
+    spec = registry.spec_of(record.run_id)
+    meta = checkpoints.read_meta(folder)
+    family = get_family(record.family)
+    kind = get_kind(family.data_kind)
+    counter = DriftCounter(profile)
+    try:
+        predictor = family.load(folder, cpus=runtime.local_cpus(), precision=spec.predict.precision)
+        for batch in kind.local_batches(spec, meta, input, _BATCH_ROWS):
+            if batch.empty:
+                continue
+            batch = batch.reset_index(drop=True)
+            counter.add(kind.frame_drift_values(batch, meta), frame_predictions(predictor.predict(batch)))
+    except RaylineError:
+        raise
+    except Exception as err:
+        raise map_error(err, during="drift") from None
+    if counter.rows == 0:
+        raise DataError(f"{input}: no rows to compare")
+    result = counter.result(threshold)
+    target = out or runtime.home() / "drift" / record.run_id
+    with atomic_output(target, overwrite=True) as tmp:
+        tmp.mkdir(parents=True)
+        payload: dict[str, Any] = {"run_id": record.run_id, "input": input, **result.to_dict()}
+        (tmp / "drift.json").write_text(json.dumps(payload, indent=1))
+        draw_drift(result, tmp / "drift.png", title=f"drift of {input} against run {record.run_id[:12]}")
+    return DriftReport(
+        run_id=record.run_id,
+        input=input,
+        result=result,
+        folder=target,
+        json_path=target / "drift.json",
+        plot=target / "drift.png",
+        seconds=time.perf_counter() - start,
+    )
