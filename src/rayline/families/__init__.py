@@ -11,9 +11,9 @@ from functools import cache
 
 from rayline import plugins
 from rayline.errors import SpecError
-from rayline.families.base import Family, LoopContext, Predictor
+from rayline.families.base import Explainer, Family, LoopContext, Predictor
 
-__all__ = ["Family", "LoopContext", "Predictor", "get_family", "names"]
+__all__ = ["Explainer", "Family", "LoopContext", "Predictor", "get_family", "names"]
 
 
 def names() -> list[str]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     import numpy as np
@@ -65,6 +65,24 @@ class Predictor(Protocol):
 
     def predict_items(self, items: list[Any]) -> list[dict[str, Any]]:
         """One JSON-ready result per decoded request item (the data kind decodes requests)."""
+
+
+@runtime_checkable
+class Explainer(Protocol):
+    """A predictor that can say why (optional: table families with tree models implement it).
+
+    Contributions are in the model's margin (log-odds for binary, raw score for regression,
+    the predicted class's margin for multiclass): for each row, ``bias`` plus the sum of the
+    feature columns equals that margin (TreeSHAP: xgboost ``pred_contribs``, LightGBM
+    ``pred_contrib``). Serving checks ``isinstance(predictor, Explainer)`` before offering it.
+    """
+
+    def explain(self, batch: pd.DataFrame) -> pd.DataFrame:
+        """One row per input row: one column per model feature, plus ``bias`` and ``margin``."""
+
+    def explain_items(self, items: list[Any]) -> list[dict[str, Any]]:
+        """One JSON-ready explanation per decoded request item:
+        ``{"contributions": {feature: float}, "bias": float, "margin": float}``."""
 
 
 class Family(Protocol):

@@ -41,6 +41,7 @@ from rayline.errors import DataError, map_error
 from rayline.families.base import LoopContext
 from rayline.families.lightgbm.spec import LightGBMModelSpec, objective_task
 from rayline.families.resume import finished, report_again, resume_point
+from rayline.families.treeshap import explanation_frame, explanation_records, predicted_class
 from rayline.spec import Spec
 
 MODEL_FILE = "model.txt"
@@ -90,17 +91,20 @@ def objective_for(spec: LightGBMModelSpec, layout: TableLayout) -> str:
     return spec.objective
 
 
-def _rename(name: str, value: float) -> dict[str, float]:
-    """lightgbm metric names -> rayline's: valid_loss, valid_accuracy, valid_<metric>."""
+def _rename(name: str, value: float, prefix: str = "valid_") -> dict[str, float]:
+    """lightgbm metric names -> rayline's: valid_loss, valid_accuracy, valid_<metric>.
+
+    ``valid_loss`` repeats the log loss / RMSE on purpose, as the xgboost family's does.
+    """
     if name == "l2":
         rmse = math.sqrt(max(value, 0.0))
-        return {"valid_rmse": rmse, "valid_loss": rmse}
+        return {f"{prefix}rmse": rmse, f"{prefix}loss": rmse}
     short = _NAMES.get(name, name)
-    out = {f"valid_{short}": value}
+    out = {f"{prefix}{short}": value}
     if short in ("logloss", "mlogloss"):
-        out["valid_loss"] = value
+        out[f"{prefix}loss"] = value
     if short in ("error", "merror"):
-        out["valid_accuracy"] = 1.0 - value
+        out[f"{prefix}accuracy"] = 1.0 - value
     return out
 
 
@@ -178,6 +182,13 @@ class _Reporter:
         for result in env.evaluation_result_list or []:
             if result[0] == "valid":
                 metrics.update(_rename(str(result[1]), float(result[2])))
+        # The training split's metrics at the report cadence only (not in ``valid_sets``, which
+        # scores every round): lightgbm keeps the training scores, so this is a metric pass. On
+        # several workers each scores its own shard (lightgbm does not combine metrics).
+        booster = env.model
+        assert isinstance(booster, lightgbm.Booster)  # lightgbm.train's callbacks get a Booster (cv's a CVBooster)
+        for result in booster.eval_train():
+            metrics.update(_rename(str(result[1]), float(result[2]), prefix="train_"))
         if self.ctx.rank != 0:
             self.ctx.report(metrics)
             return
@@ -271,7 +282,8 @@ def train_booster(config: Mapping[str, Any], ctx: LoopContext) -> None:
 
 # ----------------------------------------------------------------------------- predicting
 class LightGBMPredictor:
-    """A booster and its table layout; ``predict`` maps feature rows to output columns."""
+    """A booster and its table layout; ``predict`` maps feature rows to output columns, ``explain``
+    says why (an ``Explainer``: TreeSHAP contributions)."""
 
     def __init__(self, checkpoint: Path, *, cpus: int = 1) -> None:
         meta_path = checkpoint / META_FILE
@@ -293,8 +305,42 @@ class LightGBMPredictor:
 
     def predict_items(self, items: list[Any]) -> list[dict[str, Any]]:
         """Validated request records -> one result each (the serving path: no DataFrame when it can)."""
-        data = records_frame(items, self.layout) if self.layout.categorical else record_matrix(items, self.layout)
-        return output_records(self._raw(data), self.layout)
+        return output_records(self._raw(self._items_data(items)), self.layout)
+
+    def _items_data(self, items: list[Any]) -> pd.DataFrame | np.ndarray:
+        """Request records as the model's input, for predictions and explanations alike."""
+        return records_frame(items, self.layout) if self.layout.categorical else record_matrix(items, self.layout)
+
+    # ------------------------------------------------------------------ explanations (TreeSHAP)
+    def explain(self, batch: pd.DataFrame) -> pd.DataFrame:
+        """TreeSHAP contributions of each row (``rayline.families.base.Explainer``).
+
+        One column per layout feature, then ``bias`` and ``margin``; per row, bias plus the
+        features' contributions equals the margin (LightGBM's ``raw_score``): the log-odds of
+        the second class (binary), the raw score (regression), or the margin of the row's
+        predicted class (multiclass: LightGBM explains every class; the predicted one is kept).
+        """
+        contribs, margins = predicted_class(*self._contributions(features_frame(batch, self.layout)))
+        return explanation_frame(contribs, margins, self.layout.features, batch.index)
+
+    def explain_items(self, items: list[Any]) -> list[dict[str, Any]]:
+        """``explain`` for validated request records: ``{"contributions": {feature: float},
+        "bias", "margin"}`` each, plus the record's prediction as ``predict_items`` answers it."""
+        data = self._items_data(items)
+        contribs, margins = predicted_class(*self._contributions(data))
+        predictions = output_records(self._raw(data), self.layout)
+        return explanation_records(contribs, margins, self.layout.features, predictions)
+
+    def _contributions(self, data: pd.DataFrame | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-feature contributions (bias last: [n, F+1], or [n, classes, F+1]) and margins."""
+        try:
+            contribs = np.asarray(self.booster.predict(data, pred_contrib=True, num_threads=self.cpus))
+            margins = np.asarray(self.booster.predict(data, raw_score=True, num_threads=self.cpus))
+        except lightgbm.basic.LightGBMError as err:
+            raise map_error(err, during="explaining") from None
+        if margins.ndim == 2:  # multiclass: LightGBM lays the classes' blocks side by side
+            contribs = contribs.reshape(len(contribs), margins.shape[1], -1)
+        return contribs, margins
 
 
 class LightGBMFamily:

@@ -254,6 +254,26 @@ class ResNetPredictor:
     def predict_items(self, items: list[Any]) -> list[dict[str, Any]]:
         return self.records(self.probabilities(np.stack(items)))
 
+    def saliency_items(self, items: list[Any]) -> list[dict[str, Any]]:
+        """Decoded uint8 images [C, H, W] -> ``{"saliency": H x W in 0..1, **prediction}`` each.
+
+        The map is the gradient of the predicted class's logit with respect to each input pixel
+        (its largest magnitude over the channels), scaled so the most telling pixel is 1: one
+        forward and one backward pass per batch, where occlusion would take one forward pass per
+        patch. ``torch.autograd.grad`` asks for the input's gradient only: nothing accumulates in
+        the weights' ``.grad``, so concurrent calls share the model safely."""
+        images = _tensor(np.stack(items), self.layout, self.device, self.dtype).requires_grad_(True)
+        with torch.enable_grad():
+            logits = self.model(images).float()
+            best = logits.argmax(dim=1)
+            chosen = logits.gather(1, best[:, None]).sum()
+            (grad,) = torch.autograd.grad(chosen, images)
+        maps = grad.float().abs().amax(dim=1)  # [N, H, W]
+        peak = maps.flatten(1).amax(dim=1).clamp_min(1e-12)[:, None, None]
+        saliency = (maps / peak).cpu().numpy().round(4).astype(np.float64)
+        probs = torch.softmax(logits.detach(), dim=1).cpu().numpy().astype(np.float64)
+        return [{"saliency": s.tolist(), **r} for s, r in zip(saliency, self.records(probs), strict=True)]
+
     def records(self, probs: np.ndarray) -> list[dict[str, Any]]:
         classes = self.layout.classes
         rows = []

@@ -30,6 +30,7 @@ from rayline.data.tables import (
 from rayline.errors import DataError, map_error
 from rayline.families.base import LoopContext
 from rayline.families.resume import finished, report_again, resume_point
+from rayline.families.treeshap import explanation_frame, explanation_records, predicted_class
 from rayline.families.xgboost.spec import XGBoostModelSpec
 from rayline.spec import Spec
 
@@ -46,13 +47,31 @@ def objective_for(spec: XGBoostModelSpec, task: str) -> str:
     return spec.objective if ":" in spec.objective else _OBJECTIVES[task]
 
 
-def _rename(task: str, name: str, value: float) -> dict[str, float]:
-    """xgboost metric names -> rayline's: valid_loss, valid_accuracy, valid_<metric>."""
-    out = {f"valid_{name}": value}
+def _rename(task: str, name: str, value: float, prefix: str = "valid_") -> dict[str, float]:
+    """xgboost metric names -> rayline's: valid_loss, valid_accuracy, valid_<metric>.
+
+    ``valid_loss`` repeats the log loss / RMSE on purpose: a spec's ``metric: valid_loss`` then
+    means the same for every family (the report draws the pair as one curve).
+    """
+    out = {f"{prefix}{name}": value}
     if name in ("logloss", "mlogloss", "rmse"):
-        out["valid_loss"] = value
+        out[f"{prefix}loss"] = value
     if name in ("error", "merror"):
-        out["valid_accuracy"] = 1.0 - value
+        out[f"{prefix}accuracy"] = 1.0 - value
+    return out
+
+
+def _train_metrics(task: str, model: Any, dtrain: Any) -> dict[str, float]:
+    """The same metrics on the training split, as ``train_<metric>`` (for the report's learning curves).
+
+    Evaluated here, at the sparse report cadence, rather than by putting ``dtrain`` in
+    ``evals``: xgboost would then score it every round, which nearly doubled the boosting time
+    of taxi (1M rows); here the booster's training-prediction cache makes it a metric pass.
+    """
+    out: dict[str, float] = {}
+    for item in str(model.eval_set([(dtrain, "train")])).split("\t")[1:]:  # "[i]\ttrain-logloss:0.6\t..."
+        name, _, value = item.removeprefix("train-").rpartition(":")
+        out.update(_rename(task, name, float(value), prefix="train_"))
     return out
 
 
@@ -70,7 +89,14 @@ Curves = dict[str, list[float]]  # validation metric -> its value after each rou
 
 
 def _reporter(
-    ctx: LoopContext, task: str, every: int, total: int, meta: Mapping[str, Any], start: int, before: Curves
+    ctx: LoopContext,
+    task: str,
+    every: int,
+    total: int,
+    meta: Mapping[str, Any],
+    start: int,
+    before: Curves,
+    dtrain: Any = None,
 ) -> Any:
     """An xgboost callback reporting (and checkpointing) every ``every`` rounds.
 
@@ -78,6 +104,7 @@ def _reporter(
     synchronisation point, so they must be sparse (docs/benchmarks.md). A checkpoint carries the
     validation curves so far (``meta["curves"]``): a run resumed from it (``start`` rounds done,
     ``before`` its curves; xgboost numbers a continued run's rounds from 0) keeps one history.
+    With ``dtrain``, each report also carries the training split's metrics (``train_*``).
     """
 
     class Reporter(xgboost.callback.TrainingCallback):
@@ -87,6 +114,8 @@ def _reporter(
                 metrics: dict[str, float] = {"round": float(done)}
                 for name, values in evals_log.get("valid", {}).items():
                     metrics.update(_rename(task, name, float(values[-1])))
+                if dtrain is not None:  # before the rank split: on several workers it is collective
+                    metrics.update(_train_metrics(task, model, dtrain))
                 if ctx.rank != 0:
                     ctx.report(metrics)
                     return False
@@ -140,7 +169,7 @@ def train_booster(config: Mapping[str, Any], ctx: LoopContext) -> None:
     start = resumed[0].num_boosted_rounds() if resumed else 0
     history: dict[str, Any] = {}
     meta = {"family": "xgboost", "data_kind": "table", "layout": layout.to_dict(), "objective": params["objective"]}
-    reporter = _reporter(ctx, layout.task, spec.train.report_every, model.num_boost_round, meta, start, before)
+    reporter = _reporter(ctx, layout.task, spec.train.report_every, model.num_boost_round, meta, start, before, dtrain)
     boost_start = time.perf_counter()
     try:
         booster = xgboost.train(
@@ -184,7 +213,8 @@ def train_booster(config: Mapping[str, Any], ctx: LoopContext) -> None:
 
 # ----------------------------------------------------------------------------- predicting
 class XGBoostPredictor:
-    """A booster and its table layout; ``predict`` maps feature rows to output columns."""
+    """A booster and its table layout; ``predict`` maps feature rows to output columns, ``explain``
+    says why (an ``Explainer``: TreeSHAP contributions)."""
 
     def __init__(self, checkpoint: Path, *, cpus: int = 1) -> None:
         meta_path = checkpoint / META_FILE
@@ -204,12 +234,72 @@ class XGBoostPredictor:
 
     def predict_items(self, items: list[Any]) -> list[dict[str, Any]]:
         """Validated request records -> one result each (the serving path: no DataFrame when it can)."""
-        if self.layout.categorical:
-            matrix: Any = xgboost.DMatrix(records_frame(items, self.layout), enable_categorical=True)
+        data = self._items_data(items)
+        if isinstance(data, pd.DataFrame):  # a DMatrix refuses what float32 cannot hold (1e300)
+            matrix = xgboost.DMatrix(_float32_range(data), enable_categorical=True)
             raw = np.asarray(self.booster.predict(matrix))
         else:
-            raw = np.asarray(self.booster.inplace_predict(record_matrix(items, self.layout)))
+            raw = np.asarray(self.booster.inplace_predict(data))
         return output_records(raw, self.layout)
+
+    def _items_data(self, items: list[Any]) -> pd.DataFrame | np.ndarray:
+        """Request records as the model's input, for predictions and explanations alike: typed
+        columns when a feature is categorical, else the scaled float32 matrix (no DataFrame)."""
+        if self.layout.categorical:
+            return records_frame(items, self.layout)
+        return record_matrix(items, self.layout)
+
+    # ------------------------------------------------------------------ explanations (TreeSHAP)
+    def explain(self, batch: pd.DataFrame) -> pd.DataFrame:
+        """TreeSHAP contributions of each row (``rayline.families.base.Explainer``).
+
+        One column per layout feature, then ``bias`` and ``margin``; per row, bias plus the
+        features' contributions equals the margin: the log-odds of the second class (binary),
+        the raw score (regression), or the margin of the row's predicted class (multiclass:
+        xgboost explains every class; the predicted one, the highest margin, is kept).
+        """
+        data = _float32_range(features_frame(batch, self.layout))
+        matrix = xgboost.DMatrix(data, enable_categorical=bool(self.layout.categorical))
+        contribs, margins = predicted_class(*self._contributions(matrix))
+        return explanation_frame(contribs, margins, self.layout.features, batch.index)
+
+    def explain_items(self, items: list[Any]) -> list[dict[str, Any]]:
+        """``explain`` for validated request records: ``{"contributions": {feature: float},
+        "bias", "margin"}`` each, plus the record's prediction as ``predict_items`` answers it."""
+        data = _float32_range(self._items_data(items))
+        # Contributions need a DMatrix (inplace_predict has none); the matrix gets the booster's
+        # feature names, which xgboost checks.
+        names = None if isinstance(data, pd.DataFrame) else self.layout.features
+        matrix = xgboost.DMatrix(data, feature_names=names, enable_categorical=bool(self.layout.categorical))
+        contribs, margins = predicted_class(*self._contributions(matrix))
+        predictions = output_records(np.asarray(self.booster.predict(matrix)), self.layout)
+        return explanation_records(contribs, margins, self.layout.features, predictions)
+
+    def _contributions(self, matrix: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Per-feature contributions (bias last: [n, F+1], or [n, classes, F+1]) and margins."""
+        try:
+            contribs = np.asarray(self.booster.predict(matrix, pred_contribs=True))
+            margins = np.asarray(self.booster.predict(matrix, output_margin=True))
+        except xgboost.core.XGBoostError as err:
+            raise map_error(err, during="explaining") from None
+        return contribs, margins
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _float32_range(data: pd.DataFrame | np.ndarray) -> pd.DataFrame | np.ndarray:
+    """Numbers past float32's range (1e300 is a valid double; infinity, once made float32) clipped
+    to its ends. A DMatrix refuses infinity, which ``inplace_predict`` takes; every split
+    threshold lies inside the range, so an end takes the same branch as infinity would, and
+    the explanation is of the prediction ``predict_items`` made. Missing values stay missing."""
+    if isinstance(data, np.ndarray):
+        return np.clip(data, -_FLOAT32_MAX, _FLOAT32_MAX)
+    out = data.copy()
+    for col in out.columns:
+        if pd.api.types.is_float_dtype(out[col].dtype):  # integers (int64) all fit float32's range
+            out[col] = out[col].clip(-_FLOAT32_MAX, _FLOAT32_MAX)
+    return out
 
 
 class XGBoostFamily:
