@@ -522,4 +522,4 @@ def test_resnet_resumes_in_process_with_its_optimizer_and_best_epoch(tmp_path: P
     steps = [step for step, _ in open_registry().metric_history(run.run_id, "valid_accuracy")]
     assert steps[:-1] == [1, 2, 3], steps  # epochs 1-2 from before the crash, 3 after: each once
     folder = open_registry().checkpoint_dir(run.run_id)
-    assert sorted(p.name for p in folder.iterdir()) == ["meta.json", "model.pt"]  # no training state
+    assert sorted(p.name for p in folder.iterdir()) == ["meta.json", "model.pt", "profile.json"]  # no training state

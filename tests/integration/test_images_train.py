@@ -24,7 +24,7 @@ SCRIPT = Path(sys.executable).with_name("rayline")
 
 def load_checkpoint(run_id: str) -> tuple[dict[str, object], dict[str, torch.Tensor]]:
     folder = open_registry().checkpoint_dir(run_id)
-    assert sorted(p.name for p in folder.iterdir()) == ["meta.json", "model.pt"]
+    assert sorted(p.name for p in folder.iterdir()) == ["meta.json", "model.pt", "profile.json"]
     meta = json.loads((folder / "meta.json").read_text())
     # state_dict only: loads with weights_only=True (no pickled code)
     state = torch.load(folder / "model.pt", weights_only=True)

@@ -2,22 +2,25 @@
 
 What it shows depends on what the registry holds for the run:
 
-- learning curves: every metric logged per round/epoch;
-- tuning: each searched parameter against the spec's metric over the trials, best marked
-  (for a tune run, or a trial of one);
+- learning curves: each quantity logged per round/epoch, on the validation split and (where the
+  family reports it) the training split, drawn once however many names it was logged under;
+- tuning: each searched parameter against the spec's metric over the trials, best marked, on a
+  log axis where the search space is ``loguniform`` (for a tune run, or a trial of one);
 - evaluation (after ``rayline evaluate``): confusion matrix and per-class accuracy;
-- the family's feature importance, where it has one; for binary classifiers also ROC and
-  calibration on the validation split, when it is local and modest.
+- the family's feature importance, where it has one; on the validation split, when it is local
+  and modest: ROC and calibration of a binary classifier, and, where the predictor is an
+  ``Explainer``, the mean |contribution| per feature and a beeswarm of the contributions.
 
 The files are written to a temporary folder, renamed into place, and logged as the run's
-``report/`` artifacts, so ``mlflow ui`` shows them too.
+``report/`` artifacts, so ``mlflow ui`` shows them too. ``report.json`` says what each figure
+drew (title, axes and their scales, line labels, bar and point counts) and the explanation's
+numbers, so tools and tests can check a plot without reading its pixels.
 """
 
 from __future__ import annotations
 
 import html
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,66 +29,109 @@ import pandas as pd
 
 from rayline import runtime
 from rayline.atomic import atomic_output
-from rayline.families import get_family
+from rayline.data import Target
+from rayline.families import Explainer, get_family
 from rayline.registry import Registry, RunRecord, open_registry
 from rayline.spec import Spec
 from rayline.stages.engine import predicts_in_process
 from rayline.stages.predict import Model, local_predictions, model_of
+from rayline.stages.report_plots import Drawn, explanations, figure
 
-PlotFn = Callable[[Any], None]
+History = list[tuple[int, float]]
 
-
-def _figure(folder: Path, name: str, draw: PlotFn, size: tuple[float, float] = (6.0, 4.0)) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; never a window
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=size)
-    try:
-        draw(ax)
-        fig.tight_layout()
-        fig.savefig(folder / name, dpi=100)
-    finally:
-        plt.close(fig)
-    return name
+SPLITS = ("train_", "valid_")  # learning curves: the split a metric was measured on, by prefix
 
 
-def _history(registry: Registry, run_id: str, names: list[str]) -> dict[str, list[tuple[int, float]]]:
+def _curves(registry: Registry, record: RunRecord) -> dict[str, History]:
+    """Per-step histories of the run's metrics, the training split's counterparts included.
+
+    A run's final values land one step after its history (``registry.ActiveRun.log_metrics``):
+    that point is the run's summary (the best round's), not a later step, so it is left off the
+    curves (the metrics table shows it). A metric logged only as a final value marks that step.
+    """
+    names = [k for k in record.metrics if not k.startswith("eval_")]
+    names += [f"train_{k.removeprefix('valid_')}" for k in names if k.startswith("valid_")]
+    histories = {name: registry.metric_history(record.run_id, name) for name in dict.fromkeys(names)}
+    finals = {points[0][0] for points in histories.values() if len(points) == 1}
+    final = max(finals) if finals else None
     out = {}
-    for name in names:
-        points = registry.metric_history(run_id, name)
-        if len(points) > 1:
+    for name, points in histories.items():
+        if points and points[-1][0] == final and len(points) > 1:
+            points = points[:-1]
+        if len(points) > 1 and not name.startswith("time_"):
             out[name] = points
     return out
 
 
-def _learning_curves(folder: Path, record: RunRecord, registry: Registry) -> list[str]:
-    curves = _history(registry, record.run_id, [k for k in record.metrics if not k.startswith(("time_", "eval_"))])
+def _distinct(curves: dict[str, History]) -> dict[str, list[str]]:
+    """Each quantity once: a curve -> the other names of the same split logged with the same values.
+
+    Families log some quantities under two names on purpose (``valid_loss`` is the log loss or
+    RMSE again, so a spec's ``metric: valid_loss`` means the same for every family); drawn
+    apart they are one line over another. The cross-family name (``*_loss``, ``*_accuracy``) is
+    kept. Train and validation curves are never merged, however alike.
+    """
+
+    def rank(key: str) -> tuple[bool, str]:
+        return (not key.endswith(("_loss", "_accuracy")), key)
+
+    kept: dict[str, list[str]] = {}
+    for key in sorted(curves, key=rank):
+        twin = next((k for k in kept if _split(k) == _split(key) and curves[k] == curves[key]), None)
+        if twin is None:
+            kept[key] = []
+        else:
+            kept[twin].append(key)
+    return kept
+
+
+def _quantity(key: str) -> str:
+    """What a metric measures, whichever split: ``train_loss`` and ``valid_loss`` -> ``loss``."""
+    return key.removeprefix("train_").removeprefix("valid_")
+
+
+def _split(key: str) -> str:
+    return next((prefix for prefix in SPLITS if key.startswith(prefix)), "")
+
+
+def _learning_curves(folder: Path, record: RunRecord, registry: Registry) -> list[Drawn]:
+    curves = _curves(registry, record)
+    kept = _distinct(curves)
     step = get_family(record.family).step_key
+    ordered = sorted(kept, key=lambda k: (_quantity(k), k))  # train_x beside valid_x in the legend
     groups = {
-        "losses": [k for k in curves if k.endswith("loss") or k in ("valid_rmse", "valid_mae")],
-        "scores": [k for k in curves if k.endswith(("accuracy", "auc"))],
+        "losses": [k for k in ordered if k.endswith("loss") or _quantity(k) in ("rmse", "mae")],
+        "scores": [k for k in ordered if k.endswith(("accuracy", "auc"))],
     }
-    images = []
+    figures = []
     for title, keys in groups.items():
         if not keys:
             continue
+        # One colour per quantity, one line style per split: train and validation read as a pair.
+        colours = {q: f"C{i}" for i, q in enumerate(dict.fromkeys(_quantity(k) for k in keys))}
 
-        def draw(ax: Any, keys: list[str] = keys, title: str = title) -> None:
+        def draw(ax: Any, keys: list[str] = keys, title: str = title, colours: dict[str, str] = colours) -> None:
             for key in keys:
                 xs, ys = zip(*curves[key], strict=True)
-                ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, label=key)
+                label = key + (f" (= {', '.join(kept[key])})" if kept[key] else "")
+                style = "--" if key.startswith("train_") else "-"
+                ax.plot(xs, ys, style, color=colours[_quantity(key)], marker="o" if len(xs) < 30 else None, label=label)
             ax.set_xlabel(step)
             ax.set_title(f"learning curve: {title}")
             ax.legend()
             ax.grid(alpha=0.3)
 
-        images.append(_figure(folder, f"learning_{title}.png", draw))
-    return images
+        figures.append(figure(folder, f"learning_{title}.png", draw))
+    return figures
 
 
-def _tuning(folder: Path, record: RunRecord, registry: Registry, metric: str) -> list[str]:
+def _log_scaled(spec: Spec | None) -> set[str]:
+    """Searched parameters drawn on a log axis: those the spec samples log-uniformly."""
+    space = spec.tune.space if spec is not None else {}
+    return {name for name, domain in space.items() if domain.loguniform is not None}
+
+
+def _tuning(folder: Path, record: RunRecord, registry: Registry, metric: str, spec: Spec | None) -> list[Drawn]:
     tune_id = record.run_id if record.kind == "tune" else record.parent_id if record.kind == "trial" else None
     if tune_id is None:
         return []
@@ -93,7 +139,8 @@ def _tuning(folder: Path, record: RunRecord, registry: Registry, metric: str) ->
     trials = [t for t in registry.list_runs(tune_run.experiment, kind="trial") if t.parent_id == tune_id]
     best = tune_run.tags.get("rayline.best_trial_run")
     names = sorted({k.removeprefix("trial.") for t in trials for k in t.params if k.startswith("trial.")})
-    images = []
+    log_scaled = _log_scaled(spec)
+    figures = []
     for name in names:
         points = [
             (float(t.params[f"trial.{name}"]), t.metrics[metric], t.run_id == best)
@@ -106,14 +153,16 @@ def _tuning(folder: Path, record: RunRecord, registry: Registry, metric: str) ->
         def draw(ax: Any, points: list[tuple[float, float, bool]] = points, name: str = name) -> None:
             ax.scatter([p[0] for p in points], [p[1] for p in points], label="trial")
             ax.scatter([p[0] for p in points if p[2]], [p[1] for p in points if p[2]], s=160, marker="*", label="best")
-            ax.set_xlabel(name)
+            if name in log_scaled:
+                ax.set_xscale("log")  # sampled log-uniformly: a linear axis crowds the small values
+            ax.set_xlabel(name + (" (log scale)" if name in log_scaled else ""))
             ax.set_ylabel(metric)
             ax.set_title(f"tuning: {name} vs {metric} ({len(points)} trials)")
             ax.legend()
             ax.grid(alpha=0.3)
 
-        images.append(_figure(folder, f"tuning_{name}.png", draw))
-    return images
+        figures.append(figure(folder, f"tuning_{name}.png", draw))
+    return figures
 
 
 def _is_number(text: str) -> bool:
@@ -124,10 +173,10 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _evaluation(folder: Path, evaluation: dict[str, Any]) -> list[str]:
+def _evaluation(folder: Path, evaluation: dict[str, Any]) -> list[Drawn]:
     confusion: dict[str, dict[str, int]] = evaluation.get("confusion_matrix") or {}
     per_class: dict[str, float] = evaluation.get("per_class_accuracy") or {}
-    images = []
+    figures = []
     if confusion:
         labels = sorted(set(confusion) | {p for row in confusion.values() for p in row})
         matrix = np.array([[confusion.get(t, {}).get(p, 0) for p in labels] for t in labels])
@@ -142,7 +191,7 @@ def _evaluation(folder: Path, evaluation: dict[str, Any]) -> list[str]:
             ax.set_ylabel("true")
             ax.set_title("confusion matrix")
 
-        images.append(_figure(folder, "confusion_matrix.png", draw_confusion, (6.0, 5.5)))
+        figures.append(figure(folder, "confusion_matrix.png", draw_confusion, (6.0, 5.5)))
     if per_class:
 
         def draw_per_class(ax: Any) -> None:
@@ -152,11 +201,11 @@ def _evaluation(folder: Path, evaluation: dict[str, Any]) -> list[str]:
             ax.set_ylabel("accuracy")
             ax.set_title("per-class accuracy")
 
-        images.append(_figure(folder, "per_class_accuracy.png", draw_per_class))
-    return images
+        figures.append(figure(folder, "per_class_accuracy.png", draw_per_class))
+    return figures
 
 
-def _importance(folder: Path, model: Model) -> list[str]:
+def _importance(folder: Path, model: Model) -> list[Drawn]:
     gain = model.family.importance(model.checkpoint)
     if not gain:
         return []
@@ -167,15 +216,22 @@ def _importance(folder: Path, model: Model) -> list[str]:
         ax.set_xlabel("gain")
         ax.set_title("feature importance")
 
-    return [_figure(folder, "feature_importance.png", draw_importance)]
+    return [figure(folder, "feature_importance.png", draw_importance)]
 
 
-def _binary_curves(folder: Path, model: Model, spec: Spec | None) -> list[str]:
-    """ROC and calibration of a binary classifier on the validation split (modest local data only)."""
-    target = model.kind.target(model.meta)
-    if spec is None or target.task != "binary" or not predicts_in_process(spec, model.kind, None):
-        return []  # a remote or huge table: the evaluation metrics stand in for the curves
-    valid = pd.concat(list(local_predictions(spec, model, None, label=target.label)), ignore_index=True)
+def _validation(spec: Spec | None, model: Model) -> pd.DataFrame | None:
+    """The validation split with the model's predictions, when it is local and modest.
+
+    None for a remote or huge input: the evaluation metrics stand in for the plots drawn from it.
+    """
+    if spec is None or not predicts_in_process(spec, model.kind, None):
+        return None
+    label = model.kind.target(model.meta).label
+    return pd.concat(list(local_predictions(spec, model, None, label=label)), ignore_index=True)
+
+
+def _binary_curves(folder: Path, valid: pd.DataFrame, target: Target) -> list[Drawn]:
+    """ROC and calibration of a binary classifier on the validation split."""
     scores = valid["probability"].to_numpy(dtype=np.float64)
     truth = (np.asarray(valid[target.label]) == target.classes[1]).astype(int)
     order = np.argsort(-scores)
@@ -204,10 +260,17 @@ def _binary_curves(folder: Path, model: Model, spec: Spec | None) -> list[str]:
         ax.set_title("calibration (validation split, 10 bins)")
         ax.legend()
 
-    return [_figure(folder, "roc.png", draw_roc), _figure(folder, "calibration.png", draw_calibration)]
+    return [figure(folder, "roc.png", draw_roc), figure(folder, "calibration.png", draw_calibration)]
 
 
-def _html(record: RunRecord, images: list[str], evaluation: dict[str, Any] | None) -> str:
+def _explainer(model: Model) -> Explainer | None:
+    predictor = model.family.load(model.checkpoint, cpus=runtime.local_cpus())
+    return predictor if isinstance(predictor, Explainer) else None
+
+
+def _html(
+    record: RunRecord, images: list[str], evaluation: dict[str, Any] | None, explanation: dict[str, Any] | None
+) -> str:
     def rows(values: dict[str, Any]) -> str:
         return "".join(
             f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>" for k, v in values.items()
@@ -228,6 +291,13 @@ def _html(record: RunRecord, images: list[str], evaluation: dict[str, Any] | Non
     if evaluation:
         parts.append(f"<h2>Evaluation</h2><p>{evaluation.get('rows', 0):,} rows</p><table>")
         parts.append(rows({k: f"{v:.4f}" for k, v in evaluation.get("metrics", {}).items()}) + "</table>")
+    if explanation:
+        parts.append(
+            f"<h2>Explanations</h2><p>TreeSHAP contributions on {explanation['rows']:,} validation rows: "
+            "mean |contribution| per feature</p><table>"
+        )
+        parts.append(rows({k: f"{v:.6g}" for k, v in explanation["mean_abs_contribution"].items()}) + "</table>")
+        parts.extend(f"<div><img src='{name}' alt='{name}'></div>" for name in explanation["figures"])
     parts.append("<h2>Plots</h2>")
     parts.extend(f"<div><img src='{name}' alt='{name}'></div>" for name in images)
     if not images:
@@ -237,7 +307,7 @@ def _html(record: RunRecord, images: list[str], evaluation: dict[str, Any] | Non
 
 
 def build_report(run_id: str, *, registry: Registry | None = None, out: Path | None = None) -> Path:
-    """Write the run's report folder (``report.html`` + PNGs), log it on the run, return the folder."""
+    """Write the run's report folder (``report.html``, PNGs, ``report.json``), log it on the run, return the folder."""
     registry = registry or open_registry()
     record = registry.get(run_id)
     text = registry.read_text(record.run_id, "spec.yaml")
@@ -252,14 +322,26 @@ def build_report(run_id: str, *, registry: Registry | None = None, out: Path | N
     target = out or runtime.home() / "reports" / record.run_id
     with atomic_output(target, overwrite=True) as tmp:
         tmp.mkdir(parents=True)
-        images = _learning_curves(tmp, record, registry)
-        images += _tuning(tmp, record, registry, metric)
+        figures = _learning_curves(tmp, record, registry)
+        figures += _tuning(tmp, record, registry, metric, spec)
         if evaluation:
-            images += _evaluation(tmp, evaluation)
+            figures += _evaluation(tmp, evaluation)
+        explanation: dict[str, Any] | None = None
+        drawn: list[Drawn] = []
         if record.has_model:
             model = model_of(record, registry)
-            images += _importance(tmp, model)
-            images += _binary_curves(tmp, model, spec)
-        (tmp / "report.html").write_text(_html(record, images, evaluation))
+            figures += _importance(tmp, model)
+            truth = model.kind.target(model.meta)
+            explainer = _explainer(model)
+            # Read only when a plot needs it: the validation split, predicted, in this process.
+            valid = _validation(spec, model) if truth.task == "binary" or explainer is not None else None
+            if valid is not None and truth.task == "binary":
+                figures += _binary_curves(tmp, valid, truth)
+            if valid is not None and explainer is not None:
+                explanation, drawn = explanations(tmp, explainer, valid, truth.task)
+        images = [d["file"] for d in figures]  # the explanation's figures go in its own section
+        (tmp / "report.html").write_text(_html(record, images, evaluation, explanation))
+        manifest = {"run_id": record.run_id, "figures": figures + drawn, "explanation": explanation}
+        (tmp / "report.json").write_text(json.dumps(manifest, indent=2))
     registry.log_folder(record.run_id, target, "report")
     return target

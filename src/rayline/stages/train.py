@@ -36,6 +36,7 @@ from rayline.spec import Spec
 from rayline.stages import progress
 from rayline.stages.contexts import LocalContext, saved_state, train_worker
 from rayline.stages.engine import plugs, prepare, trains_in_process
+from rayline.stages.profiling import store_profile
 from rayline.stages.resume import clear_local, clear_storage, local_state, train_key, train_resumable
 
 ProgressFn = Callable[[Mapping[str, float]], None]
@@ -193,6 +194,8 @@ def log_run(
         run.log_history([h for h in history if step_key in h and h != history[-1]], step_key=step_key)
         run.log_metrics({k: v for k, v in metrics.items() if k != step_key})
         run.log_metrics({f"time_{k}_s": v for k, v in seconds.items()})
+        # profile.json travels with the model: serving and `rayline drift` compare new rows with it.
+        store_profile(checkpoint, data, family)
         run.log_checkpoint(checkpoint)
         return run.run_id
 

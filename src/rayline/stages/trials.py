@@ -66,7 +66,11 @@ def register(
             history = frame.to_dict("records") if frame is not None else [dict(result.metrics)]
             history = steps_once(
                 [
-                    {k: v for k, v in h.items() if isinstance(v, int | float) and k.startswith(("valid_", step_key))}
+                    {
+                        k: v
+                        for k, v in h.items()
+                        if isinstance(v, int | float) and k.startswith(("valid_", "train_", step_key))
+                    }
                     for h in history
                 ],
                 step_key,
