@@ -251,6 +251,15 @@ class AutoscalingSpec(_Strict):
         return self
 
 
+class CanarySpec(_Strict):
+    """A share of the requests that name no model goes to another model of the spec (``--canary``)."""
+
+    model: str = Field(description="alias or run id that answers the canary share (e.g. challenger)")
+    percent: Annotated[float, Field(gt=0, le=100)] = Field(
+        default=10.0, description="share of requests, sticky per X-Route-Key header when one is sent"
+    )
+
+
 class ServeSpec(_Strict):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = Field(default=8000, description="0 picks a free port")
@@ -291,6 +300,17 @@ class ServeSpec(_Strict):
         default=True,
         description="with an API key set, /docs, /openapi.json and the page need it too (a browser asks for "
         "it as a password); false leaves them open. /healthz is always open",
+    )
+    canary: CanarySpec | None = Field(
+        default=None, description="send a share of requests to another model of the spec (--canary MODEL:PERCENT)"
+    )
+    shadow: str | None = Field(
+        default=None,
+        description="alias or run id that also answers every request in the background; its answers are "
+        "compared with the served model's (agreement in /healthz), never returned (--shadow MODEL)",
+    )
+    alias_poll_s: Annotated[float, Field(gt=0)] = Field(
+        default=10.0, description="how often a service started with aliases checks where they point now"
     )
     access_log: bool = Field(
         default=False,

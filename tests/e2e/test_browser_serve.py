@@ -6,6 +6,8 @@ package; without them these tests skip with the reason. Screenshots land in test
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import re
 import subprocess
@@ -17,7 +19,7 @@ from typing import Any
 import pytest
 
 import imagesets
-from service import SCRIPT, serving
+from service import SCRIPT, call, serving
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -81,6 +83,14 @@ def test_draw_a_digit_and_see_the_prediction(browser: Any, tmp_path: Path) -> No
         result = page.locator("#result").text_content()
         assert re.match(r"label: [17]  \(probability [01]\.\d{3}\)", result or ""), result
         assert page.locator("#probs tr").count() == 2
+        # /explain's saliency map is drawn beside the canvas: bright where the stroke sways the answer
+        page.wait_for_selector("#saliency:not([hidden])", timeout=30_000)
+        lit = page.evaluate(
+            """() => { const c = document.getElementById('saliency');
+            const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+            let n = 0; for (let i = 0; i < d.length; i += 4) if (d[i] > 40) n++; return n / (d.length / 4); }"""
+        )
+        assert 0 < lit < 1, lit
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "browser-digit.png"))
         page.close()
@@ -124,6 +134,41 @@ def test_fill_a_taxi_trip_and_see_the_tip_probability(browser: Any, taxi_service
     page.evaluate("record => send([record])", bad)
     page.wait_for_function("document.getElementById('result').textContent.startsWith('error')", timeout=30_000)
     assert "hour" in (page.locator("#result").text_content() or "")
+    page.close()
+
+
+def test_a_predicted_trip_shows_its_contributions(browser: Any, taxi_service: str) -> None:
+    """After the prediction, the page asks /explain about the run that answered and shows one row
+    per feature: the value typed, the signed contribution, largest first."""
+    page = browser.new_page()
+    page.goto(f"{taxi_service}/")
+    trip = {"passenger_count": "2", "trip_distance": "7.5", "fare_amount": "30", "trip_duration": "1500"}
+    for name, value in {**trip, "hour": "8", "day_of_week": "2"}.items():
+        page.fill(f"#{name}", value)
+    page.click("button[type=submit]")
+    page.wait_for_selector("#explain tr.feature", timeout=60_000)
+    rows = page.locator("#explain tr.feature")
+    assert rows.count() == 6
+    cells = [rows.nth(i).locator("td").all_text_contents() for i in range(rows.count())]
+    assert {c[0] for c in cells} == {*trip, "hour", "day_of_week"}
+    assert {c[0]: c[1] for c in cells}["trip_distance"] == "7.5"
+    contributions = [float(c[2].strip()) for c in cells]
+    assert [abs(c) for c in contributions] == sorted((abs(c) for c in contributions), reverse=True)
+    assert any(c != 0 for c in contributions)
+    # each bar's colour is its sign's
+    for i, value in enumerate(contributions):
+        bar = rows.nth(i).locator("span.bar").get_attribute("class") or ""
+        assert ("pos" if value >= 0 else "neg") in bar
+    caption = page.locator("#explain caption").text_content() or ""
+    margin = float(re.search(r"margin (-?\d+\.\d+)", caption).group(1))  # type: ignore[union-attr]
+    bias = float(re.search(r"bias (-?\d+\.\d+)", caption).group(1))  # type: ignore[union-attr]
+    assert bias + sum(contributions) == pytest.approx(margin, abs=5e-3)  # four decimals each, shown
+    # the probability shown is the margin's
+    shown = page.locator("#result").text_content() or ""
+    probability = float(re.search(r"probability (0\.\d{3})", shown).group(1))  # type: ignore[union-attr]
+    assert 1 / (1 + math.exp(-margin)) == pytest.approx(probability, abs=1e-3)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "browser-taxi-explain.png"), full_page=True)
     page.close()
 
 
@@ -171,3 +216,27 @@ def test_docs_render_with_the_network_cut_off(browser: Any, taxi_service: str) -
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "browser-docs.png"), full_page=True)
     context.close()
+
+
+def test_the_page_says_when_inputs_drift(browser: Any, taxi_service: str) -> None:
+    """After a prediction the page shows the replica's live drift: trips far longer than the
+    training trips name trip_distance."""
+    from rayline.datasets.taxi import generate_taxi
+
+    features = ["passenger_count", "trip_distance", "fare_amount", "trip_duration", "hour", "day_of_week"]
+    longer = generate_taxi(3000, seed=21, trip_scale=1.8).to_pandas()[features]
+    rows = json.loads(longer.to_json(orient="records"))
+    status, body = call(f"{taxi_service}/predict", json.dumps(rows).encode(), {"Content-Type": "application/json"})
+    assert status == 200 and len(body["predictions"]) == 3000, body
+    page = browser.new_page()
+    page.goto(f"{taxi_service}/")
+    for name, value in rows[0].items():
+        page.fill(f"#{name}", str(value))
+    page.click("button[type=submit]")
+    page.wait_for_function("!document.getElementById('drift').hidden", timeout=60_000)
+    line = page.locator("#drift").text_content() or ""
+    assert line.startswith("input drift: ") and "trip_distance (PSI " in line, line
+    assert "drift" in (page.locator("#drift").get_attribute("class") or "")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "browser-taxi-drift.png"), full_page=True)
+    page.close()

@@ -48,6 +48,19 @@ def service(env: dict[str, str], grpc_port: int) -> Iterator[tuple[str, subproce
         yield url, proc
 
 
+def train_another(env: dict[str, str], *, rounds: int) -> str:
+    """Another taxi run of the served spec (``rounds`` boosting rounds); its run id."""
+    trained = subprocess.run(
+        [str(SCRIPT), "train", str(EXAMPLES / "taxi.yaml"), *SETS, "--set", f"model.num_boost_round={rounds}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
+    return re.search(r"run ([0-9a-f]{32})", trained.stdout).group(1)  # type: ignore[union-attr]
+
+
 def test_predict_good_records(service: tuple[str, Any]) -> None:
     url, _ = service
     varied = [
@@ -104,6 +117,48 @@ def test_fuzzed_against_its_own_openapi_document(service: tuple[str, Any], tmp_p
     url, _ = service
     fuzz(url, tmp_path)
     assert call(f"{url}/healthz")[0] == 200
+
+
+def test_explain_adds_up_to_what_predict_answered(service: tuple[str, Any], env: dict[str, str]) -> None:
+    """POST /explain: per-feature TreeSHAP contributions that add up to the margin, the margin
+    being the log-odds of /predict's probability; errors as /predict's; a run named by the
+    multiplexing header is the run that explains."""
+    url, _ = service
+    trips = [
+        {**RECORD, "fare_amount": fare, "trip_distance": miles, "hour": hour}
+        for fare, miles, hour in [(5.0, 0.5, 3), (80.0, 20.0, 8), (30.0, 1.0, 23)]
+    ]
+
+    def check(headers: dict[str, str]) -> tuple[str, list[dict[str, Any]]]:
+        status, predicted = call(f"{url}/predict", json.dumps(trips).encode(), headers)
+        assert status == 200, predicted
+        status, body = call(f"{url}/explain", json.dumps(trips).encode(), headers)
+        assert status == 200, body
+        assert body["model"] == predicted["model"] and len(body["explanations"]) == 3
+        for explanation, prediction in zip(body["explanations"], predicted["predictions"], strict=True):
+            assert set(explanation["contributions"]) == set(RECORD)
+            total = explanation["bias"] + sum(explanation["contributions"].values())
+            assert total == pytest.approx(explanation["margin"], abs=1e-4)
+            p = prediction["probability"]
+            assert explanation["margin"] == pytest.approx(np.log(p / (1 - p)), abs=1e-4)
+            assert explanation["label"] == prediction["label"]
+        return body["model"], body["explanations"]
+
+    served, default = check({})
+    assert call(f"{url}/healthz")[1]["model_run_id"] == served
+    # a bad body is /predict's 4xx JSON
+    status, body = call(f"{url}/explain", json.dumps([{**RECORD, "trip_distance": "far"}]).encode())
+    assert status == 422 and "0.trip_distance" in body["error"]
+    status, body = call(f"{url}/explain", b"[{")
+    assert status == 400 and "not valid JSON" in body["error"]
+    status, body = call(f"{url}/explain", json.dumps(trips).encode(), {"serve_multiplexed_model_id": "0" * 32})
+    assert status == 404 and "error" in body
+    # another run of the spec, named by the header, explains itself: other trees, other numbers
+    # (one tree: the served model's early stopping keeps a few)
+    other = train_another(env, rounds=1)
+    named, explained = check({"serve_multiplexed_model_id": other})
+    assert named == other != served
+    assert [e["margin"] for e in explained] != pytest.approx([e["margin"] for e in default], abs=1e-3)
 
 
 @pytest.mark.parametrize(
@@ -182,15 +237,7 @@ def test_two_services_on_one_machine(service: tuple[str, Any], env: dict[str, st
     """
     first_url, _ = service
     first = call(f"{first_url}/healthz")[1]["model_run_id"]
-    trained = subprocess.run(
-        [str(SCRIPT), "train", str(EXAMPLES / "taxi.yaml"), *SETS, "--set", "model.num_boost_round=5"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=300,
-    )
-    second = re.search(r"run ([0-9a-f]{32})", trained.stdout).group(1)  # type: ignore[union-attr]
+    second = train_another(env, rounds=5)
     args = [str(EXAMPLES / "taxi.yaml"), "--model", second, *SETS, "--set", "serve.num_replicas=1"]
     with serving(args, env, port=0) as (url, _):  # port 0: the service picks a free one
         assert 20000 <= int(url.rsplit(":", 1)[1]) < 30000, url

@@ -6,6 +6,7 @@ request schema in /docs has the trained model's real fields.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -21,6 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from rayline._version import __version__
 from rayline.errors import DataError, RegistryError, first_line
 from rayline.serving._auth import Access, ApiKeyGuard
+from rayline.serving._explain import PATH as EXPLAIN_PATH
+from rayline.serving._explain import ExplainResponse, NotExplainable
+from rayline.serving._routing import ROUTE_HEADER, ROUTE_KEY
 from rayline.serving._stream import PATH as STREAM_PATH
 from rayline.serving._stream import PredictChunk, add_stream_route
 
@@ -29,6 +33,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 MODEL_HEADER = "serve_multiplexed_model_id"
+ROUTE_HEADER_BYTES = ROUTE_HEADER.encode()
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -91,6 +96,21 @@ class BodyLimit:
         except _TooLarge:
             if not started:
                 await self._refusal(f"more than {self.limit}")(scope, receive, send)
+
+
+class RouteKey:
+    """Pure ASGI middleware: the ``X-Route-Key`` header, for the canary's sticky choice (``_routing``)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for key, value in scope.get("headers", ()):
+                if key == ROUTE_HEADER_BYTES:
+                    ROUTE_KEY.set(value.decode("latin-1")[:256])
+                    break
+        await self.app(scope, receive, send)
 
 
 def error_response(errors: list[Any]) -> JSONResponse:
@@ -215,8 +235,13 @@ def build_api(
     docs_auth: bool = True,
     oip: OIPModel | None = None,
     stream: tuple[PredictChunk, int] | None = None,
+    live: Callable[[], dict[str, Any] | Awaitable[dict[str, Any]]] | None = None,
+    explain: Callable[[Any, str | None], Awaitable[tuple[str, list[dict[str, Any]]]]] | None = None,
 ) -> Any:
     """The ingress app (with the Open Inference Protocol's ``/v2`` routes when ``oip`` is given).
+
+    ``explain`` (optional) answers ``POST /explain`` as ``predict`` answers ``/predict`` (same
+    body, same model header), and raises ``NotExplainable`` for a model without explanations (400).
 
     ``predict(body, model_id)`` takes a validated body and the ``serve_multiplexed_model_id``
     header (or None) and returns the model run that answered and one result per item. It raises
@@ -250,7 +275,10 @@ def build_api(
         responses={200: {"model": Health, "description": "the replica is up, serving this model"}},
     )
     async def healthz() -> dict[str, Any]:
-        return {"status": "ok", **info, "replica": _replica_id()}
+        extra = live() if live is not None else {}
+        if inspect.isawaitable(extra):  # the composed ingress asks its model deployment
+            extra = await extra
+        return {"status": "ok", **info, **extra, "replica": _replica_id()}
 
     schema = body_model.model_json_schema(ref_template="#/components/schemas/{model}")
     definitions = schema.pop("$defs", {})
@@ -288,6 +316,9 @@ def build_api(
             return JSONResponse({"error": str(err)}, 404)
         return {"model": model, "predictions": results}
 
+    if explain is not None:
+        _add_explain_route(app, explain, body_model, extra, codes)
+
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             document = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
@@ -314,9 +345,47 @@ def build_api(
 
     app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(BodyLimit, limit=max_request_bytes)
+    app.add_middleware(RouteKey)
     if api_key is not None:  # outermost: a caller without the key learns nothing, not even the limit
         app.add_middleware(ApiKeyGuard, key=api_key, docs_auth=docs_auth)
     return app
+
+
+def _add_explain_route(
+    app: FastAPI,
+    explain: Callable[[Any, str | None], Awaitable[tuple[str, list[dict[str, Any]]]]],
+    body_model: type[Any],
+    extra: dict[str, Any],
+    codes: tuple[int, ...],
+) -> None:
+    """``POST /explain`` (``_explain``): ``/predict``'s body and errors, plus 400 for a model that cannot explain."""
+    errors = _errors(*codes)
+    errors[400] = {"model": ErrorBody, "description": "the body is not JSON, or the model has no explanations"}
+
+    @app.post(
+        EXPLAIN_PATH,
+        summary="Explain",
+        operation_id="explain",
+        description="Why the model answered as it did, one explanation per input: per-feature contributions "
+        "(TreeSHAP, adding up to the margin) for tree models of tables, a saliency map for image models.",
+        response_model=None,
+        openapi_extra=extra,
+        responses={200: {"model": ExplainResponse, "description": "one explanation per input"}, **errors},
+    )
+    async def explain_route(request: Request) -> Any:
+        try:
+            body = body_model.model_validate_json(await request.body())
+        except ValidationError as err:
+            return error_response(list(err.errors(include_url=False)))
+        try:
+            model, results = await explain(body, request.headers.get(MODEL_HEADER))
+        except NotExplainable as err:
+            return JSONResponse({"error": err.message}, 400)
+        except DataError as err:
+            return JSONResponse({"error": err.message}, 422)
+        except RegistryError as err:
+            return JSONResponse({"error": str(err)}, 404)
+        return {"model": model, "explanations": results}
 
 
 def ingress_app(
@@ -329,11 +398,20 @@ def ingress_app(
     fields: list[dict[str, Any]] | None,
     output_model: type[BaseModel] | None = None,
     oip: OIPModel | None = None,
-    stream: tuple[PredictChunk, int] | None = None,
+    stream_chunk: int | None = None,
+    live: Callable[[], dict[str, Any] | Awaitable[dict[str, Any]]] | None = None,
+    explain: Callable[[Any, str | None], Awaitable[tuple[str, list[dict[str, Any]]]]] | None = None,
 ) -> Any:
-    """``build_api`` as a serving replica calls it: title, the API key, the page at /."""
+    """``build_api`` as a serving replica calls it: title, the API key, the page at /.
+
+    ``stream_chunk``: lines per ``/predict/stream`` chunk; each chunk is predicted as one
+    ``/predict`` body (``body_model`` validates it, ValidationError naming a bad line)."""
     from rayline.serving._page import render
 
+    async def predict_lines(inputs: list[Any], header_id: str | None) -> tuple[str, list[dict[str, Any]]]:
+        return await predict(body_model.model_validate(inputs), header_id)
+
+    stream = None if stream_chunk is None else (predict_lines, stream_chunk)
     title = f"rayline: {info['spec']}"
     return build_api(
         title=title,
@@ -346,6 +424,8 @@ def ingress_app(
         output_model=output_model,
         oip=oip,
         stream=stream,
+        live=live,
+        explain=explain,
         page=render(
             title=title,
             model_run_id=str(info["model_run_id"]),

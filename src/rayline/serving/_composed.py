@@ -14,6 +14,7 @@ of decoding requests must scale apart from them:
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 from ray import serve
@@ -21,9 +22,13 @@ from ray import serve
 from rayline._version import __version__
 from rayline.data import get_kind
 from rayline.errors import DataError
+from rayline.registry import Registry
 from rayline.serving._app import count_batch, ingress_app
 from rayline.serving._auth import Access
+from rayline.serving._drift import LiveDrift
+from rayline.serving._explain import NotExplainable, explain_checked
 from rayline.serving._models import MAX_MODELS_PER_REPLICA, Served, predict_checked, split_back
+from rayline.serving._routing import Router, Traffic
 from rayline.serving.oip import stubs
 from rayline.serving.oip.service import GRPCInference, OIPModel
 
@@ -58,6 +63,9 @@ class Model:
         self.served = Served(**served)
         self.__call__.set_max_batch_size(max_batch_size)  # type: ignore[attr-defined]
         await self.get_model(self.served.run_id)  # report the default loaded (see ModelServer)
+        # Live drift per run answered (the ingress asks for its primary's: aliases move it).
+        first = LiveDrift.from_checkpoint(self.served.kind, self.served.meta, self.served.folder)
+        self.drifts: dict[str, LiveDrift | None] = {self.served.run_id: first}
 
     @serve.multiplexed(max_num_models_per_replica=MAX_MODELS_PER_REPLICA)  # type: ignore[untyped-decorator]
     async def get_model(self, model_id: str) -> Any:
@@ -68,9 +76,37 @@ class Model:
     # still go into the next call together.
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
     async def __call__(self, calls: list[list[Any]]) -> list[list[dict[str, Any]]]:
-        predictor = await self.get_model(serve.get_multiplexed_model_id() or self.served.run_id)
+        run_id = serve.get_multiplexed_model_id() or self.served.run_id
+        predictor = await self.get_model(run_id)
         flat = [item for items in calls for item in items]
-        return split_back(predict_checked(predictor, flat), [len(items) for items in calls])
+        results = predict_checked(predictor, flat)
+        monitor = await self._drift(run_id)
+        if monitor is not None:
+            monitor.observe(flat, results)
+        return split_back(results, [len(items) for items in calls])
+
+    async def _drift(self, run_id: str) -> LiveDrift | None:
+        if run_id not in self.drifts:
+            registry = Registry(Path(self.served.home), self.served.tracking_uri)
+            folder = await asyncio.to_thread(registry.checkpoint_dir, run_id)
+            self.drifts[run_id] = LiveDrift.from_checkpoint(self.served.kind, self.served.meta, folder)
+        return self.drifts[run_id]
+
+    async def drift_summary(self, run_id: str) -> dict[str, Any] | None:
+        """This replica's live drift of what ``run_id`` answered (None: no profile)."""
+        monitor = await self._drift(run_id)
+        return None if monitor is None else monitor.summary()
+
+    async def explain(self, items: list[Any]) -> list[dict[str, Any]] | str:
+        """``/explain`` for decoded items (not batched), or why this model cannot explain: the
+        reason as text, since an exception of rayline's own would arrive wrapped by Ray."""
+        run_id = serve.get_multiplexed_model_id() or self.served.run_id
+        predictor = await self.get_model(run_id)
+        family = str((await self.served.meta_of(run_id)).get("family", self.served.family.name))
+        try:
+            return await asyncio.to_thread(explain_checked, predictor, items, run_id=run_id, family=family)
+        except NotExplainable as err:
+            return err.message
 
 
 @serve.deployment(name="ingress")
@@ -78,7 +114,7 @@ class Model:
 class Ingress(GRPCInference):
     """HTTP edge: /predict, /healthz, /docs; validates requests and picks the model."""
 
-    def __init__(
+    async def __init__(  # type: ignore[misc]  # Serve awaits an async constructor
         self,
         preprocessor: Any,
         model: Any,
@@ -90,6 +126,7 @@ class Ingress(GRPCInference):
         max_request_bytes: int,
         grpc: bool = False,
         scales_to_zero: bool = False,
+        traffic: dict[str, Any] | None = None,
         **served: Any,
     ) -> None:
         if grpc:  # requests arrive pickled: their message classes must import here
@@ -113,6 +150,12 @@ class Ingress(GRPCInference):
         self._batched.set_max_batch_size(max_batch_size)  # type: ignore[attr-defined]
         self._batched.set_batch_wait_timeout_s(batch_wait_timeout_s)  # type: ignore[attr-defined]
         self.oip = OIPModel(spec_name, self.served, self._predict_items)
+        # The ingress routes bodies (the preprocessor decodes them): the router's payload is a body.
+        self.router = Router(
+            self.served, Traffic.model_validate(traffic or {"primary": self.served.run_id}), self._predict_payload
+        )
+        self.router.on_switch = lambda run_id: self.info.update(model_run_id=run_id)
+        await self.router.start()
 
     async def _predict_items(self, items: list[Any], run_id: str) -> list[dict[str, Any]]:
         """Tensors arrive decoded (arrays): straight to the model, batched there with other calls."""
@@ -129,19 +172,20 @@ class Ingress(GRPCInference):
             fields=self.served.kind.page_fields(self.served.meta),
             output_model=self.served.kind.output_model(self.served.meta),
             oip=self.oip,
-            stream=(self._predict_lines, min(self.served.family.predict_batch_size, 2048)),
+            stream_chunk=min(self.served.family.predict_batch_size, 2048),
+            live=self._live,
+            explain=self._explain_body,
         )
 
-    async def _predict_lines(self, inputs: list[Any], header_id: str | None) -> tuple[str, list[dict[str, Any]]]:
-        """A chunk of ``/predict/stream``: the inputs as one ``/predict`` body (ValidationError if bad)."""
-        return await self._predict_body(self.body_model.model_validate(inputs), header_id)
-
     async def _predict_body(self, body: Any, header_id: str | None) -> tuple[str, list[dict[str, Any]]]:
-        run_id = await self.served.resolve(getattr(body, "model", None) or header_id)
-        result = await self._batched((body.model_dump(mode="json"), run_id))
+        run_id = await self.router.route(getattr(body, "model", None) or header_id)
+        return run_id, await self.router.predict(body.model_dump(mode="json"), run_id)
+
+    async def _predict_payload(self, body: Any, run_id: str) -> list[dict[str, Any]]:
+        result = await self._batched((body, run_id))
         if isinstance(result, str):
             raise DataError(result)
-        return run_id, result
+        return result
 
     # Ray forms a batch before it waits for a free batch slot: with one slot, requests arriving
     # while a batch runs would queue as batches of one. Several slots let groups overlap.
@@ -168,8 +212,30 @@ class Ingress(GRPCInference):
         """For Python callers: ``await handle.predict.remote(body)``, validated like HTTP."""
         return (await self._predict_body(self.body_model.model_validate(payload), model))[1]
 
-    def healthz(self) -> dict[str, Any]:
-        return {"status": "ok", **self.info}
+    async def _explain_body(self, body: Any, header_id: str | None) -> tuple[str, list[dict[str, Any]]]:
+        """``POST /explain``: decoded by the preprocessor, explained by a model replica holding
+        the run named (header or body), else the primary; not batched, not routed to a canary."""
+        run_id = await self.served.resolve(getattr(body, "model", None) or header_id)
+        decoded = (await self.preprocessor.remote([body.model_dump(mode="json")]))[0]
+        if isinstance(decoded, str):
+            raise DataError(decoded)
+        model = self.model.options(method_name="explain", multiplexed_model_id=run_id)
+        result: list[dict[str, Any]] | str = await model.remote(decoded)
+        if isinstance(result, str):
+            raise NotExplainable(result)
+        return run_id, result
+
+    async def explain(self, payload: Any, model: str | None = None) -> list[dict[str, Any]]:
+        """For Python callers: ``await handle.explain.remote(body)``, validated like HTTP."""
+        return (await self._explain_body(self.body_model.model_validate(payload), model))[1]
+
+    async def _live(self) -> dict[str, Any]:
+        """Routing and per-model counts (this ingress), drift of the primary (a model replica's)."""
+        drift = await self.model.drift_summary.remote(self.served.run_id)
+        return {**self.router.summary(), "drift": drift}
+
+    async def healthz(self) -> dict[str, Any]:
+        return {"status": "ok", **self.info, **(await self._live())}
 
 
 def _light(model_options: dict[str, Any]) -> dict[str, Any]:
@@ -194,6 +260,7 @@ def composed_app(
     max_request_bytes: int,
     grpc: bool = False,
     scales_to_zero: bool = False,
+    traffic: dict[str, Any] | None = None,
 ) -> Any:
     """The composed application, ready for ``serve.run``; ``served`` are ``Served``'s arguments."""
     model = Model.options(**model_options).bind(max_batch_size=max_batch_size, spec_name=spec_name, **served)  # type: ignore[attr-defined]
@@ -209,5 +276,6 @@ def composed_app(
         max_request_bytes=max_request_bytes,
         grpc=grpc,
         scales_to_zero=scales_to_zero,
+        traffic=traffic,
         **served,
     )

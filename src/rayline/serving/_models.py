@@ -9,6 +9,7 @@ kind can decode the same way (``DataKind.compatible``).
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -43,16 +44,27 @@ class Served:
         self.run_id, self.folder, self.spec_name = run_id, folder, spec_name
         self.cpus, self.precision = cpus, precision
         self.home, self.tracking_uri = home, tracking_uri
+        self.first = run_id  # the run whose checkpoint came with the replica (``folder``)
         self.known: dict[str, str] = {run_id: run_id}  # id or prefix -> full run id
+        self.aliased: dict[str, tuple[str, float]] = {}  # alias -> (run id, when looked up)
+        self.alias_ttl_s = 10.0
         self.metas: dict[str, dict[str, Any]] = {run_id: self.meta}  # run id -> its checkpoint's meta
 
     async def resolve(self, model_id: str | None) -> str:
         """A run id (or unique prefix) -> the full id of a run this service may answer with."""
         if not model_id:
             return self.run_id
-        if model_id not in self.known:
-            self.known[model_id] = await asyncio.to_thread(self._check, model_id)
-        return self.known[model_id]
+        if model_id in self.known:
+            return self.known[model_id]
+        cached = self.aliased.get(model_id)
+        if cached is not None and time.monotonic() - cached[1] < self.alias_ttl_s:
+            return cached[0]
+        run_id = await asyncio.to_thread(self._check, model_id)
+        if run_id.startswith(model_id):  # an id or a prefix names one run for good
+            self.known[model_id] = run_id
+        else:  # an alias moves: look it up again after a while
+            self.aliased[model_id] = (run_id, time.monotonic())
+        return run_id
 
     def _check(self, model_id: str) -> str:
         registry = Registry(Path(self.home), self.tracking_uri)
@@ -71,7 +83,7 @@ class Served:
 
     async def load(self, run_id: str) -> Predictor:
         """The predictor of a run that ``resolve`` returned (loaded here: callers cache it)."""
-        if run_id == self.run_id:
+        if run_id == self.first:
             folder = self.folder
         else:
             registry = Registry(Path(self.home), self.tracking_uri)
@@ -79,7 +91,7 @@ class Served:
         meta = checkpoints.read_meta(folder)
         self.metas[run_id] = meta
         family = get_family(meta.get("family", self.family.name))
-        if run_id == self.run_id:  # in the constructor's thread: torch may set per-thread state
+        if run_id == self.first:  # in the constructor's thread: torch may set per-thread state
             return family.load(folder, cpus=self.cpus, precision=self.precision)
         predictor: Predictor = await asyncio.to_thread(family.load, folder, cpus=self.cpus, precision=self.precision)
         return predictor

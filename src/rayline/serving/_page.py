@@ -5,6 +5,9 @@ none (images) gets a canvas to draw on, sent as a PNG that the data kind decodes
 the training images.
 Both call ``POST /predict`` and show the label and the class probabilities, and say so when an
 answer is slow because the model is waking (a service that scales to zero replicas).
+After a prediction the page asks ``POST /explain`` about the run that answered: a table model's
+answer shows each feature's signed contribution (sorted by size), an image model's a saliency
+map beside the canvas; a model without explanations (a 400) shows nothing more.
 """
 
 from __future__ import annotations
@@ -19,6 +22,11 @@ button{font-size:1em;padding:.4em 1.2em;margin:.3em .3em .3em 0}
 #result{font-size:1.3em;margin:1em 0;min-height:1.5em}
 .bar{background:#4a7fd4;height:1em;display:inline-block;vertical-align:middle}
 td{padding:2px 8px}
+.drift{color:#b3261e;font-weight:bold}
+#explain .pos{background:#2a9d4b}
+#explain .neg{background:#d1495b}
+#explain caption{text-align:left;padding:.6em 0 .3em}
+#saliency{margin-left:12px}
 """
 
 _SHOW = """
@@ -46,11 +54,95 @@ async function send(body) {
   try {
     const response = await fetch('predict', {method: 'POST', headers: {'Content-Type': 'application/json'},
                                              body: JSON.stringify(body)});
-    show(await response.json(), response.ok);
+    const answer = await response.json();
+    show(answer, response.ok);
+    explain(response.ok ? body : null, answer.model);
+    showDrift();
   } catch (err) {
     show({error: String(err)}, false);
   } finally {
     clearTimeout(slow);
+  }
+}
+"""
+_EXPLAIN = """
+function fixed(v) { return typeof v === 'number' ? v.toFixed(4) : String(v); }
+function showContributions(e, record) {
+  const table = document.getElementById('explain');
+  const rows = Object.entries(e.contributions).sort((a, b) => Math.abs(b[1]) - Math.abs(a[1]));
+  const largest = Math.max(1e-12, ...rows.map(([, c]) => Math.abs(c)));
+  table.createCaption().textContent = "Why: each feature's contribution to the margin (bias "
+    + fixed(e.bias) + ' + contributions = margin ' + fixed(e.margin) + ')';
+  const head = table.createTHead().insertRow();
+  for (const name of ['feature', 'value', 'contribution']) head.insertCell().textContent = name;
+  const rowsBody = table.createTBody();
+  for (const [name, c] of rows) {
+    const row = rowsBody.insertRow();
+    row.className = 'feature';
+    row.insertCell().textContent = name;
+    row.insertCell().textContent = record && name in record ? String(record[name]) : '';
+    const bar = document.createElement('span');
+    bar.className = 'bar ' + (c >= 0 ? 'pos' : 'neg');
+    bar.style.width = Math.round(Math.abs(c) / largest * 150) + 'px';
+    const cell = row.insertCell();
+    cell.append(bar, ' ' + (c >= 0 ? '+' : '') + c.toFixed(4));
+  }
+  table.hidden = false;
+}
+function showSaliency(e) {
+  const map = document.getElementById('saliency');
+  if (!map) return;
+  const ctx = map.getContext('2d');
+  const h = e.saliency.length, w = e.saliency[0].length;
+  ctx.fillStyle = '#000'; ctx.fillRect(0, 0, map.width, map.height);
+  for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) {
+    ctx.fillStyle = 'rgba(255,140,0,' + e.saliency[y][x] + ')';
+    ctx.fillRect(x * map.width / w, y * map.height / h, map.width / w + 1, map.height / h + 1);
+  }
+  map.hidden = false;
+}
+async function explain(body, model) {
+  const table = document.getElementById('explain');
+  const map = document.getElementById('saliency');
+  table.innerHTML = ''; table.hidden = true;
+  if (map) map.hidden = true;
+  if (body === null) return;
+  try {
+    // The run that answered /predict (it may be a canary) is the one asked why.
+    const response = await fetch('explain', {method: 'POST', body: JSON.stringify(body),
+      headers: {'Content-Type': 'application/json', 'serve_multiplexed_model_id': model}});
+    if (!response.ok) return;  // no explanations for this model: the page shows the prediction only
+    const e = (await response.json()).explanations[0];
+    if (e && e.contributions) showContributions(e, Array.isArray(body) ? body[0] : null);
+    else if (e && e.saliency) showSaliency(e);
+  } catch (err) {
+    // an explanation is extra: a failed one leaves the prediction as it is
+  }
+}
+"""
+_DRIFT = """
+async function showDrift() {
+  // Asked after a prediction, never on load: /healthz would wake a model that scales to zero.
+  const line = document.getElementById('drift');
+  try {
+    const d = (await (await fetch('healthz')).json()).drift;
+    if (!d) { line.hidden = true; return; }
+    if (!d.psi) { line.textContent = 'input drift: ' + d.status; }
+    else if (d.status === 'drift') {
+      const named = d.flagged.map(f => f + ' (PSI ' + d.psi[f].toFixed(2) + ')');
+      if (d.prediction_flagged) named.push('predictions (PSI ' + d.prediction_psi.toFixed(2) + ')');
+      line.textContent = 'input drift: ' + named.join(', ') + ' over ' + d.threshold + ', in the last '
+        + d.rows + ' rows served';
+      line.className = 'drift';
+    } else {
+      const largest = Math.max(...Object.values(d.psi));
+      line.textContent = 'inputs look like the training data (largest PSI ' + largest.toFixed(3) + ', '
+        + d.rows + ' rows served)';
+      line.className = '';
+    }
+    line.hidden = false;
+  } catch (err) {
+    line.hidden = true;  // drift is extra: the prediction stands without it
   }
 }
 """
@@ -59,7 +151,8 @@ SLOW = "still predicting..."
 
 _CANVAS = """
 <p>Draw a digit (or anything the model knows) in the box, then press Predict.</p>
-<canvas id="pad" width="280" height="280" style="background:#000;cursor:crosshair;touch-action:none"></canvas><br>
+<canvas id="pad" width="280" height="280" style="background:#000;cursor:crosshair;touch-action:none"></canvas>\
+<canvas id="saliency" width="280" height="280" hidden title="saliency: the pixels the prediction rests on"></canvas><br>
 <button id="predict">Predict</button><button id="clear">Clear</button>
 <script>
 const pad = document.getElementById('pad');
@@ -120,7 +213,8 @@ def render(*, title: str, model_run_id: str, fields: list[dict[str, Any]] | None
 <body><h1>{html.escape(title)}</h1>
 <p>model run <code>{html.escape(model_run_id)}</code> &middot; <a href="docs">API docs</a></p>
 {body}
-<div id="result"></div><table id="probs"></table>
-<script>{waiting}{_SHOW}</script>
+<div id="result"></div><table id="probs"></table><table id="explain" hidden></table>
+<p id="drift" hidden></p>
+<script>{waiting}{_SHOW}{_EXPLAIN}{_DRIFT}</script>
 </body></html>
 """

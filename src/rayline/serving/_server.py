@@ -11,15 +11,20 @@ header, or the body's ``model`` field where the data kind has one).
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 from ray import serve
 
 from rayline import checkpoints
 from rayline._version import __version__
+from rayline.registry import Registry
 from rayline.serving._app import count_batch, ingress_app
 from rayline.serving._auth import Access
+from rayline.serving._drift import DriftGauges, LiveDrift
+from rayline.serving._explain import explain_checked
 from rayline.serving._models import MAX_MODELS_PER_REPLICA, Served, predict_checked, split_back
+from rayline.serving._routing import Router, Traffic
 from rayline.serving.oip import stubs
 from rayline.serving.oip.service import GRPCInference, OIPModel
 
@@ -46,6 +51,7 @@ class ModelServer(GRPCInference):
         precision: str = "float32",
         grpc: bool = False,
         scales_to_zero: bool = False,
+        traffic: dict[str, Any] | None = None,
     ) -> None:
         if grpc:  # requests arrive pickled: their message classes must import here
             stubs.modules()
@@ -81,7 +87,24 @@ class ModelServer(GRPCInference):
         # Serve routes a request naming a model to the replicas that report it loaded; each
         # replica reports the default at start, so a replica added by autoscaling gets traffic.
         await self.get_model(model_run_id)
-        self.oip = OIPModel(spec_name, self.served, self._predict_items)
+        self.oip = OIPModel(spec_name, self.served, self._answer_items)
+        self.router = Router(
+            self.served, Traffic.model_validate(traffic or {"primary": model_run_id}), self._predict_items
+        )
+        self.router.on_switch = self._switched
+        await self.router.start()
+        self.drift = LiveDrift.from_checkpoint(kind, meta, self.served.folder)  # None: trained before profiles
+        self.drift_gauges = DriftGauges(spec_name)
+
+    def _switched(self, run_id: str) -> None:
+        """An alias moved the primary: /healthz names it, drift compares with its training profile."""
+        self.info["model_run_id"] = run_id
+        folder = Registry(Path(self.served.home), self.served.tracking_uri).checkpoint_dir(run_id)
+        self.drift = LiveDrift.from_checkpoint(self.served.kind, self.served.meta, folder)
+
+    def _live(self) -> dict[str, Any]:
+        """What /healthz adds to ``info``: routing, per-model counts, drift of what the primary served."""
+        return {**self.router.summary(), "drift": None if self.drift is None else self.drift.summary()}
 
     def __serve_build_asgi_app__(self) -> Any:
         return ingress_app(
@@ -93,21 +116,28 @@ class ModelServer(GRPCInference):
             fields=self.served.kind.page_fields(self.served.meta),
             output_model=self.served.kind.output_model(self.served.meta),
             oip=self.oip,
-            stream=(self._predict_lines, min(self.served.family.predict_batch_size, 2048)),
+            stream_chunk=min(self.served.family.predict_batch_size, 2048),
+            live=self._live,
+            explain=self._explain_body,
         )
-
-    async def _predict_lines(self, inputs: list[Any], header_id: str | None) -> tuple[str, list[dict[str, Any]]]:
-        """A chunk of ``/predict/stream``: the inputs as one ``/predict`` body (ValidationError if bad)."""
-        return await self._predict_body(self.body_model.model_validate(inputs), header_id)
 
     @serve.multiplexed(max_num_models_per_replica=MAX_MODELS_PER_REPLICA)  # type: ignore[untyped-decorator]
     async def get_model(self, model_id: str) -> Any:
         return await self.served.load(model_id)
 
     async def _predict_body(self, body: Any, header_id: str | None = None) -> tuple[str, list[dict[str, Any]]]:
-        run_id = await self.served.resolve(getattr(body, "model", None) or header_id)
+        run_id = await self.router.route(getattr(body, "model", None) or header_id)
         items = self.served.kind.decode_request(body, self.served.meta)
-        return run_id, await self._predict_items(items, run_id)
+        return run_id, await self._answer_items(items, run_id)
+
+    async def _answer_items(self, items: list[Any], run_id: str) -> list[dict[str, Any]]:
+        """Decoded items (from /predict or the protocol's infer) answered by ``run_id``: counted,
+        mirrored to the shadow, and, for the primary, counted for drift."""
+        results = await self.router.predict(items, run_id)
+        if self.drift is not None and run_id == self.served.run_id:
+            self.drift.observe(items, results)
+            self.drift_gauges.update(self.drift)
+        return results
 
     async def _predict_items(self, items: list[Any], run_id: str) -> list[dict[str, Any]]:
         # Serve's batch queue costs a task switch, a timed wait and a metric per request, as
@@ -145,5 +175,20 @@ class ModelServer(GRPCInference):
         """For Python callers: ``await handle.predict.remote(body)``, validated like HTTP."""
         return (await self._predict_body(self.body_model.model_validate(payload), model))[1]
 
+    async def _explain_body(self, body: Any, header_id: str | None = None) -> tuple[str, list[dict[str, Any]]]:
+        """``POST /explain``: the run named (header or body), else the primary; not batched, not
+        routed to a canary (an explanation is asked for about one model's answer)."""
+        run_id = await self.served.resolve(getattr(body, "model", None) or header_id)
+        items = self.served.kind.decode_request(body, self.served.meta)
+        predictor = await self.get_model(run_id)
+        family = str((await self.served.meta_of(run_id)).get("family", self.served.family.name))
+        # TreeSHAP on a big body, or a saliency map's backward pass, takes longer than the event
+        # loop should stand still: other requests keep being answered meanwhile.
+        return run_id, await asyncio.to_thread(explain_checked, predictor, items, run_id=run_id, family=family)
+
+    async def explain(self, payload: Any, model: str | None = None) -> list[dict[str, Any]]:
+        """For Python callers: ``await handle.explain.remote(body)``, validated like HTTP."""
+        return (await self._explain_body(self.body_model.model_validate(payload), model))[1]
+
     def healthz(self) -> dict[str, Any]:
-        return {"status": "ok", **self.info}
+        return {"status": "ok", **self.info, **self._live()}

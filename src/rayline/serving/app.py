@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from rayline import checkpoints
 from rayline.registry import Registry, RunRecord, open_registry
 from rayline.serving._auth import Access
+from rayline.serving._routing import Traffic
 from rayline.serving.config import deployment_options, topology
 from rayline.spec import Spec, spec_from_dict
 
@@ -32,9 +33,30 @@ class BuildArgs(BaseModel):
     model: str = Field(default="best", description="best, latest or a run id of the spec")
 
 
-def application(spec: Spec, record: RunRecord, checkpoint: Path, registry: Registry, *, pack: bool = False) -> Any:
+def traffic(spec: Spec, model: str) -> dict[str, Any]:
+    """How the service splits its traffic: the model selector it was started with, the canary, the shadow."""
+    canary = spec.serve.canary
+    return Traffic(
+        primary=model,
+        canary=canary.model if canary else None,
+        canary_percent=canary.percent if canary else 0.0,
+        shadow=spec.serve.shadow,
+        poll_s=spec.serve.alias_poll_s,
+    ).model_dump()
+
+
+def application(
+    spec: Spec,
+    record: RunRecord,
+    checkpoint: Path,
+    registry: Registry,
+    *,
+    pack: bool = False,
+    model: str | None = None,
+) -> Any:
     """The spec's service for the registered run ``record`` (checkpoint in ``checkpoint``).
 
+    ``model``: the selector the run was named by (an alias is followed as it moves; default: the run).
     ``pack``: hand the replicas the checkpoint's bytes rather than its path (replicas on other
     nodes cannot read this one's disk); by default, only when this process talks to a cluster.
     """
@@ -45,6 +67,7 @@ def application(spec: Spec, record: RunRecord, checkpoint: Path, registry: Regis
     auto = spec.serve.autoscaling
     scales_to_zero = auto is not None and auto.min_replicas == 0
     portable = checkpoints.pack(checkpoint) if pack else checkpoints.portable(checkpoint)
+    routes = traffic(spec, model or record.run_id)
     served = {
         "family": record.family,
         "checkpoint": portable,
@@ -66,6 +89,7 @@ def application(spec: Spec, record: RunRecord, checkpoint: Path, registry: Regis
             max_request_bytes=spec.serve.max_request_bytes,
             grpc=spec.serve.grpc_port is not None,
             scales_to_zero=scales_to_zero,
+            traffic=routes,
         )
     deployment: Any = ModelServer
     return deployment.options(**deployment_options(spec.serve)).bind(
@@ -83,6 +107,7 @@ def application(spec: Spec, record: RunRecord, checkpoint: Path, registry: Regis
         precision=spec.serve.precision,
         grpc=spec.serve.grpc_port is not None,
         scales_to_zero=scales_to_zero,
+        traffic=routes,
     )
 
 
@@ -104,4 +129,4 @@ def build(args: dict[str, Any]) -> Any:
     registry = open_registry()
     record, checkpoint = resolve(spec, parsed.model, registry)
     Access.of(spec.serve).key()
-    return application(spec, record, checkpoint, registry, pack=True)
+    return application(spec, record, checkpoint, registry, pack=True, model=parsed.model)

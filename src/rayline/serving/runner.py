@@ -19,7 +19,7 @@ from functools import partial
 from typing import Any
 
 from rayline import runtime
-from rayline.errors import ServeError, map_error
+from rayline.errors import RaylineError, ServeError, map_error
 from rayline.registry import Registry, open_registry
 from rayline.serving._auth import Access
 from rayline.serving._ingress import ingress_env, stop_haproxy
@@ -49,6 +49,7 @@ class Service:
     model_run_id: str
     handle: Any
     grpc_address: str | None = None  # host:port of the Open Inference Protocol over gRPC
+    metrics_url: str | None = None  # this node's Prometheus endpoint (Ray's metrics, rayline's among them)
 
     def stop(self) -> None:
         from ray import serve
@@ -158,12 +159,20 @@ def start(
     finally:
         for name in added:  # Ray's processes took their environment when Ray started
             os.environ.pop(name, None)
+    # A canary or shadow that names nothing fails here, in one line, not in every replica.
+    canary = spec.serve.canary
+    for role, selector in (("canary", canary.model if canary else None), ("shadow", spec.serve.shadow)):
+        if selector:
+            try:
+                registry.resolve(spec.name, selector, metric=spec.metric, mode=spec.mode)
+            except RaylineError as err:
+                raise ServeError(f"serve.{role} {selector!r}: {err.message}") from None
     grpc = {"port": grpc_port, "grpc_servicer_functions": [stubs.SERVICER]} if grpc_port is not None else None
     try:
         serve.start(http_options={"host": host, "port": port}, grpc_options=grpc)
     except Exception as err:  # e.g. HAProxy failing to start, raised from its manager actor
         raise ServeError(f"could not start Ray Serve on {host}:{port}: {map_error(err, during='serving')}") from None
-    app = application(spec, record, checkpoint, registry)
+    app = application(spec, record, checkpoint, registry, model=model)
     try:
         handle = serve.run(app, name=spec.name, route_prefix="/", blocking=False)
     except Exception as err:  # serve.run waits for the replicas: one that cannot start ends here
@@ -178,7 +187,27 @@ def start(
     # else: serve.run has seen the application running with no replica; a request to /healthz
     # would wake one, and the service is to stay idle until its first user.
     grpc_address = f"{probe}:{grpc_port}" if grpc_port else None
-    return Service(name=spec.name, url=url, model_run_id=record.run_id, handle=handle, grpc_address=grpc_address)
+    return Service(
+        name=spec.name,
+        url=url,
+        model_run_id=record.run_id,
+        handle=handle,
+        grpc_address=grpc_address,
+        metrics_url=_metrics_url(),
+    )
+
+
+def _metrics_url() -> str | None:
+    """Where this node's Ray exports its metrics (Prometheus text), when this process runs the node."""
+    import ray
+
+    if runtime.cluster_address() is not None:
+        return None  # each node of a cluster exports its own; Prometheus finds them by Ray's service discovery
+    try:
+        node = next(n for n in ray.nodes() if n.get("Alive"))
+        return f"http://{node['NodeManagerAddress']}:{int(node['MetricsExportPort'])}/metrics"
+    except (StopIteration, KeyError, ValueError, TypeError):
+        return None
 
 
 class _DropRayNotices(io.TextIOBase):
