@@ -7,6 +7,8 @@ The Python API mirrors the CLI::
     best = rayline.tune(spec)              # rayline tune (resume=True: --resume)
     out = rayline.predict(spec, model="best")   # rayline predict
     report = rayline.evaluate(spec)        # rayline evaluate
+    shift = rayline.drift(run.run_id, input="new.parquet")  # rayline drift
+    rayline.promote(run.run_id, "champion")  # rayline promote (refuses a worse candidate)
     service = rayline.serve(spec)          # rayline serve (returns once healthy)
     everything = rayline.run(spec)         # rayline run: train, tune, predict, evaluate
 
@@ -33,9 +35,11 @@ from rayline.spec import Spec, load_spec, spec_from_dict
 
 if TYPE_CHECKING:
     from rayline.serving.runner import Service
+    from rayline.stages.drift import DriftReport
     from rayline.stages.evaluate import Evaluation
     from rayline.stages.pipeline import LifecycleResult
     from rayline.stages.predict import PredictResult
+    from rayline.stages.promote import Promotion
     from rayline.stages.train import TrainResult
     from rayline.stages.tune import TuneResult
 
@@ -52,10 +56,12 @@ __all__ = [
     "SpecError",
     "TrainError",
     "__version__",
+    "drift",
     "evaluate",
     "load_spec",
     "open_registry",
     "predict",
+    "promote",
     "run",
     "serve",
     "spec_from_dict",
@@ -83,6 +89,20 @@ def predict(spec: Spec, **kwargs: Any) -> PredictResult:
     from rayline.stages.predict import predict as _predict
 
     return _predict(spec, **kwargs)
+
+
+def promote(run_id: str, alias: str, **kwargs: Any) -> Promotion:
+    """Point ``alias`` of the spec's registered model at a run (see ``rayline.stages.promote.promote``)."""
+    from rayline.stages.promote import promote as _promote
+
+    return _promote(run_id, alias, **kwargs)
+
+
+def drift(run_id: str, **kwargs: Any) -> DriftReport:
+    """New rows against a model's training profile, PSI per feature (see ``rayline.stages.drift.drift``)."""
+    from rayline.stages.drift import drift as _drift
+
+    return _drift(run_id, **kwargs)
 
 
 def evaluate(spec: Spec, **kwargs: Any) -> Evaluation:

@@ -33,8 +33,10 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Generate or export the built-in datasets.", no_args_is_help=True)
 runs_app = typer.Typer(help="The run registry (MLflow).", no_args_is_help=True)
+models_app = typer.Typer(help="Registered models: versions and aliases (MLflow).", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(runs_app, name="runs")
+app.add_typer(models_app, name="models")
 
 # Piped output (CI logs, scripts) gets wide lines instead of rich's 80-column default.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
@@ -71,12 +73,15 @@ def data_taxi(
     with_truth: Annotated[
         bool, typer.Option("--with-truth", help="add tip_probability, the true P(is_big_tip)")
     ] = False,
+    trip_scale: Annotated[
+        float, typer.Option("--trip-scale", help="lengthen every trip (distance, duration, fare): a shifted table")
+    ] = 1.0,
 ) -> None:
     """Generate NYC taxi trips with the real file's schema."""
     from rayline.datasets import write_taxi
 
     with err.status(f"generating {rows:,} taxi trips"):
-        path = write_taxi(out_path, rows, seed=seed, with_truth=with_truth)
+        path = write_taxi(out_path, rows, seed=seed, with_truth=with_truth, trip_scale=trip_scale)
     out.print(f"wrote {rows:,} rows to {path}")
 
 
@@ -110,7 +115,7 @@ def validate(spec: SpecArg, set_: SetOpt = None) -> None:
 
 
 # ------------------------------------------------------------------------------- lifecycle
-ModelOpt = Annotated[str, typer.Option("--model", help="best, latest, or a run id")]
+ModelOpt = Annotated[str, typer.Option("--model", help="best, latest, an alias (champion) or a run id")]
 
 
 def _metric_line(metrics: Mapping[str, float]) -> str:
@@ -241,6 +246,41 @@ def report_cmd(
     out.print(f"wrote {folder / 'report.html'}")
 
 
+DRIFT_EXIT = 3  # drift found: not an error of the command, a result a script can branch on
+
+
+@app.command("drift")
+def drift_cmd(
+    run_id: Annotated[str, typer.Argument(help="run id (or a unique prefix of 6+ characters)")],
+    input_path: Annotated[str, typer.Option("--input", help="new rows: a table or image set the model reads")],
+    threshold: Annotated[
+        float, typer.Option("--threshold", help="PSI over this is drift (<0.1 none, 0.1-0.2 moderate)")
+    ] = 0.2,
+    out_path: Annotated[str | None, typer.Option("--out", help="folder (default RAYLINE_HOME/drift/RUN)")] = None,
+) -> None:
+    """Compare new rows with the model's training profile (PSI); exit 3 when any passes the threshold."""
+    from rayline.stages.drift import drift
+
+    with err.status(f"comparing {input_path} with the training profile of run {run_id}"):
+        report = drift(run_id, input=input_path, threshold=threshold, out=Path(out_path) if out_path else None)
+    result = report.result
+    table = Table("feature", "PSI", "flag", show_edge=False)
+    for name, value in sorted(result.features.items(), key=lambda kv: -kv[1]):
+        table.add_row(name, f"{value:.4f}", "DRIFT" if name in result.flagged else "")
+    out.print(table)
+    if result.prediction is not None:
+        flag = "  DRIFT" if result.prediction_flagged else ""
+        out.print(f"predictions PSI {result.prediction:.4f} (against the {result.prediction_source}){flag}")
+    out.print(f"{result.rows:,} rows against run {report.run_id}  ({report.seconds:.1f} s)")
+    out.print(f"wrote {report.plot} and {report.json_path.name}")
+    if report.drifted:
+        named = [f"{n} (PSI {result.features[n]:.2f})" for n in result.flagged]
+        if result.prediction_flagged and result.prediction is not None:
+            named.append(f"the predictions (PSI {result.prediction:.2f})")
+        err.print(f"drift: {', '.join(named)} over the threshold {threshold:g}", markup=False)
+        raise typer.Exit(DRIFT_EXIT)
+
+
 @app.command("predict")
 def predict_cmd(
     spec: SpecArg,
@@ -307,6 +347,14 @@ def serve_cmd(
             "--print-config", help="print a Ray Serve config for `serve run` / `serve deploy` instead of serving"
         ),
     ] = False,
+    canary: Annotated[
+        str | None,
+        typer.Option("--canary", help="MODEL:PERCENT, e.g. challenger:10: that share of requests goes to MODEL"),
+    ] = None,
+    shadow: Annotated[
+        str | None,
+        typer.Option("--shadow", help="MODEL also answers every request in the background, compared, never returned"),
+    ] = None,
 ) -> None:
     """Serve a registered model over HTTP (FastAPI on Ray Serve) until Ctrl-C."""
     import signal
@@ -314,7 +362,7 @@ def serve_cmd(
     from rayline.serving.runner import shutdown, start
     from rayline.spec import load_spec
 
-    loaded = load_spec(spec, set_ or [])
+    loaded = _with_traffic(load_spec(spec, set_ or []), canary, shadow)
     if print_config:
         sys.stdout.write(_serve_config_text(loaded, model, host or "0.0.0.0", port))
         return
@@ -332,6 +380,13 @@ def serve_cmd(
         if service.grpc_address:
             out.print(f"  grpc     {service.grpc_address}  (inference.GRPCInferenceService)")
         out.print(f"  try it        {service.url}/  (in a browser)")
+        if service.metrics_url:
+            out.print(f"  metrics       {service.metrics_url}  (Prometheus: ray_rayline_model_*)")
+        if loaded.serve.canary is not None:
+            share = loaded.serve.canary
+            out.print(f"  canary   {share.percent:g}% of requests -> {share.model}  (sticky per X-Route-Key header)")
+        if loaded.serve.shadow:
+            out.print(f"  shadow   {loaded.serve.shadow} answers every request too; agreement in /healthz")
         auto = loaded.serve.autoscaling
         if auto is not None and auto.min_replicas == 0:
             out.print("  idle: no model replica runs until a request comes (serve.autoscaling.min_replicas: 0)")
@@ -342,6 +397,27 @@ def serve_cmd(
         err.print("stopping")
     finally:
         shutdown()
+
+
+def _with_traffic(spec: Any, canary: str | None, shadow: str | None) -> Any:
+    """The spec with ``--canary MODEL:PERCENT`` and ``--shadow MODEL`` applied (checked like the spec)."""
+    if canary is None and shadow is None:
+        return spec
+    from rayline.spec import spec_from_dict
+
+    raw = spec.model_dump(mode="json")
+    if canary is not None:
+        model, _, percent = canary.rpartition(":")
+        try:
+            share = float(percent)
+        except ValueError:
+            share = -1.0
+        if not model or not 0 < share <= 100:
+            raise SpecError(f"--canary {canary!r}: expected MODEL:PERCENT, a percent in (0, 100], e.g. challenger:10")
+        raw["serve"]["canary"] = {"model": model, "percent": share}
+    if shadow is not None:
+        raw["serve"]["shadow"] = shadow
+    return spec_from_dict(raw, origin=f"spec {spec.name}")
 
 
 def _serve_config_text(spec: Any, model: str, host: str, port: int | None) -> str:
@@ -490,6 +566,65 @@ def runs_show(run_id: Annotated[str, typer.Argument(help="run id (or a unique pr
         out.print("\ntags:")
         for key in sorted(tags):
             out.print(f"  {key} = {tags[key]}")
+
+
+# ---------------------------------------------------------------------------------- models
+@app.command("promote")
+def promote_cmd(
+    run_id: Annotated[str, typer.Argument(help="run id (or a unique prefix of 6+ characters) with a model")],
+    alias: Annotated[str, typer.Option("--alias", help="the alias to point at the run, e.g. champion")],
+    force: Annotated[
+        bool, typer.Option("--force", help="promote even when the run evaluates worse than the alias's holder")
+    ] = False,
+    spec: Annotated[
+        Path | None, typer.Option("--spec", help="spec file to evaluate with (default: the run's own spec.yaml)")
+    ] = None,
+) -> None:
+    """Point an alias of the spec's registered model at a run; refuses a worse one unless --force."""
+    from rayline.spec import load_spec
+    from rayline.stages.promote import promote
+
+    loaded = load_spec(spec) if spec is not None else None
+    with err.status(f"promoting run {run_id} to {alias}"):
+        done = promote(run_id, alias, force=force, spec=loaded)
+    version = done.version
+    out.print(f"{version.model} version {version.version} (run {version.run_id}) is now {alias}")
+    if done.metric is not None:
+        note = "  (worse: forced)" if done.forced else ""
+        out.print(f"  {done.metric}: {done.candidate:.4f} vs {done.holder:.4f} for run {done.previous_run_id}{note}")
+
+
+@models_app.command("list")
+def models_list(
+    spec_name: Annotated[str | None, typer.Option("--spec", help="only this spec's registered model")] = None,
+) -> None:
+    """Versions of each registered model: aliases, metrics and lineage back to the data."""
+    from rayline.registry import open_registry
+
+    registry = open_registry()
+    names = [spec_name] if spec_name else registry.registered_models()
+    table = Table(show_edge=False, pad_edge=False)
+    for col in ("model", "version", "aliases", "run id", "family", "metrics", "data"):
+        table.add_column(col, no_wrap=col not in ("metrics", "data"))
+    shown = 0
+    for name in names:
+        for v in registry.versions(name):
+            r = registry.get(v.run_id)
+            data = ", ".join(
+                f"{k.removeprefix('rayline.data.')}={r.tags[k]}"
+                for k in ("rayline.data.source", "rayline.data.rows", "rayline.data.bytes")
+                if k in r.tags
+            )
+            scores = {k: m for k, m in r.metrics.items() if k.startswith(("valid_", "eval_")) and k != "eval_rows"}
+            if r.parent_id:
+                data = f"{data}, tune run {r.parent_id}"
+            metrics = ", ".join(f"{k}={m:.4g}" for k, m in sorted(scores.items())[:6])
+            table.add_row(name, str(v.version), ", ".join(v.aliases), v.run_id, r.family, metrics, data)
+            shown += 1
+    if not shown:
+        out.print("no registered models yet (promote a run: rayline promote RUN --alias champion)")
+        return
+    out.print(table)
 
 
 # ---------------------------------------------------------------------------------- doctor

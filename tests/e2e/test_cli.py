@@ -203,3 +203,23 @@ def test_a_taken_grpc_port_is_one_line() -> None:
             "serve", str(EXAMPLES / "taxi.yaml"), "--port", "0", "--set", f"serve.grpc_port={port}", check=False
         )
     assert_one_line_error(proc, f"cannot listen on 127.0.0.1:{port}", "pick another serve.grpc_port")
+
+
+@pytest.mark.parametrize("share", ["challenger", "challenger:0", "challenger:ten", ":10", "challenger:101"])
+def test_a_bad_canary_is_one_line(share: str) -> None:
+    proc = rayline("serve", str(EXAMPLES / "taxi.yaml"), "--canary", share, check=False)
+    assert_one_line_error(proc, f"--canary {share!r}", "MODEL:PERCENT")
+    assert proc.returncode == 2
+
+
+@pytest.mark.parametrize(
+    ("alias", "needle"),
+    [("latest", "alias 'latest' is not usable"), ("v2", "alias 'v2' is not usable"), ("9lives", "not usable")],
+)
+def test_an_unusable_alias_is_one_line(alias: str, needle: str) -> None:
+    assert_one_line_error(rayline("promote", "0123456789abcdef", "--alias", alias, check=False), needle)
+
+
+def test_promoting_nothing_is_one_line() -> None:
+    assert_one_line_error(rayline("promote", "0123456789abcdef", "--alias", "champion", check=False), "no run with id")
+    assert "no registered models yet" in rayline("models", "list").stdout
