@@ -314,10 +314,10 @@ def committed_epochs(spec: Spec, home: Path) -> list[int]:
 
 
 RESNET_EPOCHS = 4
-# valid_accuracy on 30 validation digits: 3 images either way. Batches of 16, not the default 32:
-# with 85 images a worker, 32 gives 3 BatchNorm updates an epoch and an unfaulted 2-worker run's
-# eval-mode accuracy then swings between 0.57 and 1.0 from epoch to epoch (docs/reliability.md).
-RESNET_TOLERANCE = 0.1
+# Batches of 16, not the default 32: with 85 images a worker, 32 gives 3 BatchNorm updates an epoch.
+# Even so the 2-worker run's eval-mode accuracy on 30 validation digits (each worker's own BatchNorm
+# statistics) swings between 0.37 and 1.0 with the CPU's kernels while its training loss falls
+# steadily (docs/reliability.md): the test compares training losses.
 RESNET_BATCH = 16
 
 
@@ -358,10 +358,16 @@ def test_killed_resnet_worker_resumes_from_its_epoch(tmp_path: Path, rayline_hom
     curve = [
         open_registry().metric_history(run.run_id, k) for k in ("valid_accuracy", "train_loss", "train_images_per_s")
     ]
-    assert run.metrics["valid_accuracy"] >= unfaulted.metrics["valid_accuracy"] - RESNET_TOLERANCE, (curve, run.metrics)
+    losses = [loss for _, loss in curve[1][:RESNET_EPOCHS]]
+    # The epoch after the kill starts from the committed weights: its loss carries on falling (a
+    # restart from random weights would begin again near the first epoch's loss).
+    assert losses[at_kill] < 0.6 * losses[at_kill - 1], curve
+    # And the run ends as well trained as the unfaulted one, by its training loss: validation accuracy
+    # on 30 digits is no measure here (see RESNET_BATCH).
+    assert min(losses) <= 2 * unfaulted.metrics["train_loss"], (curve, unfaulted.metrics)
     print(
         f"\nresnet18 on 2 workers: worker killed after epoch {at_kill}, run finished {finished_s:.1f} s later; "
-        f"valid_accuracy {run.metrics['valid_accuracy']:.3f} vs {unfaulted.metrics['valid_accuracy']:.3f} unfaulted"
+        f"lowest train_loss {min(losses):.4f} vs {unfaulted.metrics['train_loss']:.4f} unfaulted"
     )
 
 
