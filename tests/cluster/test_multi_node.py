@@ -71,9 +71,9 @@ def client(s3: dict[str, str]) -> Any:
     )  # fmt: skip
 
 
-def stored(s3: dict[str, str], prefix: str) -> set[str]:
+def stored(s3: dict[str, str], prefix: str, s3_client: Any = None) -> set[str]:
     """The keys under ``prefix`` in the test bucket."""
-    pages = client(s3).get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+    pages = (s3_client or client(s3)).get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
     return {item["Key"] for page in pages for item in page.get("Contents", [])}
 
 
@@ -84,9 +84,13 @@ def watching(s3: dict[str, str], prefix: str) -> Iterator[set[str]]:
     seen: set[str] = set()
     done = threading.Event()
 
+    # One client for the whole watch: making one takes longer, on a busy machine, than a short
+    # trial's checkpoint lives.
+    s3_client = client(s3)
+
     def poll() -> None:
-        while not done.wait(0.5):
-            seen.update(stored(s3, prefix))
+        while not done.wait(0.2):
+            seen.update(stored(s3, prefix, s3_client))
 
     watcher = threading.Thread(target=poll, daemon=True)
     watcher.start()
