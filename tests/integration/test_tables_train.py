@@ -182,8 +182,9 @@ def test_split_is_the_same_on_both_paths(
 ) -> None:
     """The content-hash split: reproducible, and the same rows whether pyarrow or Ray Data read them."""
     source = tables.make_table(kind, tmp_path / "data", fmt)
-    # declare an integer column categorical too: its categories must match across the paths
-    extra: dict[str, Any] = {"data": {"categorical": ["color", "count"]}} if kind == "binary" else {}
+    # declare an integer column categorical too: its categories must match across the paths, as must
+    # the min/max of the training side (data.scale)
+    extra: dict[str, Any] = {"data": {"categorical": ["color", "count"], "scale": ["x1"]}} if kind == "binary" else {}
     spec = tables.spec_for(kind, source, **extra)
 
     local, again = get_kind("table").prepare_local(spec), get_kind("table").prepare_local(spec)
