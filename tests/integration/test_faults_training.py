@@ -410,9 +410,12 @@ def test_killed_search_resumes_its_unfinished_trials(tmp_path: Path, rayline_hom
     assert len(trials) == 4 and {t.status for t in trials} == {"FINISHED"}
     # A trial interrupted between checkpoints went on from its last one, not from round 0.
     assert any(t.metrics.get("resumed_from_round", 0) >= 10 for t in trials), [t.metrics for t in trials]
+    rounds = list(range(10, TUNE_ROUNDS, 10))
     for trial in trials:
         steps = [step for step, _ in registry.metric_history(trial.run_id, "valid_loss")]
-        assert steps[:-1] == list(range(10, TUNE_ROUNDS, 10)), steps  # each round once, from round 10
+        # Each round once, from round 10. A trial that had made its final report when the search was
+        # killed reports that result again on resume: its first final report then shows as round 150.
+        assert steps[:-1] in (rounds, [*rounds, TUNE_ROUNDS]), steps
     print(f"\ntune: resumed search {resumed_s:.1f} s")
 
 
