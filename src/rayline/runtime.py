@@ -136,6 +136,26 @@ def local_cpus() -> int:
     return os.cpu_count() or 1
 
 
+# A Ray Train worker keeps its shard of a split in memory (numpy arrays) when its share is at
+# most this many MiB: each epoch is then a permutation of those arrays, not another pass of Ray
+# Data's streaming split, whose executor and shuffle buffer take CPU from the training loop.
+SHARD_CACHE_MB = 1024
+
+
+def shard_cache_bytes() -> float:
+    """The largest shard a Ray Train worker keeps in memory: ``RAYLINE_SHARD_CACHE_MB`` (0: none)."""
+    raw = os.environ.get("RAYLINE_SHARD_CACHE_MB")
+    if not raw:
+        return SHARD_CACHE_MB * 2**20
+    try:
+        value = float(raw)
+    except ValueError:
+        raise RuntimeStartError(f"RAYLINE_SHARD_CACHE_MB={raw!r} is not a number of MiB") from None
+    if not value >= 0:  # NaN too
+        raise RuntimeStartError(f"RAYLINE_SHARD_CACHE_MB={raw!r} must be 0 or more")
+    return value * 2**20
+
+
 def local_gpus() -> float:
     """GPUs on this machine: the embedded Ray's count once it runs, else what CUDA reports."""
     import ray

@@ -11,24 +11,43 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
+from rayline import runtime
 from rayline.families import get_family
 from rayline.stages.progress import Pulse
 
 Split = Literal["train", "valid"]
 
 
-def _frame_batches(frame: pd.DataFrame, batch_size: int, shuffle: bool, seed: int) -> Iterator[dict[str, np.ndarray]]:
-    order = np.random.default_rng(seed).permutation(len(frame)) if shuffle else np.arange(len(frame))
-    for start in range(0, len(frame), batch_size):
-        rows = frame.iloc[order[start : start + batch_size]]
-        yield {col: np.stack(rows[col].to_numpy()) for col in rows.columns}
+def cached_splits(datasets: Mapping[str, Any], workers: int) -> list[str]:
+    """The (materialized) splits a Ray Train worker keeps in memory: those whose share per worker
+    is within ``runtime.shard_cache_bytes()`` (decided on the driver, which knows their size)."""
+    limit = runtime.shard_cache_bytes()
+    return [name for name, ds in datasets.items() if ds.size_bytes() / max(1, workers) <= limit]
+
+
+def _columns(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """A frame as one array per column (an image column of per-row arrays stacked once)."""
+    return {col: np.stack(frame[col].to_numpy()) for col in frame.columns}
+
+
+def _array_batches(
+    columns: Mapping[str, np.ndarray], batch_size: int, shuffle: bool, seed: int | tuple[int, ...]
+) -> Iterator[dict[str, np.ndarray]]:
+    rows = len(next(iter(columns.values()))) if columns else 0
+    order = np.random.default_rng(seed).permutation(rows) if shuffle else None
+    for start in range(0, rows, batch_size):
+        if order is None:
+            yield {col: values[start : start + batch_size] for col, values in columns.items()}
+        else:
+            take = order[start : start + batch_size]
+            yield {col: values[take] for col, values in columns.items()}
 
 
 class LocalContext:
@@ -54,6 +73,7 @@ class LocalContext:
         self._cpus = max(1, cpus)
         self._on_report = on_report
         self._epoch = 0
+        self._columns: dict[str, dict[str, np.ndarray]] = {}
         self.workdir = workdir
         self.history: list[dict[str, float]] = []
         self.checkpoint: Path | None = None
@@ -85,7 +105,9 @@ class LocalContext:
 
     def batches(self, split: Split, batch_size: int, *, shuffle: bool) -> Iterator[dict[str, np.ndarray]]:
         self._epoch += 1
-        return _frame_batches(self._frames[split], batch_size, shuffle, seed=self._epoch)
+        if split not in self._columns:
+            self._columns[split] = _columns(self._frames[split])
+        return _array_batches(self._columns[split], batch_size, shuffle, seed=self._epoch)
 
     def resume_from(self) -> Path | None:
         return self._resume
@@ -152,9 +174,10 @@ class TuneTrialContext(LocalContext):
 
 
 class TrainWorkerContext:
-    """Runs the loop in a Ray Train worker; shards come from the trainer's datasets."""
+    """Runs the loop in a Ray Train worker; shards come from the trainer's datasets (the splits in
+    ``cache`` are read once and kept in memory, see ``cached_splits``)."""
 
-    def __init__(self, cpus: int, workdir: Path, pulse: Pulse) -> None:
+    def __init__(self, cpus: int, workdir: Path, pulse: Pulse, cache: Iterable[str] = ()) -> None:
         import ray.train
 
         self._pulse = pulse
@@ -163,6 +186,8 @@ class TrainWorkerContext:
         self._epoch = 0
         self._workdir = workdir
         self._resume: Path | None = None
+        self._cache = set(cache)
+        self._columns: dict[str, dict[str, np.ndarray]] = {}
 
     @property
     def cpus(self) -> int:
@@ -184,16 +209,31 @@ class TrainWorkerContext:
         self._pulse.beat(f"worker {self.rank} read its {split} shard")
         return frame
 
+    def _shard_columns(self, split: Split) -> dict[str, np.ndarray]:
+        import ray.train
+
+        self._pulse.beat(f"worker {self.rank} reading its {split} shard")
+        shard = ray.train.get_dataset_shard(split).materialize()
+        parts = list(shard.iter_batches(batch_size=None, batch_format="numpy"))
+        self._pulse.beat(f"worker {self.rank} read its {split} shard")
+        return {col: np.concatenate([part[col] for part in parts]) for col in (parts[0] if parts else {})}
+
     def batches(self, split: Split, batch_size: int, *, shuffle: bool) -> Iterator[dict[str, np.ndarray]]:
         import ray.train
 
         self._epoch += 1
+        note = f"worker {self.rank} {split} batch"
+        if split in self._cache:
+            if split not in self._columns:
+                self._columns[split] = self._shard_columns(split)
+            seed = (self._epoch, self.rank)
+            return self._pulse.batches(_array_batches(self._columns[split], batch_size, shuffle, seed), note)
         shard = ray.train.get_dataset_shard(split)
         kwargs: dict[str, Any] = {"batch_size": batch_size, "batch_format": "numpy"}
         if shuffle:
             kwargs.update(local_shuffle_buffer_size=max(batch_size * 8, 1024), local_shuffle_seed=self._epoch)
         batches: Iterator[dict[str, np.ndarray]] = shard.iter_batches(**kwargs)
-        return self._pulse.batches(batches, f"worker {self.rank} {split} batch")
+        return self._pulse.batches(batches, note)
 
     def resume_from(self) -> Path | None:
         """The run's latest checkpoint: Ray Train hands it to every worker after a worker failure
@@ -223,7 +263,10 @@ def train_worker(config: dict[str, Any]) -> None:
     family = get_family(config["family"])
     with tempfile.TemporaryDirectory(prefix="rayline-worker-") as tmp:
         ctx = TrainWorkerContext(
-            cpus=int(config["worker_cpus"]), workdir=Path(tmp), pulse=Pulse(config.get("progress"))
+            cpus=int(config["worker_cpus"]),
+            workdir=Path(tmp),
+            pulse=Pulse(config.get("progress")),
+            cache=config.get("cache_splits", ()),
         )
         family.train_loop(config, ctx)
 

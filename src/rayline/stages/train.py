@@ -34,7 +34,7 @@ from rayline.families import Family
 from rayline.registry import Registry, open_registry
 from rayline.spec import Spec
 from rayline.stages import progress
-from rayline.stages.contexts import LocalContext, saved_state, train_worker
+from rayline.stages.contexts import LocalContext, cached_splits, saved_state, train_worker
 from rayline.stages.engine import plugs, prepare, trains_in_process
 from rayline.stages.profiling import store_profile
 from rayline.stages.resume import clear_local, clear_storage, local_state, train_key, train_resumable
@@ -138,7 +138,12 @@ def run_ray_train(
 
     workers, cpus_each = worker_resources(spec, total_cpus)
     with progress.watch("the Ray Train run", spec.train.stall_timeout_s, "train.stall_timeout_s") as stall:
-        config = {**data.config, "worker_cpus": max(1, int(cpus_each)), "progress": stall.board}
+        config = {
+            **data.config,
+            "worker_cpus": max(1, int(cpus_each)),
+            "progress": stall.board,
+            "cache_splits": cached_splits(data.datasets, workers),
+        }
         trainer = family.trainer(
             train_worker,
             train_loop_config=config,

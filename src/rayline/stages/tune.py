@@ -34,7 +34,7 @@ from rayline.errors import SpecError, TrainError, map_error, root_cause
 from rayline.families import Family, get_family
 from rayline.registry import Registry, open_registry
 from rayline.spec import SearchDomain, Spec
-from rayline.stages.contexts import TuneTrialContext, train_worker
+from rayline.stages.contexts import TuneTrialContext, cached_splits, train_worker
 from rayline.stages.engine import plugs, prepare, trains_in_process
 from rayline.stages.progress import Pulse, watch
 from rayline.stages.resume import clear_storage, search_key, storage_folder
@@ -96,7 +96,12 @@ def _train_trial(config: dict[str, Any], *, base: dict[str, Any], datasets: dict
     workers, cpus_each = worker_resources(trial_spec, cpus)
     trainer = family.trainer(
         train_worker,
-        train_loop_config={**base, "spec": trial_spec.model_dump(mode="json"), "worker_cpus": max(1, int(cpus_each))},
+        train_loop_config={
+            **base,
+            "spec": trial_spec.model_dump(mode="json"),
+            "worker_cpus": max(1, int(cpus_each)),
+            "cache_splits": cached_splits(datasets, workers),
+        },
         scaling_config=scaling_config(trial_spec, workers, cpus_each),
         run_config=ray.train.RunConfig(
             storage_path=runtime.storage_path(),
