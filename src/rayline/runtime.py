@@ -136,9 +136,9 @@ def local_cpus() -> int:
     return os.cpu_count() or 1
 
 
-# A Ray Train worker keeps its shard of a split in memory (numpy arrays) when its share is at
-# most this many MiB: each epoch is then a permutation of those arrays, not another pass of Ray
-# Data's streaming split, whose executor and shuffle buffer take CPU from the training loop.
+# A Ray Train worker is handed its share of a split and holds it in memory when the share is at
+# most this many MiB (``stages.contexts.split_for_workers``); larger shares stream through Ray
+# Data each epoch.
 SHARD_CACHE_MB = 1024
 
 

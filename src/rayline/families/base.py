@@ -40,6 +40,10 @@ class LoopContext(Protocol):
     def frame(self, split: Literal["train", "valid"]) -> pd.DataFrame:
         """This worker's share of a table split (table families)."""
 
+    def whole(self, split: Literal["train", "valid"]) -> pd.DataFrame:
+        """All of a table split, whichever worker asks: for a metric that does not add up across
+        workers' shares (AUC). A Ray Train worker whose split streams gets its own share."""
+
     def batches(
         self, split: Literal["train", "valid"], batch_size: int, *, shuffle: bool
     ) -> Iterator[dict[str, np.ndarray]]:

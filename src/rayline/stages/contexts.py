@@ -2,7 +2,7 @@
 
 - ``LocalContext``: in the calling process (small data: no Ray Train start-up cost).
 - ``TuneTrialContext``: inside a Ray Tune function trainable (data from the object store).
-- ``TrainWorkerContext``: inside a Ray Train worker (data from Ray Data shards);
+- ``TrainWorkerContext``: inside a Ray Train worker (its share of each split, held or streamed);
   ``train_worker`` is every worker's entry point.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,11 +25,24 @@ from rayline.stages.progress import Pulse
 Split = Literal["train", "valid"]
 
 
-def cached_splits(datasets: Mapping[str, Any], workers: int) -> list[str]:
-    """The (materialized) splits a Ray Train worker keeps in memory: those whose share per worker
-    is within ``runtime.shard_cache_bytes()`` (decided on the driver, which knows their size)."""
+def split_for_workers(datasets: Mapping[str, Any], workers: int) -> tuple[dict[str, list[Any]], dict[str, Any]]:
+    """(splits each worker holds whole, splits that stream), for (materialized) datasets.
+
+    A split whose share per worker is within ``runtime.shard_cache_bytes()`` is split here, one
+    ``MaterializedDataset`` per worker with the same number of rows (Ray Data's
+    ``split(equal=True)``: DDP's workers must take the same number of steps); the worker reads its
+    own once. No streaming split to coordinate: Ray Data starts a coordinator actor per split and
+    runs its executor in every worker each epoch. Larger splits stream (the trainer's datasets).
+    """
     limit = runtime.shard_cache_bytes()
-    return [name for name, ds in datasets.items() if ds.size_bytes() / max(1, workers) <= limit]
+    held: dict[str, list[Any]] = {}
+    streamed: dict[str, Any] = {}
+    for name, ds in datasets.items():
+        if ds.size_bytes() / max(1, workers) <= limit:
+            held[name] = ds.split(workers, equal=True)
+        else:
+            streamed[name] = ds
+    return held, streamed
 
 
 def _columns(frame: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -101,6 +114,9 @@ class LocalContext:
         return 1
 
     def frame(self, split: Split) -> pd.DataFrame:
+        return self._frames[split]
+
+    def whole(self, split: Split) -> pd.DataFrame:
         return self._frames[split]
 
     def batches(self, split: Split, batch_size: int, *, shuffle: bool) -> Iterator[dict[str, np.ndarray]]:
@@ -175,9 +191,9 @@ class TuneTrialContext(LocalContext):
 
 class TrainWorkerContext:
     """Runs the loop in a Ray Train worker; shards come from the trainer's datasets (the splits in
-    ``cache`` are read once and kept in memory, see ``cached_splits``)."""
+    ``held`` come one per worker, see ``split_for_workers``; each is read once and kept)."""
 
-    def __init__(self, cpus: int, workdir: Path, pulse: Pulse, cache: Iterable[str] = ()) -> None:
+    def __init__(self, cpus: int, workdir: Path, pulse: Pulse, held: Mapping[str, Sequence[Any]] | None = None) -> None:
         import ray.train
 
         self._pulse = pulse
@@ -186,7 +202,7 @@ class TrainWorkerContext:
         self._epoch = 0
         self._workdir = workdir
         self._resume: Path | None = None
-        self._cache = set(cache)
+        self._held = dict(held or {})
         self._columns: dict[str, dict[str, np.ndarray]] = {}
 
     @property
@@ -202,19 +218,29 @@ class TrainWorkerContext:
         return int(self._ctx.get_world_size())
 
     def frame(self, split: Split) -> pd.DataFrame:
-        import ray.train
 
         self._pulse.beat(f"worker {self.rank} reading its {split} shard")
-        frame: pd.DataFrame = ray.train.get_dataset_shard(split).materialize().to_pandas()
+        frame: pd.DataFrame = self._shard(split).to_pandas()
         self._pulse.beat(f"worker {self.rank} read its {split} shard")
         return frame
 
-    def _shard_columns(self, split: Split) -> dict[str, np.ndarray]:
+    def whole(self, split: Split) -> pd.DataFrame:
+        if split not in self._held:  # streamed: no other worker's share is at hand
+            return self.frame(split)
+        self._pulse.beat(f"worker {self.rank} reading all of {split}")
+        return pd.concat([shard.to_pandas() for shard in self._held[split]], ignore_index=True)
+
+    def _shard(self, split: Split) -> Any:
+        """This worker's share of a split, materialized."""
         import ray.train
 
+        if split in self._held:
+            return self._held[split][self.rank]
+        return ray.train.get_dataset_shard(split).materialize()
+
+    def _shard_columns(self, split: Split) -> dict[str, np.ndarray]:
         self._pulse.beat(f"worker {self.rank} reading its {split} shard")
-        shard = ray.train.get_dataset_shard(split).materialize()
-        parts = list(shard.iter_batches(batch_size=None, batch_format="numpy"))
+        parts = list(self._shard(split).iter_batches(batch_size=None, batch_format="numpy"))
         self._pulse.beat(f"worker {self.rank} read its {split} shard")
         return {col: np.concatenate([part[col] for part in parts]) for col in (parts[0] if parts else {})}
 
@@ -223,7 +249,7 @@ class TrainWorkerContext:
 
         self._epoch += 1
         note = f"worker {self.rank} {split} batch"
-        if split in self._cache:
+        if split in self._held:
             if split not in self._columns:
                 self._columns[split] = self._shard_columns(split)
             seed = (self._epoch, self.rank)
@@ -266,7 +292,7 @@ def train_worker(config: dict[str, Any]) -> None:
             cpus=int(config["worker_cpus"]),
             workdir=Path(tmp),
             pulse=Pulse(config.get("progress")),
-            cache=config.get("cache_splits", ()),
+            held=config.get("held_splits"),
         )
         family.train_loop(config, ctx)
 

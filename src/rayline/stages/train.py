@@ -34,7 +34,7 @@ from rayline.families import Family
 from rayline.registry import Registry, open_registry
 from rayline.spec import Spec
 from rayline.stages import progress
-from rayline.stages.contexts import LocalContext, cached_splits, saved_state, train_worker
+from rayline.stages.contexts import LocalContext, saved_state, split_for_workers, train_worker
 from rayline.stages.engine import plugs, prepare, trains_in_process
 from rayline.stages.profiling import store_profile
 from rayline.stages.resume import clear_local, clear_storage, local_state, train_key, train_resumable
@@ -142,8 +142,8 @@ def run_ray_train(
             **data.config,
             "worker_cpus": max(1, int(cpus_each)),
             "progress": stall.board,
-            "cache_splits": cached_splits(data.datasets, workers),
         }
+        config["held_splits"], streamed = split_for_workers(data.datasets, workers)
         trainer = family.trainer(
             train_worker,
             train_loop_config=config,
@@ -154,7 +154,7 @@ def run_ray_train(
                 checkpoint_config=ray.train.CheckpointConfig(num_to_keep=None),
                 failure_config=failure_config(spec),
             ),
-            datasets=data.datasets,
+            datasets=streamed,
         )
         try:
             result = trainer.fit()

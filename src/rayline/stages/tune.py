@@ -34,7 +34,7 @@ from rayline.errors import SpecError, TrainError, map_error, root_cause
 from rayline.families import Family, get_family
 from rayline.registry import Registry, open_registry
 from rayline.spec import SearchDomain, Spec
-from rayline.stages.contexts import TuneTrialContext, cached_splits, train_worker
+from rayline.stages.contexts import TuneTrialContext, split_for_workers, train_worker
 from rayline.stages.engine import plugs, prepare, trains_in_process
 from rayline.stages.progress import Pulse, watch
 from rayline.stages.resume import clear_storage, search_key, storage_folder
@@ -85,8 +85,13 @@ def _local_trial(config: dict[str, Any], *, base: dict[str, Any], frames: dict[s
         family.train_loop(loop_config, ctx)
 
 
-def _train_trial(config: dict[str, Any], *, base: dict[str, Any], datasets: dict[str, Any], cpus: float) -> None:
-    """One trial on big data: launch a Ray Train run; its reports become the trial's reports."""
+def _train_trial(
+    config: dict[str, Any], *, base: dict[str, Any], held: dict[str, list[Any]], datasets: dict[str, Any], cpus: float
+) -> None:
+    """One trial on big data: launch a Ray Train run; its reports become the trial's reports.
+
+    ``held``: the splits each worker holds whole, split once for every trial (``split_for_workers``:
+    trials differ in model settings, never in their workers); ``datasets`` stream."""
     import ray.train
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -100,7 +105,7 @@ def _train_trial(config: dict[str, Any], *, base: dict[str, Any], datasets: dict
             **base,
             "spec": trial_spec.model_dump(mode="json"),
             "worker_cpus": max(1, int(cpus_each)),
-            "cache_splits": cached_splits(datasets, workers),
+            "held_splits": held,
         },
         scaling_config=scaling_config(trial_spec, workers, cpus_each),
         run_config=ray.train.RunConfig(
@@ -223,7 +228,10 @@ def tune(
             # them: trials sized for the whole cluster could only run one at a time.
             reserve = runtime.data_reserve(resources.cpus)
             share = reserve + max(0.1, resources.cpus - reserve) / at_once
-            trainable = ray_tune.with_parameters(_train_trial, base=data.config, datasets=data.datasets, cpus=share)
+            held, streamed = split_for_workers(data.datasets, worker_resources(spec, share)[0])
+            trainable = ray_tune.with_parameters(
+                _train_trial, base=data.config, held=held, datasets=streamed, cpus=share
+            )
             # The trial only launches a Train run (whose workers hold the CPUs); Tune needs a nonzero bundle.
             trainable = ray_tune.with_resources(trainable, {"cpu": 0.01})
         name = search_key(spec)

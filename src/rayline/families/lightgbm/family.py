@@ -267,9 +267,12 @@ def train_booster(config: Mapping[str, Any], ctx: LoopContext) -> None:
         final["resumed_from_round"] = float(start)  # time_boost_s counts the rounds since
     for name, values in curves.items():
         final.update(_rename(name, values[best - 1]))
-    if layout.task == "binary":
-        scores = np.asarray(booster.predict(valid_x, num_iteration=best, num_threads=ctx.cpus))
-        auc = _auc(valid_y, scores)
+    if layout.task == "binary" and ctx.rank == 0:
+        # Over the whole validation split: an AUC of this worker's share alone is not the run's.
+        every = valid if ctx.world_size == 1 else ctx.whole("valid")
+        every_x, every_y = features_frame(every, layout), encode_label(every[layout.label], layout)
+        scores = np.asarray(booster.predict(every_x, num_iteration=best, num_threads=ctx.cpus))
+        auc = _auc(every_y, scores)
         if auc is not None:
             final["valid_auc"] = auc
     if ctx.rank != 0:
