@@ -45,9 +45,12 @@ def split_for_workers(datasets: Mapping[str, Any], workers: int) -> tuple[dict[s
     return held, streamed
 
 
-def _columns(frame: pd.DataFrame) -> dict[str, np.ndarray]:
-    """A frame as one array per column (an image column of per-row arrays stacked once)."""
-    return {col: np.stack(frame[col].to_numpy()) for col in frame.columns}
+def _frame_batches(frame: pd.DataFrame, batch_size: int, shuffle: bool, seed: int) -> Iterator[dict[str, np.ndarray]]:
+    """Batches of a frame's rows, each column stacked per batch (the frame's memory, not twice it)."""
+    order = np.random.default_rng(seed).permutation(len(frame)) if shuffle else np.arange(len(frame))
+    for start in range(0, len(frame), batch_size):
+        rows = frame.iloc[order[start : start + batch_size]]
+        yield {col: np.stack(rows[col].to_numpy()) for col in rows.columns}
 
 
 def _array_batches(
@@ -86,7 +89,6 @@ class LocalContext:
         self._cpus = max(1, cpus)
         self._on_report = on_report
         self._epoch = 0
-        self._columns: dict[str, dict[str, np.ndarray]] = {}
         self.workdir = workdir
         self.history: list[dict[str, float]] = []
         self.checkpoint: Path | None = None
@@ -121,9 +123,7 @@ class LocalContext:
 
     def batches(self, split: Split, batch_size: int, *, shuffle: bool) -> Iterator[dict[str, np.ndarray]]:
         self._epoch += 1
-        if split not in self._columns:
-            self._columns[split] = _columns(self._frames[split])
-        return _array_batches(self._columns[split], batch_size, shuffle, seed=self._epoch)
+        return _frame_batches(self._frames[split], batch_size, shuffle, seed=self._epoch)
 
     def resume_from(self) -> Path | None:
         return self._resume
@@ -218,7 +218,6 @@ class TrainWorkerContext:
         return int(self._ctx.get_world_size())
 
     def frame(self, split: Split) -> pd.DataFrame:
-
         self._pulse.beat(f"worker {self.rank} reading its {split} shard")
         frame: pd.DataFrame = self._shard(split).to_pandas()
         self._pulse.beat(f"worker {self.rank} read its {split} shard")

@@ -138,12 +138,8 @@ def run_ray_train(
 
     workers, cpus_each = worker_resources(spec, total_cpus)
     with progress.watch("the Ray Train run", spec.train.stall_timeout_s, "train.stall_timeout_s") as stall:
-        config = {
-            **data.config,
-            "worker_cpus": max(1, int(cpus_each)),
-            "progress": stall.board,
-        }
-        config["held_splits"], streamed = split_for_workers(data.datasets, workers)
+        held, streamed = split_for_workers(data.datasets, workers)
+        config = {**data.config, "worker_cpus": max(1, int(cpus_each)), "progress": stall.board, "held_splits": held}
         trainer = family.trainer(
             train_worker,
             train_loop_config=config,

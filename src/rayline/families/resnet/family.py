@@ -154,7 +154,7 @@ def train_resnet(config: Mapping[str, Any], ctx: LoopContext) -> None:
         best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
     for epoch in range(first, model_spec.epochs + 1):
         model.train()
-        batches = ctx.batches("train", model_spec.batch_size, shuffle=True)  # a cached shard loads here
+        batches = ctx.batches("train", model_spec.batch_size, shuffle=True)  # a held shard is read here, once
         start, seen, loss_sum = time.perf_counter(), 0, 0.0
         for batch in batches:
             x = _tensor(batch["image"], layout, device)
