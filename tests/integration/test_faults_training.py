@@ -359,9 +359,13 @@ def test_killed_resnet_worker_resumes_from_its_epoch(tmp_path: Path, rayline_hom
         open_registry().metric_history(run.run_id, k) for k in ("valid_accuracy", "train_loss", "train_images_per_s")
     ]
     losses = [loss for _, loss in curve[1][:RESNET_EPOCHS]]
-    # The epoch after the kill starts from the committed weights: its loss carries on falling (a
-    # restart from random weights would begin again near the first epoch's loss).
-    assert losses[at_kill] < 0.6 * losses[at_kill - 1], curve
+    # The restarted group loaded a committed checkpoint (weights, optimizer and epoch are read
+    # together) and went on from it; its next epoch's loss carries on, with no jump back up. A
+    # falling loss alone cannot tell a resume from a fresh start once epoch 1 is already low
+    # (a held shard is shuffled whole: 2 digits reach ~0.3 in one epoch).
+    resumed = int(run.metrics["resumed_from_epoch"])
+    assert at_kill <= resumed < RESNET_EPOCHS, run.metrics
+    assert losses[resumed] <= 1.5 * losses[resumed - 1], curve
     # And the run ends as well trained as the unfaulted one, by its training loss: validation accuracy
     # on 30 digits is no measure here (see RESNET_BATCH).
     assert min(losses) <= 2 * unfaulted.metrics["train_loss"], (curve, unfaulted.metrics)
