@@ -269,8 +269,10 @@ def train_booster(config: Mapping[str, Any], ctx: LoopContext) -> None:
         final.update(_rename(name, values[best - 1]))
     if layout.task == "binary" and ctx.rank == 0:
         # Over the whole validation split: an AUC of this worker's share alone is not the run's.
-        every = valid if ctx.world_size == 1 else ctx.whole("valid")
-        every_x, every_y = features_frame(every, layout), encode_label(every[layout.label], layout)
+        every_x, every_y = valid_x, valid_y
+        if ctx.world_size > 1:
+            every = ctx.whole("valid")
+            every_x, every_y = features_frame(every, layout), encode_label(every[layout.label], layout)
         scores = np.asarray(booster.predict(every_x, num_iteration=best, num_threads=ctx.cpus))
         auc = _auc(every_y, scores)
         if auc is not None:
