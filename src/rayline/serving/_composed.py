@@ -19,18 +19,18 @@ from typing import Any
 
 from ray import serve
 
-from rayline._version import __version__
 from rayline.data import get_kind
 from rayline.errors import DataError
 from rayline.registry import Registry
-from rayline.serving._app import count_batch, ingress_app
+from rayline.serving._app import count_batch
 from rayline.serving._auth import Access
 from rayline.serving._drift import LiveDrift
+from rayline.serving._edge import HTTPEdge
 from rayline.serving._explain import NotExplainable, explain_checked
 from rayline.serving._models import MAX_MODELS_PER_REPLICA, Served, predict_checked, split_back
 from rayline.serving._routing import Router, Traffic
 from rayline.serving.oip import stubs
-from rayline.serving.oip.service import GRPCInference, OIPModel
+from rayline.serving.oip.service import OIPModel
 
 
 @serve.deployment(name="preprocess")
@@ -111,7 +111,7 @@ class Model:
 
 @serve.deployment(name="ingress")
 @serve.ingress()
-class Ingress(GRPCInference):
+class Ingress(HTTPEdge):
     """HTTP edge: /predict, /healthz, /docs; validates requests and picks the model."""
 
     async def __init__(  # type: ignore[misc]  # Serve awaits an async constructor
@@ -133,20 +133,17 @@ class Ingress(GRPCInference):
             stubs.modules()
         self.preprocessor, self.model = preprocessor, model
         self.served = Served(spec_name=spec_name, **served)  # resolves model ids; never loads a model here
-        kind, meta = self.served.kind, self.served.meta
-        self.body_model = kind.request_model(meta)
-        self.info: dict[str, Any] = {
-            "spec": spec_name,
-            "family": served["family"],
-            "model_run_id": self.served.run_id,
-            "topology": "composed",
-            "scales_to_zero": scales_to_zero,
-            **kind.describe(meta),
-            "rayline_version": __version__,
-            # How well dynamic batching groups concurrent requests (requests per ingress batch).
-            "batching": {"batches": 0, "requests": 0, "largest": 0},
-        }
-        self.access, self.max_request_bytes = access, max_request_bytes
+        # How well dynamic batching groups concurrent requests (requests per ingress batch).
+        batching = {"batches": 0, "requests": 0, "largest": 0}
+        self._edge_setup(
+            topology="composed",
+            spec_name=spec_name,
+            family=served["family"],
+            access=access,
+            max_request_bytes=max_request_bytes,
+            scales_to_zero=scales_to_zero,
+            batching=batching,
+        )
         self._batched.set_max_batch_size(max_batch_size)  # type: ignore[attr-defined]
         self._batched.set_batch_wait_timeout_s(batch_wait_timeout_s)  # type: ignore[attr-defined]
         self.oip = OIPModel(spec_name, self.served, self._predict_items)
@@ -162,22 +159,7 @@ class Ingress(GRPCInference):
         results: list[dict[str, Any]] = await self.model.options(multiplexed_model_id=run_id).remote(items)
         return results
 
-    def __serve_build_asgi_app__(self) -> Any:
-        return ingress_app(
-            info=self.info,
-            body_model=self.body_model,
-            predict=self._predict_body,
-            access=self.access,
-            max_request_bytes=self.max_request_bytes,
-            fields=self.served.kind.page_fields(self.served.meta),
-            output_model=self.served.kind.output_model(self.served.meta),
-            oip=self.oip,
-            stream_chunk=min(self.served.family.predict_batch_size, 2048),
-            live=self._live,
-            explain=self._explain_body,
-        )
-
-    async def _predict_body(self, body: Any, header_id: str | None) -> tuple[str, list[dict[str, Any]]]:
+    async def _predict_body(self, body: Any, header_id: str | None = None) -> tuple[str, list[dict[str, Any]]]:
         run_id = await self.router.route(getattr(body, "model", None) or header_id)
         return run_id, await self.router.predict(body.model_dump(mode="json"), run_id)
 
@@ -208,11 +190,7 @@ class Ingress(GRPCInference):
                 results[i] = part
         return results
 
-    async def predict(self, payload: Any, model: str | None = None) -> list[dict[str, Any]]:
-        """For Python callers: ``await handle.predict.remote(body)``, validated like HTTP."""
-        return (await self._predict_body(self.body_model.model_validate(payload), model))[1]
-
-    async def _explain_body(self, body: Any, header_id: str | None) -> tuple[str, list[dict[str, Any]]]:
+    async def _explain_body(self, body: Any, header_id: str | None = None) -> tuple[str, list[dict[str, Any]]]:
         """``POST /explain``: decoded by the preprocessor, explained by a model replica holding
         the run named (header or body), else the primary; not batched, not routed to a canary."""
         run_id = await self.served.resolve(getattr(body, "model", None) or header_id)
@@ -225,17 +203,10 @@ class Ingress(GRPCInference):
             raise NotExplainable(result)
         return run_id, result
 
-    async def explain(self, payload: Any, model: str | None = None) -> list[dict[str, Any]]:
-        """For Python callers: ``await handle.explain.remote(body)``, validated like HTTP."""
-        return (await self._explain_body(self.body_model.model_validate(payload), model))[1]
-
     async def _live(self) -> dict[str, Any]:
         """Routing and per-model counts (this ingress), drift of the primary (a model replica's)."""
         drift = await self.model.drift_summary.remote(self.served.run_id)
         return {**self.router.summary(), "drift": drift}
-
-    async def healthz(self) -> dict[str, Any]:
-        return {"status": "ok", **self.info, **(await self._live())}
 
 
 def _light(model_options: dict[str, Any]) -> dict[str, Any]:

@@ -17,21 +17,21 @@ from typing import Any
 from ray import serve
 
 from rayline import checkpoints
-from rayline._version import __version__
 from rayline.registry import Registry
-from rayline.serving._app import count_batch, ingress_app
+from rayline.serving._app import count_batch
 from rayline.serving._auth import Access
 from rayline.serving._drift import DriftGauges, LiveDrift
+from rayline.serving._edge import HTTPEdge
 from rayline.serving._explain import explain_checked
 from rayline.serving._models import MAX_MODELS_PER_REPLICA, Served, predict_checked, split_back
 from rayline.serving._routing import Router, Traffic
 from rayline.serving.oip import stubs
-from rayline.serving.oip.service import GRPCInference, OIPModel
+from rayline.serving.oip.service import OIPModel
 
 
 @serve.deployment(name="model")
 @serve.ingress()
-class ModelServer(GRPCInference):
+class ModelServer(HTTPEdge):
     """Loads one registered model; serves it (and compatible ones) over HTTP and to Python handles."""
 
     async def __init__(  # type: ignore[misc]  # Serve awaits an async constructor
@@ -65,21 +65,18 @@ class ModelServer(GRPCInference):
             cpus=cpus,
             precision=precision,
         )
-        kind, meta = self.served.kind, self.served.meta
-        self.body_model = kind.request_model(meta)
-        self.info: dict[str, Any] = {
-            "spec": spec_name,
-            "family": family,
-            "model_run_id": model_run_id,
-            "topology": "fused",
-            "scales_to_zero": scales_to_zero,
-            **kind.describe(meta),
-            "rayline_version": __version__,
-            # Per replica: batches formed, requests they held, the largest, and requests that
-            # came alone and were predicted without the batch queue.
-            "batching": {"batches": 0, "requests": 0, "largest": 0, "alone": 0},
-        }
-        self.access, self.max_request_bytes = access, max_request_bytes
+        # Per replica: batches formed, requests they held, the largest, and requests that came
+        # alone and were predicted without the batch queue.
+        batching = {"batches": 0, "requests": 0, "largest": 0, "alone": 0}
+        self._edge_setup(
+            topology="fused",
+            spec_name=spec_name,
+            family=family,
+            access=access,
+            max_request_bytes=max_request_bytes,
+            scales_to_zero=scales_to_zero,
+            batching=batching,
+        )
         self._in_flight = 0
         self._lone_shortcut = batch_wait_timeout_s == 0  # a set wait means: wait for company
         self._predict_batch.set_max_batch_size(max_batch_size)  # type: ignore[attr-defined]
@@ -93,7 +90,8 @@ class ModelServer(GRPCInference):
         )
         self.router.on_switch = self._switched
         await self.router.start()
-        self.drift = LiveDrift.from_checkpoint(kind, meta, self.served.folder)  # None: trained before profiles
+        # None: a model trained before checkpoints held a training profile.
+        self.drift = LiveDrift.from_checkpoint(self.served.kind, self.served.meta, self.served.folder)
         self.drift_gauges = DriftGauges(spec_name)
 
     def _switched(self, run_id: str) -> None:
@@ -103,23 +101,7 @@ class ModelServer(GRPCInference):
         self.drift = LiveDrift.from_checkpoint(self.served.kind, self.served.meta, folder)
 
     def _live(self) -> dict[str, Any]:
-        """What /healthz adds to ``info``: routing, per-model counts, drift of what the primary served."""
         return {**self.router.summary(), "drift": None if self.drift is None else self.drift.summary()}
-
-    def __serve_build_asgi_app__(self) -> Any:
-        return ingress_app(
-            info=self.info,
-            body_model=self.body_model,
-            predict=self._predict_body,
-            access=self.access,
-            max_request_bytes=self.max_request_bytes,
-            fields=self.served.kind.page_fields(self.served.meta),
-            output_model=self.served.kind.output_model(self.served.meta),
-            oip=self.oip,
-            stream_chunk=min(self.served.family.predict_batch_size, 2048),
-            live=self._live,
-            explain=self._explain_body,
-        )
 
     @serve.multiplexed(max_num_models_per_replica=MAX_MODELS_PER_REPLICA)  # type: ignore[untyped-decorator]
     async def get_model(self, model_id: str) -> Any:
@@ -171,13 +153,7 @@ class ModelServer(GRPCInference):
                 out[i] = results
         return out
 
-    async def predict(self, payload: Any, model: str | None = None) -> list[dict[str, Any]]:
-        """For Python callers: ``await handle.predict.remote(body)``, validated like HTTP."""
-        return (await self._predict_body(self.body_model.model_validate(payload), model))[1]
-
     async def _explain_body(self, body: Any, header_id: str | None = None) -> tuple[str, list[dict[str, Any]]]:
-        """``POST /explain``: the run named (header or body), else the primary; not batched, not
-        routed to a canary (an explanation is asked for about one model's answer)."""
         run_id = await self.served.resolve(getattr(body, "model", None) or header_id)
         items = self.served.kind.decode_request(body, self.served.meta)
         predictor = await self.get_model(run_id)
@@ -185,10 +161,3 @@ class ModelServer(GRPCInference):
         # TreeSHAP on a big body, or a saliency map's backward pass, takes longer than the event
         # loop should stand still: other requests keep being answered meanwhile.
         return run_id, await asyncio.to_thread(explain_checked, predictor, items, run_id=run_id, family=family)
-
-    async def explain(self, payload: Any, model: str | None = None) -> list[dict[str, Any]]:
-        """For Python callers: ``await handle.explain.remote(body)``, validated like HTTP."""
-        return (await self._explain_body(self.body_model.model_validate(payload), model))[1]
-
-    def healthz(self) -> dict[str, Any]:
-        return {"status": "ok", **self.info, **self._live()}
