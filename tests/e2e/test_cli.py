@@ -157,7 +157,7 @@ def test_help(args: list[str]) -> None:
     assert "Usage" in rayline(*args).stdout
 
 
-def test_run_does_the_whole_lifecycle(tmp_path: Path, rayline_home: Path) -> None:
+def test_run_does_the_whole_lifecycle(tmp_path: Path, rayline_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import tables
     from rayline.registry import open_registry
 
@@ -169,7 +169,13 @@ def test_run_does_the_whole_lifecycle(tmp_path: Path, rayline_home: Path) -> Non
         "tune: {num_samples: 2, space: {max_depth: {randint: [2, 5]}}}\n"
     )
 
+    # stderr is a pipe here, not a terminal: progress comes as lines (first after 1 s, then every 2 s)
+    monkeypatch.setenv("RAYLINE_PROGRESS_S", "2")
     proc = rayline("run", str(spec))
+    progress = proc.stderr.splitlines()
+    for stage in ("tune", "predict", "evaluate"):  # a new stage prints at once
+        assert any(line.startswith(f"whole: {stage}  [") for line in progress), proc.stderr
+    assert "Traceback" not in proc.stderr
 
     registry = open_registry()
     kinds = sorted(r.kind for r in registry.list_runs("whole"))
@@ -189,6 +195,7 @@ def test_run_does_the_whole_lifecycle(tmp_path: Path, rayline_home: Path) -> Non
     rebuilt = rayline("report", best.run_id[:10])
     assert f"wrote {report}" in rebuilt.stdout and report.is_file()
 
+    monkeypatch.delenv("RAYLINE_PROGRESS_S")
     skipped = rayline("run", str(spec), "--no-tune")
     assert " tune " not in skipped.stdout and "evaluate" in skipped.stdout
 
@@ -223,3 +230,10 @@ def test_an_unusable_alias_is_one_line(alias: str, needle: str) -> None:
 def test_promoting_nothing_is_one_line() -> None:
     assert_one_line_error(rayline("promote", "0123456789abcdef", "--alias", "champion", check=False), "no run with id")
     assert "no registered models yet" in rayline("models", "list").stdout
+
+
+def test_a_bad_progress_interval_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAYLINE_PROGRESS_S", "soon")
+    proc = rayline("data", "taxi", "--rows", "10", "--out", str(tmp_path / "t.parquet"), check=False)
+    assert_one_line_error(proc, "RAYLINE_PROGRESS_S", "a number > 0")
+    assert proc.returncode == 2 and not (tmp_path / "t.parquet").exists()
