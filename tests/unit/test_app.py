@@ -141,3 +141,27 @@ def test_a_refused_value_is_not_echoed_back(client: TestClient) -> None:
     bad = client.post("/predict", content=b'{"values": ["' + b"x" * 150 + b'"]}', headers=AUTH)
     assert bad.status_code == 422 and "x" * 100 not in bad.text
     assert bad.json()["detail"][0]["loc"] == ["values", 0]
+
+
+def test_unknown_paths_and_methods_answer_error_json(client: TestClient) -> None:
+    """Starlette's own 404 and 405 carry ``{"error": ...}`` like every other error (not ``{"detail": ...}``)."""
+    for path in ("/nope", "/predict/nope", "/docs-assets/nope.js"):
+        missing = client.get(path, headers=AUTH)
+        assert missing.status_code == 404 and missing.json() == {"error": "Not Found"}, path
+    wrong = client.get("/predict", headers=AUTH)
+    assert wrong.status_code == 405 and wrong.json() == {"error": "Method Not Allowed"}
+    assert wrong.headers["allow"] == "POST"
+    assert client.delete("/healthz").headers["allow"] == "GET"
+    # the key is still asked first, with its own answer
+    refused = client.get("/nope")
+    assert refused.status_code == 401 and refused.json() == {
+        "error": "missing or wrong API key (Authorization: Bearer KEY)"
+    }
+    assert refused.headers["www-authenticate"].startswith("Basic")
+    # with the documentation open, an unknown path needs no key to be told it is unknown
+    assert served(docs_auth=False).get("/nope").json() == {"error": "Not Found"}
+    # nothing else changed: the document and the size limit
+    doc = client.get("/openapi.json", headers=AUTH)
+    assert doc.status_code == 200 and set(doc.json()["paths"]) >= {"/predict", "/healthz"}
+    big = client.post("/predict", content=b"[" + b" " * 300 + b"]", headers=AUTH)
+    assert big.status_code == 413 and set(big.json()) == {"error"}

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import base64
 import io
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from rayline.data.image_codec import ImageLayout, decode, decode_request, from_array, normalize
-from rayline.data.image_read import key_of
+from rayline.data.image_read import FileDecoder, key_of
 from rayline.data.split import key_mask as valid_mask
 from rayline.errors import DataError
 
@@ -38,6 +40,81 @@ def test_decode_is_channel_first_and_resizes() -> None:
 def test_undecodable_bytes() -> None:
     with pytest.raises(ValueError, match="not a decodable image"):
         decode(b"\x89PNG but not really", "L", None)
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"not a png", "cannot identify an image format, such as PNG or JPEG, in its 9 bytes"),
+        (b"\x89PNG\r\n\x1a\n" + b"\0" * 8, "cannot identify an image format, such as PNG or JPEG, in its 16 bytes"),
+        (b"", "it is empty"),
+    ],
+)
+def test_an_unidentified_image_is_named_without_a_python_repr(raw: bytes, reason: str) -> None:
+    """PIL says "cannot identify image file <_io.BytesIO object at 0x7f...>": the caller is told what it sent."""
+    with pytest.raises(ValueError) as info:
+        decode(raw, "L", None)
+    assert str(info.value) == f"not a decodable image ({reason})"
+    with pytest.raises(DataError) as request:
+        decode_request([np.zeros((4, 6)).tolist(), base64.b64encode(raw).decode()], GRAY)
+    assert request.value.message == f"image.1: not a decodable image ({reason})"
+    assert "object at 0x" not in str(request.value)
+
+
+def test_other_decoder_messages_lose_a_python_repr(monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import Image
+
+    def broken(fp: Any) -> Any:
+        raise OSError(f"broken data stream when reading image file {fp!r}")
+
+    monkeypatch.setattr(Image, "open", broken)
+    with pytest.raises(ValueError) as info:
+        decode(b"\x89PNG...", "L", None)
+    assert str(info.value) == "not a decodable image (broken data stream when reading image file)"
+
+
+def test_an_undecodable_file_is_named_without_a_python_repr(tmp_path: Path) -> None:
+    """The message the CLI prints for a bad file in a folder (on_bad_file: fail)."""
+    good, bad = tmp_path / "good.png", tmp_path / "broken.png"
+    good.write_bytes(png(np.zeros((4, 6), dtype=np.uint8)))
+    bad.write_bytes(b"not a png at all")
+    load = FileDecoder([str(good), str(bad)], [None, None], "L", None, skip=False)
+    assert load(0) is not None
+    with pytest.raises(DataError) as info:
+        load(1)
+    assert info.value.message.startswith(f"{bad}: not a decodable image (cannot identify an image format")
+    assert "object at 0x" not in str(info.value) and "BytesIO" not in str(info.value)
+
+
+def test_a_predict_body_with_an_undecodable_image_is_a_422_without_a_python_repr() -> None:
+    from fastapi.testclient import TestClient
+
+    from rayline.data import get_kind
+    from rayline.serving._app import build_api
+
+    kind = get_kind("images")
+    meta = {"family": "resnet", "data_kind": "images", "layout": GRAY.to_dict()}
+
+    async def predict(body: Any, model_id: str | None) -> tuple[str, list[dict[str, Any]]]:
+        return "run1", [{"pixels": int(a.size)} for a in kind.decode_request(body, meta)]
+
+    app = build_api(
+        title="t",
+        body_model=kind.request_model(meta),
+        predict=predict,
+        info={"model_run_id": "run1"},
+        api_key=None,
+        max_request_bytes=10_000,
+    )
+    client = TestClient(app)
+    ok = client.post("/predict", json={"image": [base64.b64encode(png(np.zeros((4, 6), dtype=np.uint8))).decode()]})
+    assert ok.status_code == 200 and ok.json()["predictions"] == [{"pixels": 24}]
+    bad = client.post("/predict", json={"image": [np.zeros((4, 6)).tolist(), base64.b64encode(b"not a png").decode()]})
+    assert bad.status_code == 422
+    assert bad.json() == {
+        "error": "image.1: not a decodable image (cannot identify an image format, such as PNG or JPEG, in its 9 bytes)"
+    }
+    assert "object at 0x" not in bad.text
 
 
 def test_arrays_are_checked_against_the_layout() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -21,6 +22,9 @@ from rayline.errors import DataError
 # Decoding allocates width x height x channels bytes before any resize: a small PNG whose header
 # claims 100000x100000 pixels must be refused from its header, not decoded (a "decompression bomb").
 MAX_DECODED_PIXELS = 4096 * 4096
+# PIL names the stream it read in some messages ("cannot identify image file <_io.BytesIO object
+# at 0x7f...>"): an address that means nothing to the caller, left out of what it is told.
+_OBJECT_REPR = re.compile(r"\s*<[\w.]+ object at 0x[0-9a-fA-F]+>")
 
 
 class _TooBig(ValueError):
@@ -86,8 +90,18 @@ def decode(raw: bytes, mode: str, size: tuple[int, int] | None) -> np.ndarray:
             return channel_first(np.asarray(img, dtype=np.uint8))
     except _TooBig:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as err:
-        raise ValueError(f"not a decodable image ({str(err).splitlines()[0][:120]})") from None
+    except UnidentifiedImageError:
+        raise ValueError(f"not a decodable image ({_unidentified(raw)})") from None
+    except (Image.DecompressionBombError, OSError, SyntaxError, ValueError) as err:
+        lines = _OBJECT_REPR.sub("", str(err)).strip().splitlines() or [type(err).__name__]
+        raise ValueError(f"not a decodable image ({lines[0][:120]})") from None
+
+
+def _unidentified(raw: bytes) -> str:
+    """What PIL could not identify, said without its stream's repr."""
+    if not raw:
+        return "it is empty"
+    return f"cannot identify an image format, such as PNG or JPEG, in its {len(raw):,} bytes"
 
 
 def decode_base64(text: str, mode: str, size: tuple[int, int]) -> np.ndarray:

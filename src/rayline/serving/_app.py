@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING, Any, Literal
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.utils import is_body_allowed_for_status_code
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from starlette.exceptions import HTTPException
 
 from rayline._version import __version__
 from rayline.errors import DataError, RegistryError, first_line
@@ -127,6 +129,16 @@ def error_response(errors: list[Any]) -> JSONResponse:
 def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     return error_response(list(exc.errors()))
+
+
+def _http_error(_: Request, exc: Exception) -> Response:
+    """Starlette's own answers (404 for an unknown path, 405 with its ``Allow`` header for a wrong
+    method) as ``{"error": ...}``, like every other error, instead of its ``{"detail": ...}``."""
+    assert isinstance(exc, HTTPException)
+    if not is_body_allowed_for_status_code(exc.status_code):
+        return Response(status_code=exc.status_code, headers=exc.headers)
+    detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail, default=str)
+    return JSONResponse({"error": detail}, exc.status_code, headers=exc.headers)
 
 
 def _jsonable(errors: list[Any]) -> list[dict[str, Any]]:
@@ -257,6 +269,7 @@ def build_api(
         redoc_url=None,
     )
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _internal_error)
     _offline_docs(app)
 

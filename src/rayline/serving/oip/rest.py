@@ -94,10 +94,12 @@ def add_routes(app: FastAPI, oip: OIPModel, errors: dict[int | str, dict[str, An
     async def infer(request: Request, name: str, version: str | None) -> Any:
         raw = request.headers.get(HEADER_LENGTH)
         try:
+            # The model first: an unknown model or version is 404 whatever the body holds.
+            run_id = await oip.version(name, version)
             if raw is not None and not raw.isdigit():
                 raise DataError(f"{HEADER_LENGTH} must be a number of bytes, got {raw[:40]!r}")
             inference = parse_rest(await request.body(), int(raw) if raw is not None else None)
-            run_id, outputs = await oip.infer(name, version, inference)
+            outputs = await oip.infer_run(run_id, inference)
         except (DataError, RegistryError) as err:
             return _error(err)
         body, head = encode_rest(oip.name, run_id, inference, outputs)

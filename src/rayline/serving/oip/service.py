@@ -52,11 +52,15 @@ class OIPModel:
     async def infer(self, name: str, version: str | None, inference: Inference) -> tuple[str, dict[str, np.ndarray]]:
         """The run that answered and the outputs the request asked for."""
         run_id = await self.version(name, version)
+        return run_id, await self.infer_run(run_id, inference)
+
+    async def infer_run(self, run_id: str, inference: Inference) -> dict[str, np.ndarray]:
+        """``infer`` for a run ``version`` returned: the outputs the request asked for."""
         meta = await self.served.meta_of(run_id)
         kind = self.served.kind
         arrays = tensors.checked(inference.inputs, kind.tensor_inputs(meta))
         results = await self._predict_items(kind.from_tensors(arrays, meta), run_id)
-        return run_id, selected(inference, kind.to_tensors(results, meta))
+        return selected(inference, kind.to_tensors(results, meta))
 
 
 class GRPCInference:
