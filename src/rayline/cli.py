@@ -424,7 +424,9 @@ def serve_cmd(
     spec: SpecArg,
     model: ModelOpt = "best",
     host: Annotated[str | None, typer.Option("--host", help="interface to listen on (default 127.0.0.1)")] = None,
-    port: Annotated[int | None, typer.Option("--port", help="HTTP port (default 8000; 0 picks a free one)")] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", min=0, max=65535, help="HTTP port (default 8000; 0 picks a free one)")
+    ] = None,
     set_: SetOpt = None,
     print_config: Annotated[
         bool,
@@ -594,19 +596,28 @@ def _fmt_metrics(metrics: dict[str, float], limit: int = 3) -> str:
     return ", ".join(f"{k}={metrics[k]:.4g}" for k in keys[:limit])
 
 
+RUN_KINDS = ("train", "tune", "trial", "predict")  # evaluate stores its metrics on the model's run
+
+
 @runs_app.command("list")
 def runs_list(
     spec_name: Annotated[str | None, typer.Option("--spec", help="only runs of this spec name")] = None,
-    kind: Annotated[str | None, typer.Option("--kind", help="train, tune, trial, predict or evaluate")] = None,
+    kind: Annotated[str | None, typer.Option("--kind", help=f"{', '.join(RUN_KINDS)}")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1)] = 50,
 ) -> None:
     """List registered runs, newest first."""
     from rayline.registry import open_registry
 
+    if kind is not None and kind not in RUN_KINDS:
+        raise SpecError(f"--kind {kind!r}: expected one of {', '.join(RUN_KINDS)}")
     registry = open_registry()
     runs = registry.list_runs(spec_name, kind=kind, limit=limit)
     if not runs:
-        out.print(f"no runs yet in {registry.tracking_uri} (try `rayline train examples/taxi.yaml`)")
+        if spec_name or kind:
+            which = " ".join(part for part in (f"spec {spec_name!r}" if spec_name else "", kind or "") if part)
+            out.print(f"no {which} runs in {registry.tracking_uri} (`rayline runs list` shows them all)")
+        else:
+            out.print(f"no runs yet in {registry.tracking_uri} (try `rayline train examples/taxi.yaml`)")
         return
     table = Table(show_edge=False, pad_edge=False)
     for col in ("run id", "spec", "kind", "family", "status", "started", "metrics"):
@@ -755,6 +766,11 @@ def doctor() -> None:
 
 
 # ------------------------------------------------------------------------------------ main
+def _is_click(exc: BaseException, name: str) -> bool:
+    """Whether ``exc`` is click's ``name`` error (typer ships its own copy of click, unexported)."""
+    return any(cls.__name__ == name and "click" in cls.__module__ for cls in type(exc).__mro__)
+
+
 def _one_line(text: str) -> str:
     return " ".join(text.split())
 
@@ -770,17 +786,25 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in args or os.environ.get("RAYLINE_DEBUG") == "1"
     command = typer.main.get_command(app)
     try:
-        # Standalone mode lets click report usage errors itself (exit 2); ours propagate here.
-        command.main(args=args, prog_name="rayline", standalone_mode=True)
+        # Not standalone: click's usage errors come here too, to be one line like ours.
+        code = command.main(args=args, prog_name="rayline", standalone_mode=False)
     except RaylineError as exc:
         if debug:
             traceback.print_exc()
         err.print(f"error: {_one_line(str(exc))}", markup=False)
         sys.exit(2 if isinstance(exc, SpecError) else 1)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, typer.Abort):
         err.print("interrupted")
         sys.exit(130)
     except Exception as exc:
+        if _is_click(exc, "NoArgsIsHelpError"):  # `rayline data`: the help is the answer
+            exc.show()  # type: ignore[attr-defined]
+            sys.exit(2)
+        if _is_click(exc, "ClickException"):  # a usage error: an unknown option, a missing argument
+            ctx = getattr(exc, "ctx", None)
+            where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            err.print(f"error: {_one_line(exc.format_message())}{where}", markup=False)  # type: ignore[attr-defined]
+            sys.exit(int(getattr(exc, "exit_code", 2)))
         if debug:
             traceback.print_exc()
         err.print(
@@ -788,3 +812,5 @@ def main(argv: list[str] | None = None) -> None:
             markup=False,
         )
         sys.exit(1)
+    if isinstance(code, int) and code != 0:  # typer.Exit(n): drift's 3, an interrupt's 130
+        sys.exit(code)

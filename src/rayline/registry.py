@@ -85,6 +85,7 @@ class VersionRecord:
     created: datetime | None
 
 
+HEX = re.compile(r"[0-9a-f]+")  # what a run id (MLflow's uuid hex) or its prefix looks like
 ALIAS = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
 RESERVED_ALIASES = ("best", "latest")
 
@@ -391,7 +392,10 @@ class Registry:
             aliased = self._alias_anywhere(run_id) if ALIAS.fullmatch(run_id) else None
             if aliased is not None:
                 return self.get(aliased)
-            raise RegistryError(f"no run with id {run_id!r}", hint="see `rayline runs list`")
+            if len(run_id) < 6 and HEX.fullmatch(run_id):
+                raise RegistryError(f"run id prefix {run_id!r} is too short: give 6 or more characters")
+            what = "id" if HEX.fullmatch(run_id) else "id or alias"
+            raise RegistryError(f"no run with {what} {run_id!r}", hint="see `rayline runs list`, `rayline models list`")
         try:
             run = self.client.get_run(run_id)
         except Exception:
@@ -402,6 +406,11 @@ class Registry:
         """``best`` (by ``metric``/``mode``), ``latest`` or a run id -> a finished run with a model."""
         if selector not in ("best", "latest"):
             aliased = self.alias_run(experiment, selector) if ALIAS.fullmatch(selector) else None
+            if aliased is None and not HEX.fullmatch(selector):  # a name, not a run id: this spec's alias or nothing
+                raise RegistryError(
+                    f"spec {experiment!r} has no model with alias {selector!r}",
+                    hint="`rayline models list` shows the aliases; `rayline promote RUN --alias NAME` sets one",
+                )
             record = self.get(aliased or selector)
             if record.experiment != experiment:
                 raise RegistryError(f"run {record.run_id} belongs to spec {record.experiment!r}, not {experiment!r}")

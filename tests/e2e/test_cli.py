@@ -141,8 +141,30 @@ def test_debug_shows_traceback(tmp_path: Path) -> None:
 
 def test_usage_error_exit_code(tmp_path: Path) -> None:
     proc = rayline("data", "taxi", "--rows", "0", "--out", str(tmp_path / "x.parquet"), check=False)
-    assert proc.returncode == 2 and "--rows" in proc.stderr
-    assert not (tmp_path / "x.parquet").exists()
+    assert_one_line_error(proc, "--rows", "rayline data taxi --help")
+    assert proc.returncode == 2 and not (tmp_path / "x.parquet").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["frobnicate"], ["No such command 'frobnicate'", "rayline --help"]),
+        (["predict"], ["Missing argument", "rayline predict --help"]),
+        (["train", "--bogus-flag", "x.yaml"], ["No such option: --bogus-flag"]),
+        (["serve", "x.yaml", "--port", "99999"], ["'--port'", "65535"]),
+        (["runs", "list", "--kind", "bogus"], ["--kind 'bogus'", "train, tune, trial, predict"]),
+        (["predict", str(EXAMPLES / "taxi.yaml"), "--out", "preds.csv"], ["--out 'preds.csv'", "parquet"]),
+    ],
+)
+def test_usage_errors_are_one_line(args: list[str], needles: list[str]) -> None:
+    proc = rayline(*args, check=False)
+    assert_one_line_error(proc, *needles)
+    assert proc.returncode == 2
+
+
+def test_a_bare_group_prints_its_help() -> None:
+    proc = rayline("data", check=False)
+    assert proc.returncode == 2 and "Usage: rayline data" in proc.stderr and "taxi" in proc.stderr
 
 
 def test_doctor(rayline_home: Path) -> None:

@@ -90,10 +90,14 @@ def test_unknown_ids(registry: Registry, tmp_path: Path) -> None:
     train_run(registry, tmp_path, 0.3)
     with pytest.raises(RegistryError, match="no run with id"):
         registry.get("0" * 32)
-    with pytest.raises(RegistryError, match="no run with id"):
+    with pytest.raises(RegistryError, match="no run with id or alias 'zzzzzzzz'"):
         registry.get("zzzzzzzz")
-    with pytest.raises(RegistryError, match="no run with id"):
+    with pytest.raises(RegistryError, match="no run with id 'abcdef'"):
+        registry.get("abcdef")
+    with pytest.raises(RegistryError, match="prefix 'abc' is too short: give 6 or more"):
         registry.resolve("reg", "abc", metric="valid_loss", mode="min")
+    with pytest.raises(RegistryError, match="spec 'reg' has no model with alias 'champion'"):
+        registry.resolve("reg", "champion", metric="valid_loss", mode="min")
 
 
 def test_aliases_name_versions_and_resolve_like_run_ids(registry: Registry, tmp_path: Path) -> None:
@@ -106,6 +110,8 @@ def test_aliases_name_versions_and_resolve_like_run_ids(registry: Registry, tmp_
     registry.set_alias(registry.get(second), "challenger")
     assert registry.resolve("reg", "champion", metric="valid_loss", mode="min").run_id == first
     assert registry.get("challenger").run_id == second  # `runs show`, `report`: any spec's alias
+    with pytest.raises(RegistryError, match="spec 'other' has no model with alias 'champion'"):
+        registry.resolve("other", "champion", metric="valid_loss", mode="min")  # not another spec's
 
     # Moving an alias to a run that has a version reuses that version: one version per run.
     moved = registry.set_alias(registry.get(second), "champion")

@@ -16,7 +16,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pandas as pd
@@ -205,6 +205,19 @@ def write_on_pool(spec: Spec, m: Model, source: str | None, target: Path, progre
     pool_predictions(spec, m, m.kind.ray_input(spec, m.meta, source), progress).write_parquet(str(target))
 
 
+_OTHER_FORMATS = {".csv", ".tsv", ".txt", ".json", ".jsonl", ".ndjson", ".xlsx", ".feather", ".arrow", ".orc", ".avro"}
+
+
+def _check_output_name(name: str | None, field: str) -> None:
+    """Predictions are a parquet folder: a name promising another format (out.csv) is refused."""
+    suffix = PurePosixPath(name).suffix.lower() if name else ""
+    if suffix in _OTHER_FORMATS:
+        raise SpecError(
+            f"{field} {name!r}: predictions are written as parquet (a folder of part files); "
+            "name it .parquet, or give a folder name"
+        )
+
+
 def predict(
     spec: Spec,
     *,
@@ -215,6 +228,10 @@ def predict(
 ) -> PredictResult:
     """Predict every input row with a registered model; write parquet; register the job."""
     start = time.perf_counter()
+    if output:
+        _check_output_name(output, "--out")
+    else:
+        _check_output_name(spec.predict.output, "predict.output")
     require_gpus(spec)
     registry = registry or open_registry()
     source = input or spec.predict.input
