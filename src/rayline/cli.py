@@ -417,6 +417,8 @@ def evaluate_cmd(
         for truth in labels:
             table.add_row(truth, *(str(result.confusion[truth].get(p, 0)) for p in labels))
         out.print(table)
+    where_stored = "eval_* metrics and " if result.stored_as.endswith("/evaluation.json") else ""
+    out.print(f"stored on run {result.model_run_id} as {where_stored}{result.stored_as}")
 
 
 @app.command("serve")

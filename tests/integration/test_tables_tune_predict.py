@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -203,6 +204,19 @@ def test_predict_and_evaluate_multiclass(ray_session: object, tmp_path: Path) ->
     assert stored["eval_accuracy"] == pytest.approx(evaluation.metrics["accuracy"])
     assert stored["eval_logloss"] == pytest.approx(evaluation.metrics["logloss"])
     assert stored["eval_rows"] == len(valid)
+    assert evaluation.stored_as == "evaluation/evaluation.json"
+
+    # another input (--input) is stored beside the spec's evaluation, naming it, never over it
+    hard = tmp_path / "hard.parquet"
+    valid[valid["grade"] == tables.CLASSES[0]].to_parquet(hard)
+    other = evaluate(spec, model=trained.run_id, input=str(hard))
+    assert other.rows == (valid["grade"] == tables.CLASSES[0]).sum()
+    assert other.stored_as.startswith("evaluation/hard-") and other.stored_as.endswith(".json")
+    registry = open_registry()
+    assert registry.get(trained.run_id).metrics == stored  # eval_* still the validation split's
+    saved = json.loads(registry.read_text(trained.run_id, other.stored_as) or "{}")
+    assert saved["input"] == str(hard) and saved["rows"] == other.rows
+    assert saved["metrics"] == pytest.approx(other.metrics)
 
 
 def test_predict_and_evaluate_regression(ray_session: object, tmp_path: Path) -> None:

@@ -14,10 +14,13 @@ AUC comes from score histograms (10,000 bins) on both engines, so nothing is col
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -45,6 +48,7 @@ class Evaluation:
     confusion: dict[str, dict[str, int]] = field(default_factory=dict)
     seconds: float = 0.0
     engine: str = "ray"  # "local": reduced in this process; "ray": on Ray Data
+    stored_as: str = ""  # the artifact on the model's run that holds this evaluation
 
 
 class RowTerms:
@@ -210,18 +214,29 @@ def evaluate(
         seconds,
         "local" if local else "ray",
     )
-    _store(registry, m.record.run_id, result)
+    result.stored_as = _store(registry, m.record.run_id, result, source, other=input is not None)
     return result
 
 
-def _store(registry: Registry, run_id: str, result: Evaluation) -> None:
-    """Evaluation metrics go on the model's own run as ``eval_*`` (best-run picking ignores them)."""
-    values: dict[str, Any] = {f"eval_{k}": v for k, v in result.metrics.items()}
-    values["eval_rows"] = result.rows
+def _store(registry: Registry, run_id: str, result: Evaluation, source: str | None, *, other: bool) -> str:
+    """On the model's own run: the spec's evaluation (the validation split, or ``predict.input``)
+    as ``eval_*`` metrics (best-run picking ignores them) and ``evaluation/evaluation.json``; an
+    ``other`` input's (``--input``) only as ``evaluation/<name>-<hash>.json``, naming the input,
+    so it never replaces the spec's."""
     payload = {
+        "input": source or "valid split",
         "rows": result.rows,
         "metrics": result.metrics,
         "per_class_accuracy": result.per_class,
         "confusion_matrix": result.confusion,
     }
-    registry.annotate(run_id, values, {"evaluation/evaluation.json": json.dumps(payload, indent=2)})
+    values: dict[str, Any] = {}
+    name = "evaluation/evaluation.json"
+    if not other or source is None:
+        values = {f"eval_{k}": v for k, v in result.metrics.items()}
+        values["eval_rows"] = result.rows
+    else:
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", PurePosixPath(source.rstrip("/")).stem)[:60] or "input"
+        name = f"evaluation/{stem}-{hashlib.sha256(source.encode()).hexdigest()[:8]}.json"
+    registry.annotate(run_id, values, {name: json.dumps(payload, indent=2)})
+    return name
