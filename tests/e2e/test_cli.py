@@ -259,3 +259,21 @@ def test_a_bad_progress_interval_is_one_line(tmp_path: Path, monkeypatch: pytest
     proc = rayline("data", "taxi", "--rows", "10", "--out", str(tmp_path / "t.parquet"), check=False)
     assert_one_line_error(proc, "RAYLINE_PROGRESS_S", "a number > 0")
     assert proc.returncode == 2 and not (tmp_path / "t.parquet").exists()
+
+
+@pytest.mark.parametrize(
+    ("spec", "value", "needles"),
+    [
+        ("taxi-lightgbm", "model.params.num_leaves=-1", ["model.params: lightgbm refused", "(num_leaves) > (1)"]),
+        ("taxi", "model.params.max_depth=-3", ["model.params: xgboost refused", "Parameter max_depth"]),
+        ("taxi", "model.objective=binary:nope", ["model.objective: xgboost refused", "binary:nope"]),
+    ],
+)
+def test_a_value_the_library_refuses_names_the_field(
+    rayline_home: Path, spec: str, value: str, needles: list[str]
+) -> None:
+    """Checked by xgboost or LightGBM, not by the spec's schema: still one line, exit 2, and
+    LightGBM's own C++ line about it stays off the terminal."""
+    proc = rayline("train", str(EXAMPLES / f"{spec}.yaml"), "--set", "data.rows=3000", "--set", value, check=False)
+    assert_one_line_error(proc, *needles)
+    assert proc.returncode == 2 and "[LightGBM]" not in proc.stderr and "/__w/" not in proc.stderr

@@ -16,11 +16,14 @@ validation split (only ``train`` is sharded): all workers see the same metrics a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
+import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +40,7 @@ from rayline.data.tables import (
     record_matrix,
     records_frame,
 )
-from rayline.errors import DataError, map_error
+from rayline.errors import DataError, SpecError, first_line, map_error
 from rayline.families.base import LoopContext
 from rayline.families.lightgbm.spec import LightGBMModelSpec, objective_task
 from rayline.families.resume import finished, report_again, resume_point
@@ -75,6 +78,43 @@ _SEED_ALIASES = ("seed", "random_seed", "random_state")
 _VERBOSITY_ALIASES = ("verbosity", "verbose")
 _DEVICE_ALIASES = ("device_type", "device")
 _TREE_LEARNER_ALIASES = ("tree_learner", "tree", "tree_type", "tree_learner_type")
+
+
+def _params_refused(err: BaseException) -> SpecError | None:
+    """LightGBM's check of a value in ``model.params`` ("Check failed: (num_leaves) > (1) at
+    .../config_auto.cpp, line 352") as a spec error naming the field, without the source path."""
+    line = first_line(err)
+    if "config" not in line or "Check failed" not in line:
+        return None
+    return SpecError(f"model.params: lightgbm refused a value: {line.split(' at ')[0]}")
+
+
+_NETWORK = {"machines", "num_machines", "local_listen_port", "tree_learner", "pre_partition", "time_out"}
+
+
+def _check_params(params: Mapping[str, Any]) -> None:
+    """LightGBM checks every parameter when it builds a dataset: a four-row one, built before the
+    real work, refuses a bad ``model.params`` value as one line. LightGBM also prints its refusal
+    on the process's stderr from C++, which only a redirect of the file descriptor keeps quiet."""
+    probe = {k: v for k, v in params.items() if k not in _NETWORK}
+    try:
+        with _quiet_stderr():
+            lightgbm.Dataset(np.zeros((4, 1)), label=np.array([0.0, 1.0, 0.0, 1.0]), params=probe).construct()
+    except lightgbm.basic.LightGBMError as err:
+        raise _params_refused(err) or map_error(err, during="training") from None
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def objective_for(spec: LightGBMModelSpec, layout: TableLayout) -> str:
@@ -221,6 +261,7 @@ def train_booster(config: Mapping[str, Any], ctx: LoopContext) -> None:
         return
     resumed = (lightgbm.Booster(model_file=str(point[0] / MODEL_FILE)), point[1].get("curves", {})) if point else None
     params = train_params(model, spec, layout, ctx)
+    _check_params(params)
     train, valid = ctx.frame("train"), ctx.frame("valid")
     valid_x, valid_y = features_frame(valid, layout), encode_label(valid[layout.label], layout)
     # Columns of pandas' category dtype (data.categorical) are split on natively as categories.
@@ -251,7 +292,7 @@ def train_booster(config: Mapping[str, Any], ctx: LoopContext) -> None:
             init_model=resumed[0] if resumed else None,
         )
     except lightgbm.basic.LightGBMError as err:
-        raise map_error(err, during="training") from None
+        raise _params_refused(err) or map_error(err, during="training") from None
 
     boost_s = time.perf_counter() - boost_start
     curves = _joined(before, history.get("valid", {}))

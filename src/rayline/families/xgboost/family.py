@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -27,7 +28,7 @@ from rayline.data.tables import (
     record_matrix,
     records_frame,
 )
-from rayline.errors import DataError, map_error
+from rayline.errors import DataError, SpecError, first_line, map_error
 from rayline.families.base import LoopContext
 from rayline.families.resume import finished, report_again, resume_point
 from rayline.families.treeshap import explanation_frame, explanation_records, predicted_class
@@ -41,6 +42,20 @@ META_FILE = "meta.json"
 _EVAL_METRICS = {"binary": ["error", "logloss"], "multiclass": ["merror", "mlogloss"], "regression": ["mae", "rmse"]}
 _OBJECTIVES = {"binary": "binary:logistic", "multiclass": "multi:softprob", "regression": "reg:squarederror"}
 _TOP_LEVEL_TUNABLE = {"num_boost_round", "early_stopping_rounds"}
+
+
+# How xgboost words a parameter it refuses: "value -3 for Parameter max_depth should be greater
+# equal to 0", "Invalid Input: 'x', valid values are: ...", "Unknown objective function: `x`".
+_PARAM_REFUSED = re.compile(r"for Parameter \w+|valid values are|Unknown (?:objective|metric)")
+
+
+def _params_refused(err: BaseException) -> SpecError | None:
+    """xgboost's refusal of a value in ``model.params`` as a spec error naming the field."""
+    line = re.sub(r"^\[[\d:]+\] \S+:\d+: ", "", first_line(err))  # "[07:50:20] src/objective.cc:27: "
+    if not _PARAM_REFUSED.search(line):
+        return None
+    field = "model.objective" if line.startswith("Unknown objective") else "model.params"
+    return SpecError(f"{field}: xgboost refused a value: {line}")
 
 
 def objective_for(spec: XGBoostModelSpec, task: str) -> str:
@@ -184,7 +199,7 @@ def train_booster(config: Mapping[str, Any], ctx: LoopContext) -> None:
             xgb_model=resumed[0] if resumed else None,
         )
     except xgboost.core.XGBoostError as err:
-        raise map_error(err, during="training") from None
+        raise _params_refused(err) or map_error(err, during="training") from None
 
     boost_s = time.perf_counter() - boost_start
     curves = _joined(before, history.get("valid", {}))
