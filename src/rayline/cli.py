@@ -594,8 +594,17 @@ def submit_cmd(
 
 # ------------------------------------------------------------------------------------ runs
 def _fmt_metrics(metrics: dict[str, float], limit: int = 3) -> str:
-    keys = sorted(k for k in metrics if k.startswith("valid_")) or sorted(metrics)
-    return ", ".join(f"{k}={metrics[k]:.4g}" for k in keys[:limit])
+    # valid_loss first (the metric every family reports alike); valid_error only repeats accuracy
+    shown = (k for k in metrics if k.startswith("valid_") and k != "valid_error")
+    keys = sorted(shown, key=lambda k: (k != "valid_loss", k))
+    return ", ".join(f"{k}={metrics[k]:.4g}" for k in (keys or sorted(metrics))[:limit])
+
+
+def _duration(metrics: Mapping[str, float], span_s: float | None) -> str:
+    """A train run is registered once training ends: its whole time is ``time_total_s``, the
+    MLflow run's own span only the registering."""
+    seconds = metrics.get("time_total_s", span_s)
+    return "-" if seconds is None else f"{seconds:.1f} s"
 
 
 RUN_KINDS = ("train", "tune", "trial", "predict")  # evaluate stores its metrics on the model's run
@@ -646,7 +655,7 @@ def runs_show(run_id: Annotated[str, typer.Argument(help="run id (or a unique pr
         ("family", r.family),
         ("status", r.status),
         ("started", r.start_time.astimezone().isoformat(timespec="seconds") if r.start_time else "-"),
-        ("duration", f"{r.duration_s:.1f} s" if r.duration_s is not None else "-"),
+        ("duration", _duration(r.metrics, r.duration_s)),
         ("parent run", r.parent_id or "-"),
         ("model", "yes" if r.has_model else "no"),
         ("artifacts", r.artifact_uri),

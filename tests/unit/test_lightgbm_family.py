@@ -16,7 +16,7 @@ import pytest
 from rayline.data.table_prepare import prepare_local
 from rayline.data.table_schema import TableLayout, infer_task
 from rayline.data.tables import TableKind
-from rayline.errors import DataError, SpecError, TrainError
+from rayline.errors import DataError, SpecError
 from rayline.families.lightgbm.family import LightGBMFamily, LightGBMPredictor, train_params
 from rayline.families.lightgbm.spec import LightGBMModelSpec
 from rayline.spec import Spec, load_spec, spec_from_dict
@@ -255,8 +255,10 @@ def test_categorical_column_is_split_on_as_categories(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------------- errors
-def test_invalid_lightgbm_param_is_a_train_error(tmp_path: Path) -> None:
-    with pytest.raises(TrainError, match=r"lightgbm failed: .*num_leaves"):
+def test_invalid_lightgbm_param_is_a_spec_error_naming_the_field(tmp_path: Path) -> None:
+    with pytest.raises(
+        SpecError, match=r"^model\.params: lightgbm refused a value: Check failed: \(num_leaves\) > \(1\)$"
+    ):
         train(tmp_path, binary_frame(), "clicked", params={"num_leaves": 1})
 
 

@@ -51,7 +51,9 @@ class LifecycleResult:
 
 
 def _metrics(values: Mapping[str, float], prefix: str = "valid_") -> str:
-    shown = sorted(k for k in values if k.startswith(prefix))
+    # the loss first (every family reports it alike); the error rate only repeats the accuracy
+    loss = f"{prefix}loss"
+    shown = sorted((k for k in values if k.startswith(prefix) and k != f"{prefix}error"), key=lambda k: (k != loss, k))
     return ", ".join(f"{k}={values[k]:.4f}" for k in shown[:3])
 
 
