@@ -80,7 +80,10 @@ class DataSpec(_Strict):
     @model_validator(mode="after")
     def _columns(self) -> DataSpec:
         if self.rows is not None and self.source != "builtin:taxi":
-            raise ValueError(f"rows={self.rows} only applies to source builtin:taxi, not {self.source!r}")
+            raise ValueError(
+                f"rows={self.rows} only applies to source builtin:taxi, not {self.source!r} (set data.rows to null:"
+                " --set data.rows=null)"
+            )
         if self.label is not None and self.features is not None and self.label in self.features:
             raise ValueError(f"label {self.label!r} is also listed in features")
         return self
