@@ -66,6 +66,7 @@ def test_binary_table_report(ray_session: object, tmp_path: Path, rayline_home: 
     assert sorted(p.name for p in folder.parent.iterdir()) == [trained.run_id]
 
     # learning curves: train beside valid, each quantity once (aliases named, not drawn again)
+    assert json.loads((folder / "report.json").read_text())["notes"] == []
     figures = drawn(folder)["figures"]
     losses, scores = curve_keys(figures["learning_losses.png"]), curve_keys(figures["learning_scores.png"])
     assert {"train_loss", "valid_loss"} <= set(losses) and {"train_accuracy", "valid_accuracy"} <= set(scores)
@@ -77,6 +78,17 @@ def test_binary_table_report(ray_session: object, tmp_path: Path, rayline_home: 
         assert all(len(h) > 2 for h in histories.values())
         for a, b in itertools.combinations(keys, 2):
             assert histories[a] != histories[b], f"{a} and {b} are the same line"
+
+
+def test_a_run_without_curves_says_why(ray_session: object, tmp_path: Path) -> None:
+    source = tables.make_table("binary", tmp_path / "data")
+    spec = tables.spec_for("binary", source, name="report-flat", train={"report_every": 1000})
+    folder = build_report(train(spec).run_id)
+
+    assert not any(name.startswith("learning_") for name in png_names(folder))
+    (note,) = json.loads((folder / "report.json").read_text())["notes"]
+    assert note.startswith("No learning curves") and "(this spec: 1000)" in note
+    assert note in (folder / "report.html").read_text()
 
 
 def test_tune_report_marks_the_best_trial(ray_session: object, tmp_path: Path) -> None:

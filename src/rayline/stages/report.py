@@ -268,8 +268,20 @@ def _explainer(model: Model) -> Explainer | None:
     return predictor if isinstance(predictor, Explainer) else None
 
 
+def _no_curves(spec: Spec | None) -> str:
+    every = f" (this spec: {spec.train.report_every})" if spec is not None else ""
+    return (
+        "No learning curves: the run reported its metrics fewer than twice. A tree model reports every "
+        f"train.report_every rounds{every}, an image model once per epoch."
+    )
+
+
 def _html(
-    record: RunRecord, images: list[str], evaluation: dict[str, Any] | None, explanation: dict[str, Any] | None
+    record: RunRecord,
+    images: list[str],
+    evaluation: dict[str, Any] | None,
+    explanation: dict[str, Any] | None,
+    notes: list[str] | None = None,
 ) -> str:
     def rows(values: dict[str, Any]) -> str:
         return "".join(
@@ -299,6 +311,7 @@ def _html(
         parts.append(rows({k: f"{v:.6g}" for k, v in explanation["mean_abs_contribution"].items()}) + "</table>")
         parts.extend(f"<div><img src='{name}' alt='{name}'></div>" for name in explanation["figures"])
     parts.append("<h2>Plots</h2>")
+    parts.extend(f"<p>{html.escape(note)}</p>" for note in notes or [])
     parts.extend(f"<div><img src='{name}' alt='{name}'></div>" for name in images)
     if not images:
         parts.append("<p>nothing to plot for this run yet</p>")
@@ -323,6 +336,7 @@ def build_report(run_id: str, *, registry: Registry | None = None, out: Path | N
     with atomic_output(target, overwrite=True) as tmp:
         tmp.mkdir(parents=True)
         figures = _learning_curves(tmp, record, registry)
+        notes = [] if figures or record.kind not in ("train", "trial") else [_no_curves(spec)]
         figures += _tuning(tmp, record, registry, metric, spec)
         if evaluation:
             figures += _evaluation(tmp, evaluation)
@@ -340,8 +354,8 @@ def build_report(run_id: str, *, registry: Registry | None = None, out: Path | N
             if valid is not None and explainer is not None:
                 explanation, drawn = explanations(tmp, explainer, valid, truth.task)
         images = [d["file"] for d in figures]  # the explanation's figures go in its own section
-        (tmp / "report.html").write_text(_html(record, images, evaluation, explanation))
-        manifest = {"run_id": record.run_id, "figures": figures + drawn, "explanation": explanation}
+        (tmp / "report.html").write_text(_html(record, images, evaluation, explanation, notes))
+        manifest = {"run_id": record.run_id, "figures": figures + drawn, "explanation": explanation, "notes": notes}
         (tmp / "report.json").write_text(json.dumps(manifest, indent=2))
     registry.log_folder(record.run_id, target, "report")
     return target
