@@ -10,7 +10,6 @@ import atexit
 import gc
 import os
 import sys
-import threading
 import time
 import traceback
 from collections.abc import Mapping
@@ -23,6 +22,7 @@ from rich.table import Table
 
 from rayline._version import __version__
 from rayline.errors import RaylineError, SpecError
+from rayline.progress import progress_status
 
 app = typer.Typer(
     name="rayline",
@@ -44,88 +44,6 @@ out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty()
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 SpecArg = Annotated[Path, typer.Argument(help="spec file (YAML)", show_default=False)]
-
-
-class _LineStatus:
-    """Progress on a stderr that is not a terminal (CI logs, ``nohup``, a pipe), where rich's
-    spinner draws nothing: the current text as a line once the work has taken half of
-    ``RAYLINE_PROGRESS_S`` (default 30), then at most one every ``RAYLINE_PROGRESS_S`` (a new stage
-    of ``rayline run`` at once). A command that ends sooner prints nothing more, so a quick
-    failure is still one line."""
-
-    def __init__(self, text: str) -> None:
-        self.every_s = _progress_every_s()
-        self.first_s = self.every_s / 2
-        self.text, self.started, self.printed = text, time.monotonic(), -1.0e9
-        self.updated = self.started
-        self._done = threading.Event()
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._tick, name="rayline-progress", daemon=True)
-
-    def __enter__(self) -> _LineStatus:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._done.set()
-        self._thread.join(timeout=2)
-
-    def update(self, text: str, *, stage: bool = False) -> None:
-        with self._lock:
-            self.text, self.updated = text, time.monotonic()
-        if stage:
-            self._maybe_print(self.every_s)
-
-    def _tick(self) -> None:
-        while not self._done.wait(1.0):
-            self._maybe_print(0.0)
-
-    def _maybe_print(self, early_by: float) -> None:
-        now = time.monotonic()
-        if self._done.is_set() or now - self.started < self.first_s or now - self.printed < self.every_s - early_by:
-            return
-        with self._lock:
-            text, stale = self.text, now - self.updated >= 1.0
-            self.printed = now
-        elapsed = now - self.started
-        if not text.endswith("]"):  # the commands' report lines carry their own times
-            text = f"{text}  [{elapsed:.0f} s]"
-        elif stale:  # a report's time is when it came: say the work goes on
-            text = f"{text}  (still running at {elapsed:.0f} s)"
-        err.print(text, markup=False)
-
-
-class _TerminalStatus:
-    """rich's spinner, with the ``stage`` flag the line form needs."""
-
-    def __init__(self, text: str) -> None:
-        self._status = err.status(text)
-
-    def __enter__(self) -> _TerminalStatus:
-        self._status.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._status.__exit__(*exc)
-
-    def update(self, text: str, *, stage: bool = False) -> None:
-        self._status.update(text)
-
-
-def _progress_every_s() -> float:
-    raw = os.environ.get("RAYLINE_PROGRESS_S", "30")
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise SpecError(f"RAYLINE_PROGRESS_S={raw!r}: expected seconds between progress lines, a number > 0")
-    return value
-
-
-def _status(text: str) -> _TerminalStatus | _LineStatus:
-    """Progress of long work on stderr: a spinner on a terminal, timed lines elsewhere."""
-    return _TerminalStatus(text) if err.is_terminal else _LineStatus(text)
 
 
 SetOpt = Annotated[
@@ -165,7 +83,7 @@ def data_taxi(
     """Generate NYC taxi trips with the real file's schema."""
     from rayline.datasets import write_taxi
 
-    with _status(f"generating {rows:,} taxi trips"):
+    with progress_status(err, f"generating {rows:,} taxi trips"):
         path = write_taxi(out_path, rows, seed=seed, with_truth=with_truth, trip_scale=trip_scale)
     out.print(f"wrote {rows:,} rows to {path}")
 
@@ -181,7 +99,7 @@ def data_mnist(
 
     if fmt not in ("png", "parquet"):
         raise SpecError(f"--format {fmt!r}: expected png or parquet")
-    with _status("exporting 5,000 MNIST digits"):
+    with progress_status(err, "exporting 5,000 MNIST digits"):
         path = (export_mnist_png if fmt == "png" else export_mnist_parquet)(out_path, overwrite=overwrite)
     out.print(f"wrote 5,000 digits ({fmt}) to {path}")
 
@@ -233,7 +151,7 @@ def train_cmd(spec: SpecArg, set_: SetOpt = None, resume: ResumeOpt = False) -> 
 
     loaded = load_spec(spec, set_ or [])
     started = time.perf_counter()
-    with _status(f"training {loaded.name} ({loaded.model.family})") as status:
+    with progress_status(err, f"training {loaded.name} ({loaded.model.family})") as status:
 
         def progress(metrics: Mapping[str, float]) -> None:
             elapsed = time.perf_counter() - started
@@ -254,7 +172,7 @@ def tune_cmd(spec: SpecArg, set_: SetOpt = None, resume: ResumeOpt = False) -> N
 
     loaded = load_spec(spec, set_ or [])
     started = time.perf_counter()
-    with _status(f"tuning {loaded.name}: {loaded.tune.num_samples} trials") as status:
+    with progress_status(err, f"tuning {loaded.name}: {loaded.tune.num_samples} trials") as status:
 
         def progress(metrics: Mapping[str, float]) -> None:
             done = int(metrics.get("trials_done", 0))
@@ -286,7 +204,7 @@ def run_cmd(
     started = time.perf_counter()
     stage_since = [started]
     total = loaded.model.total_steps()
-    with _status(f"{loaded.name}: starting") as status:
+    with progress_status(err, f"{loaded.name}: starting") as status:
 
         def on_stage(name: str) -> None:
             stage_since[0] = time.perf_counter()
@@ -326,7 +244,7 @@ def report_cmd(
 
     from rayline.stages.report import build_report
 
-    with _status(f"building the report of run {run_id}"):
+    with progress_status(err, f"building the report of run {run_id}"):
         folder = build_report(run_id, out=Path(out_path) if out_path else None)
     out.print(f"wrote {folder / 'report.html'}")
 
@@ -346,7 +264,7 @@ def drift_cmd(
     """Compare new rows with the model's training profile (PSI); exit 3 when any passes the threshold."""
     from rayline.stages.drift import drift
 
-    with _status(f"comparing {input_path} with the training profile of run {run_id}"):
+    with progress_status(err, f"comparing {input_path} with the training profile of run {run_id}"):
         report = drift(run_id, input=input_path, threshold=threshold, out=Path(out_path) if out_path else None)
     result = report.result
     table = Table("feature", "PSI", "flag", show_edge=False)
@@ -381,7 +299,7 @@ def predict_cmd(
     from rayline.stages.predict import predict
 
     loaded = load_spec(spec, set_ or [])
-    with _status(f"predicting with {loaded.name} model {model}"):
+    with progress_status(err, f"predicting with {loaded.name} model {model}"):
         result = predict(loaded, model=model, input=input_path, output=out_path)
     where = "in process" if result.engine == "local" else "Ray actor pool"
     out.print(
@@ -403,7 +321,7 @@ def evaluate_cmd(
     from rayline.stages.evaluate import evaluate
 
     loaded = load_spec(spec, set_ or [])
-    with _status(f"evaluating {loaded.name} model {model}"):
+    with progress_status(err, f"evaluating {loaded.name} model {model}"):
         result = evaluate(loaded, model=model, input=input_path)
     where = "in process" if result.engine == "local" else "on Ray"
     out.print(f"model {result.model_run_id} on {result.rows:,} rows ({result.seconds:.1f} s, {where})")
@@ -459,7 +377,7 @@ def serve_cmd(
     # handler in place when ray.init installs Ray's own).
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
-        with _status(f"starting {loaded.name} service"):
+        with progress_status(err, f"starting {loaded.name} service"):
             service = start(loaded, model=model, host=host, port=port)
         out.print(f"serving {loaded.name} model {service.model_run_id}")
         out.print(f"  predict  POST {service.url}/predict")
@@ -692,7 +610,7 @@ def promote_cmd(
     from rayline.stages.promote import promote
 
     loaded = load_spec(spec) if spec is not None else None
-    with _status(f"promoting run {run_id} to {alias}"):
+    with progress_status(err, f"promoting run {run_id} to {alias}"):
         done = promote(run_id, alias, force=force, spec=loaded)
     version = done.version
     out.print(f"{version.model} version {version.version} (run {version.run_id}) is now {alias}")
