@@ -49,13 +49,9 @@ class OIPModel:
         await self.served.meta_of(await self.version(name, version))  # loads it, or says why not
         return True
 
-    async def infer(self, name: str, version: str | None, inference: Inference) -> tuple[str, dict[str, np.ndarray]]:
-        """The run that answered and the outputs the request asked for."""
-        run_id = await self.version(name, version)
-        return run_id, await self.infer_run(run_id, inference)
-
     async def infer_run(self, run_id: str, inference: Inference) -> dict[str, np.ndarray]:
-        """``infer`` for a run ``version`` returned: the outputs the request asked for."""
+        """The outputs the request asked for, answered by ``run_id`` (``version`` names it first,
+        so an unknown model is NOT_FOUND whatever the request holds)."""
         meta = await self.served.meta_of(run_id)
         kind = self.served.kind
         arrays = tensors.checked(inference.inputs, kind.tensor_inputs(meta))
@@ -125,8 +121,9 @@ class GRPCInference:
         m = self._messages()
 
         async def work() -> Any:
+            run_id = await self.oip.version(request.model_name, request.model_version)  # NOT_FOUND first
             inference = parse_grpc(request)
-            run_id, outputs = await self.oip.infer(request.model_name, request.model_version, inference)
+            outputs = await self.oip.infer_run(run_id, inference)
             return encode_grpc(m.ModelInferResponse(), self.oip.name, run_id, inference, outputs)
 
         return await self._answer(grpc_context, m.ModelInferResponse(), work)
