@@ -267,6 +267,8 @@ def test_a_bad_progress_interval_is_one_line(tmp_path: Path, monkeypatch: pytest
         ("taxi-lightgbm", "model.params.num_leaves=-1", ["model.params: lightgbm refused", "(num_leaves) > (1)"]),
         ("taxi", "model.params.max_depth=-3", ["model.params: xgboost refused", "Parameter max_depth"]),
         ("taxi", "model.objective=binary:nope", ["model.objective: xgboost refused", "binary:nope"]),
+        ("taxi", "model.params.max_dept=3", ["model.params: xgboost does not use max_dept", "misspelt"]),
+        ("taxi-lightgbm", "model.params.num_leavs=3", ["model.params: lightgbm has no parameter num_leavs"]),
     ],
 )
 def test_a_value_the_library_refuses_names_the_field(

@@ -17,9 +17,11 @@ validation split (only ``train`` is sharded): all workers see the same metrics a
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import math
 import os
+import re
 import sys
 import tempfile
 import time
@@ -94,14 +96,24 @@ _NETWORK = {"machines", "num_machines", "local_listen_port", "tree_learner", "pr
 
 def _check_params(params: Mapping[str, Any]) -> None:
     """LightGBM checks every parameter when it builds a dataset: a four-row one, built before the
-    real work, refuses a bad ``model.params`` value as one line. LightGBM also prints its refusal
-    on the process's stderr from C++, which only a redirect of the file descriptor keeps quiet."""
-    probe = {k: v for k, v in params.items() if k not in _NETWORK}
+    real work at verbosity 0, refuses a bad ``model.params`` value or an unknown name as one line
+    (rayline trains at verbosity -1, where LightGBM would ignore a misspelt name silently). Its
+    refusal is also printed on the process's stderr from C++, which only a redirect of the file
+    descriptor keeps quiet; its warnings come through Python's stdout."""
+    probe = {k: v for k, v in params.items() if k not in _NETWORK and k not in _VERBOSITY_ALIASES}
+    said = io.StringIO()
     try:
-        with _quiet_stderr():
-            lightgbm.Dataset(np.zeros((4, 1)), label=np.array([0.0, 1.0, 0.0, 1.0]), params=probe).construct()
+        with _quiet_stderr(), contextlib.redirect_stdout(said):
+            data = np.zeros((4, 1))
+            lightgbm.Dataset(data, label=np.array([0.0, 1.0, 0.0, 1.0]), params={**probe, "verbosity": 0}).construct()
     except lightgbm.basic.LightGBMError as err:
         raise _params_refused(err) or map_error(err, during="training") from None
+    unknown = re.findall(r"Unknown parameter: (\S+)", said.getvalue())
+    if unknown:
+        raise SpecError(
+            f"model.params: lightgbm has no parameter {', '.join(unknown)}: misspelt?",
+            hint="see https://lightgbm.readthedocs.io/en/stable/Parameters.html",
+        )
 
 
 @contextlib.contextmanager

@@ -11,6 +11,7 @@ import math
 import re
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,26 @@ def _params_refused(err: BaseException) -> SpecError | None:
         return None
     field = "model.objective" if line.startswith("Unknown objective") else "model.params"
     return SpecError(f"{field}: xgboost refused a value: {line}")
+
+
+def _check_params(params: Mapping[str, Any], dtrain: Any) -> None:
+    """The run's parameters configured once before any boosting (milliseconds, no tree built), at
+    verbosity 1, where xgboost names those nothing uses ("Parameters: { "max_dept" } are not
+    used"): rayline boosts at verbosity 0, where a misspelt name would change nothing, silently."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            xgboost.Booster({**params, "verbosity": 1}, [dtrain]).save_config()
+        except xgboost.core.XGBoostError as err:
+            raise _params_refused(err) or map_error(err, during="training") from None
+    for warning in caught:
+        unused = re.search(r"Parameters: \{ (.+) \} are not used", str(warning.message))
+        if unused is not None:
+            names = ", ".join(re.findall(r'"([^"]+)"', unused.group(1)))
+            raise SpecError(
+                f"model.params: xgboost does not use {names}: misspelt, or meant for another booster or objective?",
+                hint="see https://xgboost.readthedocs.io/en/stable/parameter.html",
+            )
 
 
 def objective_for(spec: XGBoostModelSpec, task: str) -> str:
@@ -180,6 +201,7 @@ def train_booster(config: Mapping[str, Any], ctx: LoopContext) -> None:
     params.setdefault("verbosity", 0)
     if spec.scaling.use_gpu:
         params.setdefault("device", "cuda")  # Ray Train made this worker's GPU its only visible one
+    _check_params(params, dtrain)
     before: Curves = resumed[1] if resumed else {}
     start = resumed[0].num_boosted_rounds() if resumed else 0
     history: dict[str, Any] = {}
