@@ -512,9 +512,9 @@ def submit_cmd(
 
 # ------------------------------------------------------------------------------------ runs
 def _fmt_metrics(metrics: dict[str, float], limit: int = 3) -> str:
-    # valid_loss first (the metric every family reports alike); valid_error only repeats accuracy
-    shown = (k for k in metrics if k.startswith("valid_") and k != "valid_error")
-    keys = sorted(shown, key=lambda k: (k != "valid_loss", k))
+    from rayline.registry import headline_keys
+
+    keys = headline_keys(metrics)
     return ", ".join(f"{k}={metrics[k]:.4g}" for k in (keys or sorted(metrics))[:limit])
 
 

@@ -90,6 +90,13 @@ ALIAS = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
 RESERVED_ALIASES = ("best", "latest")
 
 
+def headline_keys(values: Mapping[str, float], prefix: str = "valid_") -> list[str]:
+    """The metrics worth a glance, in order: the loss first (every family reports it alike), the
+    rest by name; the error rate is left out (it only repeats the accuracy)."""
+    loss = f"{prefix}loss"
+    return sorted((k for k in values if k.startswith(prefix) and k != f"{prefix}error"), key=lambda k: (k != loss, k))
+
+
 def check_alias(alias: str) -> str:
     """An alias a user may set: a name MLflow accepts that no selector or version reads as."""
     if not ALIAS.fullmatch(alias) or alias in RESERVED_ALIASES or re.fullmatch(r"[vV]\d+", alias):

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rayline.registry import Registry, open_registry
+from rayline.registry import Registry, headline_keys, open_registry
 from rayline.spec import Spec
 from rayline.stages.evaluate import Evaluation, evaluate
 from rayline.stages.predict import PredictResult, predict
@@ -51,9 +51,7 @@ class LifecycleResult:
 
 
 def _metrics(values: Mapping[str, float], prefix: str = "valid_") -> str:
-    # the loss first (every family reports it alike); the error rate only repeats the accuracy
-    loss = f"{prefix}loss"
-    shown = sorted((k for k in values if k.startswith(prefix) and k != f"{prefix}error"), key=lambda k: (k != loss, k))
+    shown = headline_keys(values, prefix)
     return ", ".join(f"{k}={values[k]:.4f}" for k in shown[:3])
 
 
