@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 RAY = Path(sys.executable).with_name("ray")
+RAY_ERROR = re.compile(r"\[\S+ \S+ E \d+")  # "[2026-12-01 10:37:50,730 E 1234 5678] worker_pool.cc:..."
 
 
 def free_port() -> int:
@@ -33,7 +35,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _node_ports(head: bool) -> list[str]:
+# Worker ports: each node a range of its own, 11000-30999, below the kernel's ephemeral ports
+# (32768 up) where free_port() picks come from. A raylet with no free port left starts no worker
+# ("No available ports"): actors and Train workers wait for ever while their CPUs stay reserved.
+WORKER_PORTS = 200
+_FIRST_RANGE = secrets.randbelow(100)
+
+
+def _node_ports(index: int) -> list[str]:
     ports = {
         "--node-manager-port": free_port(),
         "--object-manager-port": free_port(),
@@ -42,13 +51,9 @@ def _node_ports(head: bool) -> list[str]:
         "--metrics-export-port": free_port(),
         "--runtime-env-agent-port": free_port(),
     }
-    base = free_port()
     args = [f"{k}={v}" for k, v in ports.items()]
-    # Worker ports: a range of their own per node, below the kernel's ephemeral ports (32768 up),
-    # where the picks above come from.
-    low = 11000 + (base % 80) * 100
-    args += [f"--min-worker-port={low}", f"--max-worker-port={low + 99}"]
-    return args
+    low = 11000 + ((_FIRST_RANGE + index) % 100) * WORKER_PORTS
+    return [*args, f"--min-worker-port={low}", f"--max-worker-port={low + WORKER_PORTS - 1}"]
 
 
 @dataclass
@@ -99,7 +104,7 @@ class LocalCluster:
             f"--dashboard-port={dash}",
             f"--ray-client-server-port={free_port()}",
             '--resources={"node_0": 1}',
-            *_node_ports(True),
+            *_node_ports(0),
         ]
         self._run(head, timeout_s)
         for i in range(1, self.nodes):
@@ -111,7 +116,7 @@ class LocalCluster:
                 f"--num-cpus={self.cpus}",
                 "--num-gpus=0",
                 f'--resources={{"node_{i}": 1}}',
-                *_node_ports(False),
+                *_node_ports(i),
             ]
             self._run(worker, timeout_s)
         self.pids = sorted(self._raylet_pids() - before)
@@ -149,6 +154,54 @@ class LocalCluster:
                         return
             time.sleep(1)
         raise RuntimeError(f"{self.nodes} Ray nodes were not alive within {timeout_s:.0f} s")
+
+    def _get(self, path: str) -> dict:
+        request = urllib.request.Request(f"{self.dashboard}{path}", headers=self.headers())
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            return dict(json.load(reply)["data"])
+
+    def cpus_in_use(self) -> float:
+        """CPUs held by any actor, task or placement group (Ray's autoscaler report)."""
+        usage = self._get("/api/cluster_status")["clusterStatus"]["loadMetricsReport"]["usage"]
+        return float(usage.get("CPU", [0.0])[0])
+
+    def wait_idle(self, timeout_s: float = 120) -> None:
+        """Return once no CPU is held; else raise with what holds them. A test that leaves work
+        behind fails in its own teardown, not in the next test as a starved cluster."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError, KeyError, ValueError):
+                if self.cpus_in_use() == 0:
+                    return
+            time.sleep(1)
+        raise AssertionError(f"the cluster was still busy {timeout_s:.0f} s after the test:\n{self.describe()}")
+
+    def describe(self) -> str:
+        """Nodes, live actors and placement groups, and this machine's free memory and disk."""
+        lines = []
+        with contextlib.suppress(OSError, KeyError, ValueError):
+            lines.append(f"CPUs in use: {self.cpus_in_use()}")
+        for what, path in (
+            ("node", "/api/v0/nodes?detail=1&limit=100"),
+            ("actor", "/api/v0/actors?detail=1&limit=1000&filter_keys=state&filter_predicates=!%3D&filter_values=DEAD"),
+            ("placement group", "/api/v0/placement_groups?detail=1&limit=1000"),
+        ):
+            try:
+                found = self._get(path)["result"]["result"]
+            except (OSError, KeyError, ValueError) as exc:
+                lines.append(f"{what}s: unreadable ({exc})")
+                continue
+            for item in found:
+                keys = ("node_id", "state", "state_message", "resources_total", "class_name", "job_id", "pid",
+                        "required_resources", "placement_group_id", "stats", "bundles", "death_cause")  # fmt: skip
+                lines.append(f"{what}: " + ", ".join(f"{k}={item[k]}" for k in keys if item.get(k)))
+        for log in sorted(self.root.rglob("raylet*.out")):  # the raylets' errors: no port, no memory, ...
+            errors = [line for line in log.read_text(errors="replace").splitlines() if RAY_ERROR.match(line)]
+            lines += [f"{log.name}: {line[:300]}" for line in errors[-10:]]
+        meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+        lines.append(f"MemAvailable: {meminfo['MemAvailable'].strip()}; disk free under {self.root}: "
+                     f"{shutil.disk_usage(self.root).free / 2**30:.1f} GiB")  # fmt: skip
+        return "\n".join(lines)
 
     def stop(self) -> None:
         """SIGTERM this cluster's processes, then SIGKILL what is left after 10 s."""

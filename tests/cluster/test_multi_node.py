@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import re
 import select
 import signal
 import subprocess
 import sys
-import threading
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,34 +73,40 @@ def client(s3: dict[str, str]) -> Any:
     )  # fmt: skip
 
 
-def stored(s3: dict[str, str], prefix: str, s3_client: Any = None) -> set[str]:
+def stored(s3: dict[str, str], prefix: str) -> set[str]:
     """The keys under ``prefix`` in the test bucket."""
-    pages = (s3_client or client(s3)).get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+    pages = client(s3).get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
     return {item["Key"] for page in pages for item in page.get("Contents", [])}
 
 
+class _Writes(logging.Handler):
+    """The keys of the bucket's PUTs and POSTs in the S3 server's request log (werkzeug's)."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__(logging.INFO)
+        self.pattern = re.compile(rf'"(?:PUT|POST) /{BUCKET}/({re.escape(prefix)}[^ ?]*)')
+        self.keys: set[str] = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        found = self.pattern.search(record.getMessage())
+        if found:
+            self.keys.add(urllib.parse.unquote(found.group(1)))
+
+
 @contextlib.contextmanager
-def watching(s3: dict[str, str], prefix: str) -> Iterator[set[str]]:
-    """Every key seen under ``prefix`` while the block runs (rayline clears a run's storage once
-    the run is registered, so the keys are looked for while it runs)."""
-    seen: set[str] = set()
-    done = threading.Event()
-
-    # One client for the whole watch: making one takes longer, on a busy machine, than a short
-    # trial's checkpoint lives.
-    s3_client = client(s3)
-
-    def poll() -> None:
-        while not done.wait(0.2):
-            seen.update(stored(s3, prefix, s3_client))
-
-    watcher = threading.Thread(target=poll, daemon=True)
-    watcher.start()
+def watching(prefix: str) -> Iterator[set[str]]:
+    """Every key written under ``prefix`` while the block runs. rayline clears a run's storage once
+    the run is registered, so the writes are read from the server's log as they come, not listed
+    after (a listing now and then missed a short-lived checkpoint on a busy machine)."""
+    log = logging.getLogger("werkzeug")
+    writes, level = _Writes(prefix), log.level
+    log.addHandler(writes)
+    log.setLevel(logging.INFO)
     try:
-        yield seen
+        yield writes.keys
     finally:
-        done.set()
-        watcher.join()
+        log.removeHandler(writes)
+        log.setLevel(level)
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +117,13 @@ def cluster(s3: dict[str, str]) -> Iterator[LocalCluster]:
         yield running
     finally:
         running.stop()
+
+
+@pytest.fixture(autouse=True)
+def leaves_the_cluster_idle(cluster: LocalCluster) -> Iterator[None]:
+    """Each test ends with every CPU free again, or fails saying what holds them."""
+    yield
+    cluster.wait_idle()
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +199,7 @@ def test_trials_share_the_cluster_and_keep_their_results_on_s3(
     one node (a 3-CPU worker, sized from the cluster's 4, waited for a node forever)."""
     env = user_env(cluster, rayline_home, MLFLOW_TRACKING_URI=tracking, RAYLINE_STORAGE=f"s3://{BUCKET}/tune")
     before = actors(cluster, "RayTrainWorker")
-    with watching(s3, "tune/") as seen:
+    with watching("tune/") as seen:
         out = rayline(
             env, "tune", TAXI, "--set", "data.rows=20000", "--set", "scaling.num_workers=1",
             "--set", "tune.num_samples=2", "--set", "tune.max_concurrent=2",
@@ -481,7 +496,7 @@ def test_ray_train_keeps_its_checkpoints_on_s3(
     """With RAYLINE_STORAGE on S3 the workers write their checkpoints there; the run's final
     checkpoint reaches the registry (the tracking server), and the pool predicts from it."""
     env = user_env(cluster, rayline_home, MLFLOW_TRACKING_URI=tracking, RAYLINE_STORAGE=f"s3://{BUCKET}/train")
-    with watching(s3, "train/") as seen:
+    with watching("train/") as seen:
         out = rayline(env, "train", TAXI, "--set", "scaling.num_workers=2", "--set", "data.rows=20000")
     assert "(ray-train:2" in out, out
     assert any("/checkpoint_" in key for key in seen), sorted(seen)[:20]

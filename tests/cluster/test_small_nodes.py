@@ -23,6 +23,12 @@ def small() -> Iterator[LocalCluster]:
         running.stop()
 
 
+@pytest.fixture(autouse=True)
+def leaves_the_cluster_idle(small: LocalCluster) -> Iterator[None]:
+    yield
+    small.wait_idle()
+
+
 @pytest.fixture
 def env(small: LocalCluster, rayline_home: Path) -> dict[str, str]:
     return cluster_env(small, rayline_home)
