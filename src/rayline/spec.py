@@ -437,7 +437,8 @@ def load_spec(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> Sp
     """Read a YAML spec, apply ``--set`` overrides, validate. Raises SpecError naming file and field."""
     file = Path(path)
     if not file.is_file():
-        raise SpecError(f"spec file {str(file)!r} not found", hint="pass the path to a .yaml spec")
+        what = "is a folder" if file.is_dir() else "not found"
+        raise SpecError(f"spec file {str(file)!r} {what}", hint="pass the path to a .yaml spec")
     try:
         raw = yaml.safe_load(file.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:

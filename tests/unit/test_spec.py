@@ -75,6 +75,12 @@ def test_errors_name_the_file_and_field(tmp_path: Path) -> None:
     assert str(path) in text and "model.max_dept: unknown field" in text
 
 
+def test_a_path_that_is_no_spec_file_says_what_it_is(tmp_path: Path) -> None:
+    hint = " (pass the path to a .yaml spec)"
+    assert str(pytest.raises(SpecError, load_spec, tmp_path / "absent.yaml").value).endswith(f"' not found{hint}")
+    assert str(pytest.raises(SpecError, load_spec, tmp_path).value).endswith(f"{str(tmp_path)!r} is a folder{hint}")
+
+
 def test_several_errors_reported_together(tmp_path: Path) -> None:
     path = write(
         tmp_path, "name: 'bad name!'\ndata: {source: builtin:taxi, shuffle: sometimes}\nmodel: {family: xgboost}\n"
