@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rayline._version import __version__
-from rayline.errors import RaylineError, SpecError
+from rayline.errors import DataError, RaylineError, SpecError
 from rayline.progress import progress_status
 
 app = typer.Typer(
@@ -457,20 +457,34 @@ def k8s_cmd(
 
     loaded = load_spec(spec, set_ or [])
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-    out_dir.mkdir(parents=True, exist_ok=True)
     job = rayjob(loaded, image=image, tracking_uri=uri)
-    (out_dir / f"{loaded.name}-rayjob.yaml").write_text(to_yaml(*job))
     # The model selector as given: `best` is resolved where the service is built, in the
     # cluster's registry (the tracking server), which may hold runs this machine has not seen.
     service = rayservice(loaded, model=model, image=image, tracking_uri=uri)
-    (out_dir / f"{loaded.name}-rayservice.yaml").write_text(to_yaml(service))
-    written = [out_dir / f"{loaded.name}-rayjob.yaml", out_dir / f"{loaded.name}-rayservice.yaml"]
+    manifests = {
+        out_dir / f"{loaded.name}-rayjob.yaml": to_yaml(*job),
+        out_dir / f"{loaded.name}-rayservice.yaml": to_yaml(service),
+    }
+    for path, text in manifests.items():
+        _write_text(path, text)
+    written = list(manifests)
     if uri is None:
         err.print("note: no --tracking-uri (or MLFLOW_TRACKING_URI): the pods would use their own local registry")
     if not (loaded.data.is_uri or loaded.data.source.startswith("builtin:")):
         err.print(f"note: data.source {loaded.data.source} is a local path; the pods need a URI (s3://, gs://)")
     for path in written:
         out.print(f"wrote {path}")
+
+
+def _write_text(path: Path, text: str) -> None:
+    """``path`` whole or not at all; a folder that cannot be made or written names itself."""
+    from rayline.atomic import atomic_output
+
+    with atomic_output(path) as tmp:
+        try:
+            tmp.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise DataError(f"cannot write {path}: {exc.strerror}") from None
 
 
 @app.command("submit")

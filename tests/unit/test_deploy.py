@@ -130,3 +130,19 @@ def test_the_k8s_command_writes_both_manifests(tmp_path: Path) -> None:
     assert configmap["kind"] == "ConfigMap" and "scaling" in yaml.safe_load(configmap["data"]["spec.yaml"])
     assert job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["replicas"] == 3
     assert yaml.safe_load(service["spec"]["serveConfigV2"])["applications"][0]["args"]["model"] == "best"
+
+
+def test_the_k8s_command_names_a_folder_it_cannot_make(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "a-file").write_text("not a folder")
+    out = tmp_path / "a-file" / "deploy"
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("rayline")), "k8s", str(REPO / "examples" / "taxi.yaml"),
+         "--image", "rayline:test", "--out", str(out)],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "MLFLOW_TRACKING_URI": "http://mlflow:5000"},
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip() == f"error: cannot create folder {out}: Not a directory", done.stderr
+    assert done.stdout == ""
