@@ -207,6 +207,30 @@ class ActiveRun:
         self.set_tags({TAG_MODEL: "1"})
 
 
+REACH_TIMEOUT_S = 10.0
+
+
+def _check_reachable(uri: str) -> None:
+    """Fail in seconds, naming the server, when a tracking server does not answer at all: MLflow's
+    own retries with backoff would sit silent for minutes first. Any HTTP answer will do (a proxy
+    may want credentials for /health); TLS questions are left to MLflow, which knows its settings."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import requests
+
+    try:
+        requests.get(f"{uri.rstrip('/')}/health", timeout=REACH_TIMEOUT_S)
+    except requests.exceptions.SSLError:
+        return
+    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as err:
+        timed_out = isinstance(err, requests.exceptions.Timeout)
+        reason = f"no answer within {REACH_TIMEOUT_S:g} s" if timed_out else "connection refused"
+        raise RegistryError(
+            f"cannot reach the MLflow tracking server at {uri}: {reason}",
+            hint="check MLFLOW_TRACKING_URI, or unset it to use the local registry",
+        ) from None
+
+
 class Registry:
     """Runs of every spec, read and written through one ``MlflowClient``."""
 
@@ -538,7 +562,10 @@ class Registry:
 
 
 def open_registry(home: Path | None = None) -> Registry:
-    """The registry for ``RAYLINE_HOME`` (or ``MLFLOW_TRACKING_URI`` when set)."""
+    """The registry for ``RAYLINE_HOME`` (or ``MLFLOW_TRACKING_URI`` when set: a server that does
+    not answer fails here, in seconds)."""
     from rayline.runtime import home as default_home
 
-    return Registry(home or default_home())
+    registry = Registry(home or default_home())
+    _check_reachable(registry.tracking_uri)
+    return registry

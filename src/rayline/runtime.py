@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from rayline.errors import RuntimeStartError, SpecError, first_line
+from rayline.errors import RegistryError, RuntimeStartError, SpecError, first_line
 
 _GIB = 1024**3
 T = TypeVar("T")
@@ -29,7 +29,13 @@ T = TypeVar("T")
 def home() -> Path:
     """``RAYLINE_HOME`` (default ``./.rayline``), absolute, created on first use."""
     path = Path(os.environ.get("RAYLINE_HOME") or ".rayline").expanduser().resolve()
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RegistryError(
+            f"RAYLINE_HOME {path}: cannot create the folder ({err.strerror})",
+            hint="set RAYLINE_HOME to a folder you can write",
+        ) from None
     return path
 
 

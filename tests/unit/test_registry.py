@@ -129,3 +129,61 @@ def test_a_run_without_a_model_cannot_be_promoted(registry: Registry, tmp_path: 
         registry.set_alias(registry.get(bare), "champion")
     with pytest.raises(RegistryError, match="not usable"):
         registry.set_alias(registry.get(bare), "best")
+
+
+def test_a_tracking_server_that_does_not_answer_fails_in_seconds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MLflow's own retries would sit silent for minutes: a refused connection or a server that
+    never answers is one line naming the server; any HTTP answer (a 404 too) is a server."""
+    import socket
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from rayline import registry as registry_module
+    from rayline.registry import open_registry
+
+    monkeypatch.setattr(registry_module, "REACH_TIMEOUT_S", 0.5)
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        refused = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", refused)
+    with pytest.raises(
+        RegistryError, match=f"cannot reach the MLflow tracking server at {refused}: connection refused"
+    ):
+        open_registry(tmp_path / "home")
+
+    with socket.socket() as silent:  # accepts connections (the kernel's backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        mute = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", mute)
+        with pytest.raises(RegistryError, match=r"no answer within 0\.5 s"):
+            open_registry(tmp_path / "home")
+
+    class NotFound(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_error(404)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        answering = f"http://127.0.0.1:{server.server_address[1]}"
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", answering)
+        assert open_registry(tmp_path / "home").tracking_uri == answering
+    finally:
+        server.shutdown()
+
+
+def test_a_home_that_cannot_be_made_names_itself(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rayline.registry import open_registry
+
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("RAYLINE_HOME", str(tmp_path / "a-file" / "home"))
+    with pytest.raises(
+        RegistryError, match=r"RAYLINE_HOME .*a-file/home: cannot create the folder \(Not a directory\)"
+    ):
+        open_registry()
