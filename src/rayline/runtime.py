@@ -103,6 +103,33 @@ def cluster_address() -> str | None:
     return os.environ.get("RAY_ADDRESS") or None
 
 
+JOIN_TIMEOUT_S = 10.0
+
+
+def _check_listening(address: str) -> None:
+    """Fail in seconds when nothing listens at ``RAY_ADDRESS`` (``host:port`` or ``ray://host:port``):
+    ``ray.init`` retries an unreachable GCS for minutes, silently. ``auto`` and other forms are
+    left to Ray, which answers them at once."""
+    import socket
+
+    found = re.fullmatch(r"(?:ray://)?\[?([^\]/]+?)\]?:(\d+)/?", address)
+    if found is None:
+        return
+    host, port = found.group(1), int(found.group(2))
+    try:
+        socket.create_connection((host, port), timeout=JOIN_TIMEOUT_S).close()
+    except OSError as err:
+        reason = (
+            f"no answer within {JOIN_TIMEOUT_S:g} s"
+            if isinstance(err, TimeoutError)
+            else (err.strerror or str(err)).lower()
+        )
+        raise RuntimeStartError(
+            f"could not join the Ray cluster at RAY_ADDRESS={address}: {reason}",
+            hint="check the address (the head's GCS port, 6379 by default, or ray://HEAD:10001), or unset RAY_ADDRESS",
+        ) from None
+
+
 def _object_store_bytes(total_memory: int) -> int:
     # Ray's default takes 30% of RAM; on a small box that competes with xgboost/torch for memory.
     # Keep it between 512 MiB and 4 GiB and within /dev/shm, where Ray puts the store.
@@ -233,6 +260,7 @@ def init(*, quiet: bool | None = None, setup_hook: str | None = None) -> Resourc
                 include_dashboard=os.environ.get("RAYLINE_DASHBOARD", "0") == "1",
             )
         else:
+            _check_listening(address)
             kwargs["address"] = address
             if quiet:
                 _filter_native_stderr()
@@ -242,8 +270,8 @@ def init(*, quiet: bool | None = None, setup_hook: str | None = None) -> Resourc
         try:
             ray.init(**kwargs)
         except Exception as err:  # Ray raises ConnectionError, RuntimeError, ValueError...
-            where = f"the Ray cluster at RAY_ADDRESS={address}" if address else "a local Ray"
-            raise RuntimeStartError(f"could not start {where}: {first_line(err)}") from err
+            where = f"join the Ray cluster at RAY_ADDRESS={address}" if address else "start a local Ray"
+            raise RuntimeStartError(f"could not {where}: {first_line(err)}") from err
         finally:
             if callable(on_sigterm) and threading.current_thread() is threading.main_thread():
                 signal.signal(signal.SIGTERM, on_sigterm)

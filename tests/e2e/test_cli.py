@@ -222,6 +222,16 @@ def test_run_does_the_whole_lifecycle(tmp_path: Path, rayline_home: Path, monkey
     assert " tune " not in skipped.stdout and "evaluate" in skipped.stdout
 
 
+def test_a_cluster_address_nothing_answers_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ray.init retries an unreachable GCS for minutes, silently: rayline checks the port first."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{closed.getsockname()[1]}"
+    monkeypatch.setenv("RAY_ADDRESS", address)
+    proc = rayline("train", str(EXAMPLES / "taxi.yaml"), "--set", "scaling.num_workers=2", check=False)
+    assert_one_line_error(proc, f"could not join the Ray cluster at RAY_ADDRESS={address}: connection refused")
+
+
 def test_a_taken_grpc_port_is_one_line() -> None:
     """Checked before Ray starts, as the HTTP port is: Serve would fail later, less clearly."""
     with socket.socket() as taken:
