@@ -34,6 +34,20 @@ def _frame_case(change: Callable[[pd.DataFrame], pd.DataFrame]) -> Callable[[Pat
     return make
 
 
+def _empty_text_label(folder: Path) -> Path:
+    """A CSV whose text label has an empty cell: a missing label, not a class named ''."""
+    df = tables.binary_frame()
+    df["clicked"] = np.where(df["clicked"] == 1, "yes", "no").astype(object)
+    df.loc[3, "clicked"] = None
+    return tables.write(df, folder, "bad", "csv")
+
+
+def _semicolons(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    tables.binary_frame().to_csv(folder / "semi.csv", sep=";", index=False)
+    return folder / "semi.csv"
+
+
 # case -> (writes the bad table, spec changes, words the message must contain besides the path)
 CASES: dict[str, tuple[Callable[[Path], Path], dict[str, Any], list[str]]] = {
     "missing-label": (_frame_case(lambda df: df.drop(columns=["clicked"])), {}, ["'clicked'", "not found"]),
@@ -46,6 +60,8 @@ CASES: dict[str, tuple[Callable[[Path], Path], dict[str, Any], list[str]]] = {
     "corrupt-parquet": (_corrupt, {}, ["cannot read"]),
     "empty-parquet": (_frame_case(lambda df: df.iloc[:0]), {}, ["no rows"]),
     "one-class": (_frame_case(lambda df: df.assign(clicked=1)), {}, ["'clicked'", "single value"]),
+    "empty-text-label": (_empty_text_label, {}, ["label column 'clicked' has 1 missing value (drop those rows"]),
+    "semicolon-csv": (_semicolons, {}, ["'clicked' not found", "one column with ';' in it", "comma-separated"]),
 }
 
 
@@ -76,7 +92,9 @@ def test_bad_table_in_process(case: str, tmp_path: Path, rayline_home: Path) -> 
     _train_fails(case, "auto", tmp_path, rayline_home)
 
 
-@pytest.mark.parametrize("case", ["corrupt-parquet", "empty-parquet", "one-class", "all-nan-feature"])
+@pytest.mark.parametrize(
+    "case", ["corrupt-parquet", "empty-parquet", "one-class", "all-nan-feature", "empty-text-label"]
+)
 def test_bad_table_on_ray_data(case: str, ray_session: object, tmp_path: Path, rayline_home: Path) -> None:
     """The Ray Data reader applies the same checks before any Train worker starts."""
     _train_fails(case, 2, tmp_path, rayline_home)

@@ -123,13 +123,7 @@ def prepare_ray(spec: Spec) -> Prepared:
     parts = ds.map_batches(_BatchStats(spec, features, label), batch_format="pandas", zero_copy_batch=True).take_all()
     stats = _merge_stats([json.loads(p["stats"]) for p in parts], features, spec.data.categorical)
     rows = stats["rows"]
-    if rows == 0:
-        raise DataError(f"{source}: the table has no rows")
-    empty = [c for c in features if not stats["notna"][c]]
-    if empty:
-        raise DataError(f"{source}: feature column {empty[0]!r} has no values (all NaN or null)")
-    if stats["label_missing"]:
-        raise DataError(f"{source}: label column {label!r} has {stats['label_missing']} missing values")
+    tables.check_counts(source, rows, stats["notna"], label, stats["label_missing"])
     label_dtype = schema.field(label).type.to_pandas_dtype()
     labels = pd.Series(stats["labels"], dtype=label_dtype, name=label)
     task, classes = tables.infer_task(labels, spec.model.task_hint(), source)

@@ -78,7 +78,11 @@ def check_schema(schema: pa.Schema, spec: Spec, source: str) -> tuple[list[str],
         raise DataError("data.label is not set: name the column to predict", hint="e.g. --set data.label=is_big_tip")
     names = [n for n in schema.names if n not in _INDEX_COLUMNS]
     if label not in names:
-        raise DataError(f"{source}: label column {label!r} not found; columns are {', '.join(names)}")
+        one = len(names) == 1 and next((sep for sep in (";", "\t", "|") if sep in names[0]), None)
+        raise DataError(
+            f"{source}: label column {label!r} not found; columns are {', '.join(names)}",
+            hint=f"the header is one column with {one!r} in it: rayline reads comma-separated CSV" if one else None,
+        )
     features = list(spec.data.features) if spec.data.features else [n for n in names if n != label]
     missing = [f for f in features + spec.data.categorical + spec.data.scale if f not in names]
     if missing:
@@ -129,16 +133,24 @@ def infer_task(
     return task, classes
 
 
-def _check_values(frame: pd.DataFrame, features: list[str], label: str, source: str) -> None:
-    if frame.empty:
+def check_counts(source: str, rows: int, notna: Mapping[str, int], label: str, label_missing: int) -> None:
+    """Rows, values in every feature and a label in every row: the same words from both engines
+    (``notna``: non-missing values per feature)."""
+    if rows == 0:
         raise DataError(f"{source}: the table has no rows")
-    counts = frame[features].notna().sum()
-    empty = [name for name, n in counts.items() if n == 0]
+    empty = [name for name, n in notna.items() if n == 0]
     if empty:
         raise DataError(f"{source}: feature column {empty[0]!r} has no values (all NaN or null)")
-    missing_labels = int(frame[label].isna().sum())
-    if missing_labels:
-        raise DataError(f"{source}: label column {label!r} has {missing_labels} missing values")
+    if label_missing:
+        raise DataError(
+            f"{source}: label column {label!r} has {label_missing} missing value{'s' if label_missing > 1 else ''}",
+            hint="drop those rows or fill them in",
+        )
+
+
+def _check_values(frame: pd.DataFrame, features: list[str], label: str, source: str) -> None:
+    notna = {name: int(n) for name, n in frame[features].notna().sum().items()}
+    check_counts(source, len(frame), notna, label, int(frame[label].isna().sum()))
 
 
 def build_layout(frame: pd.DataFrame, schema: pa.Schema, spec: Spec, source: str) -> TableLayout:
@@ -151,12 +163,26 @@ def build_layout(frame: pd.DataFrame, schema: pa.Schema, spec: Spec, source: str
 
 
 # ---------------------------------------------------------------------------------- reading
+def _csv_convert_options() -> Any:
+    """An empty CSV cell is a missing value in every column, text ones too (Arrow reads it as
+    ``""`` there, which made an empty label a class of its own); both engines read with these."""
+    import pyarrow.csv as pacsv
+
+    return pacsv.ConvertOptions(strings_can_be_null=True)
+
+
+def _dataset_format(fmt: TableFormat) -> Any:
+    import pyarrow.dataset as pads
+
+    return pads.CsvFileFormat(convert_options=_csv_convert_options()) if fmt == "csv" else fmt
+
+
 def read_local(source: str, fmt: TableFormat, columns: list[str] | None = None) -> pa.Table:
     """A local parquet/CSV file or folder, read by pyarrow in this process."""
     import pyarrow.dataset as pads
 
     try:
-        dataset = pads.dataset(source, format=fmt, exclude_invalid_files=False)
+        dataset = pads.dataset(source, format=_dataset_format(fmt), exclude_invalid_files=False)
         table = dataset.to_table(columns=columns)
     except (pa.ArrowException, OSError, ValueError) as err:
         raise read_error(source, err, "the table") from None
@@ -168,7 +194,7 @@ def local_schema(source: str, fmt: TableFormat) -> tuple[pa.Schema, int | None]:
     import pyarrow.dataset as pads
 
     try:
-        dataset = pads.dataset(source, format=fmt)
+        dataset = pads.dataset(source, format=_dataset_format(fmt))
         schema = dataset.schema
         rows = dataset.count_rows() if fmt == "parquet" else None
     except (pa.ArrowException, OSError, ValueError) as err:
@@ -184,7 +210,9 @@ def read_ray(source: str, fmt: TableFormat, *, shuffle_files: bool = False) -> r
 
     try:
         if fmt == "csv":
-            return ray.data.read_csv(source, shuffle="files" if shuffle_files else None)
+            return ray.data.read_csv(
+                source, shuffle="files" if shuffle_files else None, convert_options=_csv_convert_options()
+            )
         return ray.data.read_parquet(source, shuffle="files" if shuffle_files else None)
     except Exception as err:  # Ray wraps Arrow/S3 errors in several exception types
         raise read_error(source, err, "the table") from None
