@@ -83,6 +83,10 @@ def data_taxi(
     """Generate NYC taxi trips with the real file's schema."""
     from rayline.datasets import write_taxi
 
+    if out_path.suffix.lower() not in (".parquet", ".csv"):
+        raise SpecError(f"--out {out_path}: expected a .parquet or .csv file name")
+    if not trip_scale > 0:
+        raise SpecError(f"--trip-scale {trip_scale:g}: expected a number > 0")
     with progress_status(err, f"generating {rows:,} taxi trips"):
         path = write_taxi(out_path, rows, seed=seed, with_truth=with_truth, trip_scale=trip_scale)
     out.print(f"wrote {rows:,} rows to {path}")

@@ -78,6 +78,27 @@ def test_bad_format_is_one_line(tmp_path: Path) -> None:
     assert not (tmp_path / "m").exists()
 
 
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--out", "trips.txt"], "trips.txt: expected a .parquet or .csv file name"),
+        (["--out", "trips.csv", "--trip-scale", "0"], "--trip-scale 0: expected a number > 0"),
+    ],
+)
+def test_bad_taxi_options_are_usage_errors(tmp_path: Path, args: list[str], needle: str) -> None:
+    proc = rayline(
+        "data",
+        "taxi",
+        "--rows",
+        "10",
+        *[a if a.startswith("-") or a[0].isdigit() else str(tmp_path / a) for a in args],
+        check=False,
+    )
+    assert_one_line_error(proc, needle)
+    assert proc.returncode == 2
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_runs_list_empty_is_friendly() -> None:
     proc = rayline("runs", "list")
     assert "no runs yet" in proc.stdout
