@@ -32,7 +32,9 @@ def atomic_output(target: str | os.PathLike[str], *, overwrite: bool = True) -> 
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise DataError(f"cannot create folder {final.parent}: {err.strerror}") from None
+        blocking = next((p for p in (final.parent, *final.parent.parents) if p.exists() and not p.is_dir()), None)
+        why = f"{blocking} is a file" if blocking is not None else err.strerror
+        raise DataError(f"cannot create folder {final.parent}: {why}") from None
     tag = uuid.uuid4().hex[:8]
     tmp = final.with_name(f".{final.name}.tmp-{tag}")
     try:

@@ -144,5 +144,5 @@ def test_the_k8s_command_names_a_folder_it_cannot_make(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=120, env={**os.environ, "MLFLOW_TRACKING_URI": "http://mlflow:5000"},
     )  # fmt: skip
     assert done.returncode == 1, done.stderr
-    assert done.stderr.strip() == f"error: cannot create folder {out}: Not a directory", done.stderr
+    assert done.stderr.strip() == f"error: cannot create folder {out}: {tmp_path / 'a-file'} is a file", done.stderr
     assert done.stdout == ""
