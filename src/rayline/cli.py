@@ -12,7 +12,7 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -678,8 +678,8 @@ def doctor() -> None:
     from importlib import metadata
 
     from rayline.families import names
-    from rayline.registry import default_tracking_uri
-    from rayline.runtime import cluster_address, home, local_cpus
+    from rayline.registry import check_reachable, default_tracking_uri
+    from rayline.runtime import check_listening, cluster_address, home, local_cpus
 
     def version(pkg: str) -> str:
         try:
@@ -698,18 +698,32 @@ def doctor() -> None:
         ("python", platform.python_version()),
         ("ray", version("ray")),
         ("xgboost", version("xgboost")),
+        ("lightgbm", version("lightgbm")),
         ("torch", version("torch")),
         ("torchvision", version("torchvision")),
         ("mlflow", version("mlflow")),
         ("cpus", f"{os.cpu_count()} (rayline uses {local_cpus()} locally)"),
         ("gpus", gpus),
         ("families", ", ".join(names())),
-        ("RAY_ADDRESS", cluster_address() or "(unset: embedded local Ray)"),
+        ("RAY_ADDRESS", _reached(check_listening, cluster_address()) or "(unset: embedded local Ray)"),
         ("RAYLINE_HOME", str(home())),
-        ("tracking", default_tracking_uri(home())),
+        ("tracking", _reached(check_reachable, default_tracking_uri(home()))),
     ]
     for key, value in rows:
         out.print(f"{key:>12}  {value}")
+    if any("NOT REACHABLE" in str(value) for _, value in rows):
+        raise typer.Exit(1)
+
+
+def _reached(check: Callable[[str], None], where: str | None) -> str | None:
+    """``where``, marked when the check finds nothing answering there."""
+    if where is None:
+        return None
+    try:
+        check(where)
+    except RaylineError as exc:
+        return f"{where}  NOT REACHABLE: {exc.message.rsplit(': ', 1)[-1]}"
+    return where
 
 
 # ------------------------------------------------------------------------------------ main

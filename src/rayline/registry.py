@@ -210,7 +210,7 @@ class ActiveRun:
 REACH_TIMEOUT_S = 10.0
 
 
-def _check_reachable(uri: str) -> None:
+def check_reachable(uri: str) -> None:
     """Fail in seconds, naming the server, when a tracking server does not answer at all: MLflow's
     own retries with backoff would sit silent for minutes first. Any HTTP answer will do (a proxy
     may want credentials for /health); TLS questions are left to MLflow, which knows its settings."""
@@ -567,5 +567,5 @@ def open_registry(home: Path | None = None) -> Registry:
     from rayline.runtime import home as default_home
 
     registry = Registry(home or default_home())
-    _check_reachable(registry.tracking_uri)
+    check_reachable(registry.tracking_uri)
     return registry

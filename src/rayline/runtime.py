@@ -106,7 +106,7 @@ def cluster_address() -> str | None:
 JOIN_TIMEOUT_S = 10.0
 
 
-def _check_listening(address: str) -> None:
+def check_listening(address: str) -> None:
     """Fail in seconds when nothing listens at ``RAY_ADDRESS`` (``host:port`` or ``ray://host:port``):
     ``ray.init`` retries an unreachable GCS for minutes, silently. ``auto`` and other forms are
     left to Ray, which answers them at once."""
@@ -260,7 +260,7 @@ def init(*, quiet: bool | None = None, setup_hook: str | None = None) -> Resourc
                 include_dashboard=os.environ.get("RAYLINE_DASHBOARD", "0") == "1",
             )
         else:
-            _check_listening(address)
+            check_listening(address)
             kwargs["address"] = address
             if quiet:
                 _filter_native_stderr()

@@ -193,6 +193,20 @@ def test_doctor(rayline_home: Path) -> None:
     for key in ("python", "ray", "torch", "xgboost", "cpus", "gpus", "RAY_ADDRESS", "RAYLINE_HOME"):
         assert key in proc.stdout
     assert str(rayline_home) in proc.stdout
+    assert "NOT REACHABLE" not in proc.stdout
+
+
+def test_doctor_marks_what_does_not_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    proc = rayline("doctor", check=False)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    rows = dict(line.split(None, 1) for line in proc.stdout.splitlines())
+    assert rows["RAY_ADDRESS"] == f"127.0.0.1:{port}  NOT REACHABLE: connection refused"
+    assert rows["tracking"] == f"http://127.0.0.1:{port}  NOT REACHABLE: connection refused"
 
 
 @pytest.mark.parametrize("args", [["--help"], ["data", "--help"], ["runs", "--help"]])
