@@ -174,8 +174,8 @@ def test_failed_write_leaves_no_output(
     spec, run_id = trained
     spec = with_engine(spec, engine)
     target = tmp_path / "out" / "p.parquet"
-    target.parent.mkdir()
-    target.write_bytes(b"previous output")
+    target.mkdir(parents=True)
+    (target / "part-00000.parquet").write_bytes(b"previous output")
     bad = tables.binary_frame(rows=50, seed=3).astype({"x1": str})
     bad.loc[0, "x1"] = "not a number"
     path = tables.write(bad, tmp_path / "in", "textx1")
@@ -183,6 +183,19 @@ def test_failed_write_leaves_no_output(
         predict(spec, model=run_id, input=str(path), output=str(target))
     # the same message on both engines: the column and the value, not Ray's retry advice
     assert str(info.value) == "input column 'x1' holds 'not a number'; the model expects numbers"
-    assert target.read_bytes() == b"previous output"
+    assert (target / "part-00000.parquet").read_bytes() == b"previous output"
     assert sorted(p.name for p in target.parent.iterdir()) == ["p.parquet"]
+    assert sorted(p.name for p in target.iterdir()) == ["part-00000.parquet"]
+    assert _kinds() == ["train"]
+
+
+def test_an_output_folder_holding_other_files_is_refused(trained: tuple[Any, str], tmp_path: Path) -> None:
+    """`--out .` or a folder of the user's: refused before any work, nothing deleted."""
+    spec, run_id = trained
+    target = tmp_path / "mine"
+    target.mkdir()
+    (target / "notes.txt").write_text("the user's")
+    with pytest.raises(DataError, match=r"holds notes\.txt, which rayline did not write"):
+        predict(spec, model=run_id, output=str(target))
+    assert [p.name for p in target.iterdir()] == ["notes.txt"]
     assert _kinds() == ["train"]

@@ -99,7 +99,7 @@ def drift(
         raise DataError(f"{input}: no rows to compare")
     result = counter.result(threshold)
     target = out or runtime.home() / "drift" / record.run_id
-    with atomic_output(target, overwrite=True) as tmp:
+    with atomic_output(target, own=("drift.json", "drift.png")) as tmp:
         tmp.mkdir(parents=True)
         payload: dict[str, Any] = {"run_id": record.run_id, "input": input, **result.to_dict()}
         (tmp / "drift.json").write_text(json.dumps(payload, indent=1))

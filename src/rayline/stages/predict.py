@@ -240,7 +240,7 @@ def predict(
     resolve = partial(resolve_model, spec, model, registry)
     m = resolve() if local else runtime.init_while(resolve)
     target = Path(output or spec.predict.output or default_output(spec, m.record.run_id))
-    with atomic_output(target) as tmp:
+    with atomic_output(target, own=("*.parquet",)) as tmp:
         if local:
             run_pipeline(partial(write_local, spec, m, source, tmp), spec, "batch inference")
         else:
