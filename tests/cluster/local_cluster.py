@@ -35,11 +35,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-# Worker ports: each node a range of its own, 11000-30999, below the kernel's ephemeral ports
-# (32768 up) where free_port() picks come from. A raylet with no free port left starts no worker
-# ("No available ports"): actors and Train workers wait for ever while their CPUs stay reserved.
+# Worker ports: each node a range of its own in 11000-18999: below rayline's service ports
+# (20000-29999, serving/ports.py) and the kernel's ephemeral ports (32768 up), where free_port()
+# picks come from. A raylet with no free port left starts no worker ("No available ports"):
+# actors and Train workers wait for ever while their CPUs stay reserved.
 WORKER_PORTS = 200
-_FIRST_RANGE = secrets.randbelow(100)
+_RANGES = 40
+_FIRST_RANGE = secrets.randbelow(_RANGES)
 
 
 def _node_ports(index: int) -> list[str]:
@@ -52,7 +54,7 @@ def _node_ports(index: int) -> list[str]:
         "--runtime-env-agent-port": free_port(),
     }
     args = [f"{k}={v}" for k, v in ports.items()]
-    low = 11000 + ((_FIRST_RANGE + index) % 100) * WORKER_PORTS
+    low = 11000 + ((_FIRST_RANGE + index) % _RANGES) * WORKER_PORTS
     return [*args, f"--min-worker-port={low}", f"--max-worker-port={low + WORKER_PORTS - 1}"]
 
 

@@ -279,6 +279,13 @@ def test_a_taken_grpc_port_is_one_line() -> None:
     assert_one_line_error(proc, f"cannot listen on 127.0.0.1:{port}", "pick another serve.grpc_port")
 
 
+def test_a_grpc_port_that_is_the_http_port_is_one_line() -> None:
+    proc = rayline(
+        "serve", str(EXAMPLES / "taxi.yaml"), "--port", "18555", "--set", "serve.grpc_port=18555", check=False
+    )
+    assert_one_line_error(proc, "serve.grpc_port 18555 is the HTTP port too")
+
+
 @pytest.mark.parametrize("share", ["challenger", "challenger:0", "challenger:ten", ":10", "challenger:101"])
 def test_a_bad_canary_is_one_line(share: str) -> None:
     proc = rayline("serve", str(EXAMPLES / "taxi.yaml"), "--canary", share, check=False)

@@ -122,6 +122,14 @@ def test_production_walkthrough(tmp_path: Path) -> None:
     refused = walk.run("rayline promote $A --alias challenger", code=1)
     assert re.search(r"worse than challenger .* logloss \d\.\d+ vs \d\.\d+ \(\+\d\.\d+", refused.stderr), refused.stderr
 
+    # The served model as its own shadow: refused before any replica starts (it compared nothing).
+    itself = subprocess.run(
+        [str(SCRIPT), "serve", "examples/taxi.yaml", "--model", "champion", "--port", "0", "--shadow", "champion"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert itself.returncode == 1, itself.stderr
+    assert f"serve.shadow 'champion' is the served model itself (run {a[:12]})" in itself.stderr, itself.stderr
+
     # 2. Canary: ~10% of the requests, sticky per key, counted per model.
     with serving(
         walk.argv("rayline serve examples/taxi.yaml --set data.rows=20000 --model champion --canary")[2:], env

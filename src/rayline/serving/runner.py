@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import logging
@@ -64,7 +65,10 @@ def _check_port(host: str, port: int, hint: str = "pick another --port") -> None
         try:
             sock.bind((host, port))
         except OSError as err:
-            raise ServeError(f"cannot listen on {host}:{port}: {err.strerror}", hint=hint) from None
+            taken = err.errno in (errno.EADDRINUSE, errno.EACCES)
+            raise ServeError(
+                f"cannot listen on {host}:{port}: {err.strerror}", hint=hint if taken else "check --host"
+            ) from None
 
 
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt):")
@@ -138,6 +142,8 @@ def start(
     hook = None
     added: dict[str, str] = {}
     grpc_port = spec.serve.grpc_port
+    if grpc_port and grpc_port == port:
+        raise ServeError(f"serve.grpc_port {grpc_port} is the HTTP port too", hint="pick another serve.grpc_port")
     if runtime.cluster_address() is None:
         port = port or free_port(host)
         _check_port(host, port)  # a taken port would otherwise surface as a health-check timeout
@@ -156,6 +162,9 @@ def start(
         raise ServeError(f"{which} 0 (any free port) works on embedded Ray only", hint="set a port for a cluster")
     try:
         record, checkpoint = runtime.init_while(partial(resolve, spec, model, registry), setup_hook=hook)
+    except BaseException:
+        stop_haproxy()  # its folder, made for this service, which will not start
+        raise
     finally:
         for name in added:  # Ray's processes took their environment when Ray started
             os.environ.pop(name, None)
@@ -164,9 +173,14 @@ def start(
     for role, selector in (("canary", canary.model if canary else None), ("shadow", spec.serve.shadow)):
         if selector:
             try:
-                registry.resolve(spec.name, selector, metric=spec.metric, mode=spec.mode)
+                other = registry.resolve(spec.name, selector, metric=spec.metric, mode=spec.mode)
             except RaylineError as err:
                 raise ServeError(f"serve.{role} {selector!r}: {err.message}") from None
+            if other.run_id == record.run_id:  # it would split traffic, or compare answers, with itself
+                raise ServeError(
+                    f"serve.{role} {selector!r} is the served model itself (run {record.run_id[:12]})",
+                    hint=f"name another model for the {role}",
+                )
     grpc = {"port": grpc_port, "grpc_servicer_functions": [stubs.SERVICER]} if grpc_port is not None else None
     try:
         serve.start(http_options={"host": host, "port": port}, grpc_options=grpc)
