@@ -17,6 +17,9 @@ Heavy dependencies (ray, torch, mlflow) load on first use, not on ``import rayli
 
 from __future__ import annotations
 
+import collections.abc
+import os
+import pathlib
 from typing import TYPE_CHECKING, Any
 
 from rayline._version import __version__
@@ -70,8 +73,58 @@ __all__ = [
 ]
 
 
+_SPEC_SOURCES = "from rayline.load_spec(path) or rayline.spec_from_dict(d)"
+_MODEL = "a run id, an alias, 'best' or 'latest'"
+_RUN = "a run id, a unique prefix of one, or an alias"
+
+
+def _spec_arg(fn: str, value: object) -> Spec:
+    """``value`` when it is a Spec; otherwise a one-line TypeError (a path or dict is a common slip)."""
+    if isinstance(value, Spec):
+        return value
+    hint = ""
+    if isinstance(value, str | os.PathLike):
+        hint = f"; load it first: rayline.load_spec({os.fspath(value)!r})"
+    elif isinstance(value, collections.abc.Mapping):
+        hint = "; validate it first: rayline.spec_from_dict(d)"
+    raise TypeError(f"rayline.{fn} expects a Spec ({_SPEC_SOURCES}), got {type(value).__name__}{hint}")
+
+
+def _text_arg(fn: str, name: str, value: object, what: str) -> str:
+    """``value`` when it is a non-empty str; else a TypeError naming the parameter and what it takes."""
+    if isinstance(value, str) and value.strip():
+        return value
+    got = "an empty str" if isinstance(value, str) else type(value).__name__
+    # Passing the spec where its run is wanted is the likely slip: say where a run id comes from.
+    hint = "; e.g. rayline.train(spec).run_id" if isinstance(value, Spec) and name == "run_id" else ""
+    raise TypeError(f"rayline.{fn}: {name} must be {what} (a str), got {got}{hint}")
+
+
+def _checked(fn: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments stages share, checked (and paths made str) before any work starts."""
+    if "model" in kwargs:
+        kwargs["model"] = _text_arg(fn, "model", kwargs["model"], _MODEL)
+    for name in ("input", "output"):  # stages treat these as text (URIs, suffixes): a Path becomes its str
+        value = kwargs.get(name)
+        if isinstance(value, os.PathLike):
+            kwargs[name] = os.fspath(value)
+        elif value is not None and not isinstance(value, str):
+            raise TypeError(
+                f"rayline.{fn}: {name} must be a path or URI (str or os.PathLike), got {type(value).__name__}"
+            )
+    out = kwargs.get("out")  # drift's folder: the stage joins file names onto it
+    if isinstance(out, str | os.PathLike):
+        kwargs["out"] = pathlib.Path(out)
+    elif out is not None:
+        raise TypeError(f"rayline.{fn}: out must be a folder path (str or os.PathLike), got {type(out).__name__}")
+    if kwargs.get("spec") is not None:
+        kwargs["spec"] = _spec_arg(f"{fn}(spec=...)", kwargs["spec"])
+    return kwargs
+
+
 def train(spec: Spec, **kwargs: Any) -> TrainResult:
     """Train once and register the run (see ``rayline.stages.train.train``)."""
+    spec = _spec_arg("train", spec)
     from rayline.stages.train import train as _train
 
     return _train(spec, **kwargs)
@@ -79,6 +132,7 @@ def train(spec: Spec, **kwargs: Any) -> TrainResult:
 
 def tune(spec: Spec, **kwargs: Any) -> TuneResult:
     """Search ``spec.tune.space`` and register every trial (see ``rayline.stages.tune.tune``)."""
+    spec = _spec_arg("tune", spec)
     from rayline.stages.tune import tune as _tune
 
     return _tune(spec, **kwargs)
@@ -86,6 +140,7 @@ def tune(spec: Spec, **kwargs: Any) -> TuneResult:
 
 def predict(spec: Spec, **kwargs: Any) -> PredictResult:
     """Batch inference to parquet (see ``rayline.stages.predict.predict``)."""
+    spec, kwargs = _spec_arg("predict", spec), _checked("predict", kwargs)
     from rayline.stages.predict import predict as _predict
 
     return _predict(spec, **kwargs)
@@ -93,6 +148,9 @@ def predict(spec: Spec, **kwargs: Any) -> PredictResult:
 
 def promote(run_id: str, alias: str, **kwargs: Any) -> Promotion:
     """Point ``alias`` of the spec's registered model at a run (see ``rayline.stages.promote.promote``)."""
+    run_id = _text_arg("promote", "run_id", run_id, _RUN)
+    alias = _text_arg("promote", "alias", alias, "an alias name such as 'champion'")
+    kwargs = _checked("promote", kwargs)
     from rayline.stages.promote import promote as _promote
 
     return _promote(run_id, alias, **kwargs)
@@ -100,6 +158,8 @@ def promote(run_id: str, alias: str, **kwargs: Any) -> Promotion:
 
 def drift(run_id: str, **kwargs: Any) -> DriftReport:
     """New rows against a model's training profile, PSI per feature (see ``rayline.stages.drift.drift``)."""
+    run_id = _text_arg("drift", "run_id", run_id, _RUN)
+    kwargs = _checked("drift", kwargs)
     from rayline.stages.drift import drift as _drift
 
     return _drift(run_id, **kwargs)
@@ -107,6 +167,7 @@ def drift(run_id: str, **kwargs: Any) -> DriftReport:
 
 def evaluate(spec: Spec, **kwargs: Any) -> Evaluation:
     """Metrics of a registered model, stored on its run (see ``rayline.stages.evaluate.evaluate``)."""
+    spec, kwargs = _spec_arg("evaluate", spec), _checked("evaluate", kwargs)
     from rayline.stages.evaluate import evaluate as _evaluate
 
     return _evaluate(spec, **kwargs)
@@ -114,6 +175,7 @@ def evaluate(spec: Spec, **kwargs: Any) -> Evaluation:
 
 def serve(spec: Spec, **kwargs: Any) -> Service:
     """Deploy a registered model on Ray Serve; returns once /healthz answers."""
+    spec, kwargs = _spec_arg("serve", spec), _checked("serve", kwargs)
     from rayline.serving.runner import start
 
     return start(spec, **kwargs)
@@ -121,6 +183,7 @@ def serve(spec: Spec, **kwargs: Any) -> Service:
 
 def run(spec: Spec, **kwargs: Any) -> LifecycleResult:
     """Train, tune (when ``tune.space`` is set), batch predict and evaluate (see ``rayline.stages.pipeline.run``)."""
+    spec = _spec_arg("run", spec)
     from rayline.stages.pipeline import run as _run
 
     return _run(spec, **kwargs)

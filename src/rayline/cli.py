@@ -331,13 +331,18 @@ def evaluate_cmd(
     out.print(f"model {result.model_run_id} on {result.rows:,} rows ({result.seconds:.1f} s, {where})")
     for key, value in result.metrics.items():
         out.print(f"  {key:>10}  {value:.4f}")
+    for key, why in result.undefined.items():
+        out.print(f"  {key:>10}  n/a ({why})")
     if result.per_class:
         out.print("  per-class accuracy: " + ", ".join(f"{k}={v:.3f}" for k, v in sorted(result.per_class.items())))
     if result.confusion:
-        labels = sorted(result.confusion)
+        # Every class of the model, in its order: a class the input lacks (or no row is predicted
+        # as) still has its row and column, of zeros.
+        labels = result.classes or sorted(result.confusion)
         table = Table("true \\ predicted", *labels, show_edge=False)
         for truth in labels:
-            table.add_row(truth, *(str(result.confusion[truth].get(p, 0)) for p in labels))
+            row = result.confusion.get(truth, {})
+            table.add_row(truth, *(str(row.get(p, 0)) for p in labels))
         out.print(table)
     where_stored = "eval_* metrics and " if result.stored_as.endswith("/evaluation.json") else ""
     out.print(f"stored on run {result.model_run_id} as {where_stored}{result.stored_as}")

@@ -561,11 +561,11 @@ class Registry:
             raise RegistryError(f"could not fetch the checkpoint of run {record.run_id}: {first_line(err)}") from err
 
 
-def open_registry(home: Path | None = None) -> Registry:
-    """The registry for ``RAYLINE_HOME`` (or ``MLFLOW_TRACKING_URI`` when set: a server that does
-    not answer fails here, in seconds)."""
+def open_registry(home: str | os.PathLike[str] | None = None) -> Registry:
+    """The registry for ``home`` (a str or path; default ``RAYLINE_HOME``), or ``MLFLOW_TRACKING_URI``
+    when set: a server that does not answer fails here, in seconds."""
     from rayline.runtime import home as default_home
 
-    registry = Registry(home or default_home())
+    registry = Registry(Path(home) if home else default_home())
     check_reachable(registry.tracking_uri)
     return registry

@@ -11,7 +11,7 @@ import json
 import os
 import re
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -420,10 +420,27 @@ def _absolutize(raw: dict[str, Any]) -> None:
                 predict[key] = str(Path(os.path.expanduser(val)).resolve())
 
 
-def spec_from_dict(raw: Mapping[str, Any], overrides: Sequence[str] = (), *, origin: str = "spec") -> Spec:
+def _override_list(overrides: object) -> list[str]:
+    """``overrides`` as a list, or a TypeError: a lone str would otherwise be walked character by character."""
+    if isinstance(overrides, str | bytes) or not isinstance(overrides, Iterable):
+        raise TypeError(f"overrides must be a list of 'KEY.PATH=VALUE' strings, got {type(overrides).__name__}")
+    items = list(overrides)
+    for item in items:
+        if not isinstance(item, str):
+            raise TypeError(f"overrides must be a list of 'KEY.PATH=VALUE' strings, got a {type(item).__name__} in it")
+    return items
+
+
+def spec_from_dict(raw: Mapping[str, Any], overrides: Iterable[str] = (), *, origin: str = "spec") -> Spec:
     """Validate a spec given as a mapping; ``origin`` names it in error messages."""
+    if not isinstance(raw, Mapping):
+        hint = "; for a file use rayline.load_spec(path)" if isinstance(raw, str | os.PathLike) else ""
+        raise TypeError(
+            f"rayline.spec_from_dict expects a mapping (a dict, as parsed from YAML), got {type(raw).__name__}{hint}"
+        )
+    texts = _override_list(overrides)
     tree: dict[str, Any] = json.loads(json.dumps(raw, default=str))  # deep copy, plain types
-    for text in overrides:
+    for text in texts:
         key, value = parse_override(text)
         _set_path(tree, key, value)
     _absolutize(tree)
@@ -433,8 +450,12 @@ def spec_from_dict(raw: Mapping[str, Any], overrides: Sequence[str] = (), *, ori
         raise SpecError(_format_errors(origin, err)) from None
 
 
-def load_spec(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> Spec:
+def load_spec(path: str | os.PathLike[str], overrides: Iterable[str] = ()) -> Spec:
     """Read a YAML spec, apply ``--set`` overrides, validate. Raises SpecError naming file and field."""
+    if not isinstance(path, str | os.PathLike):
+        hint = "; for a dict use rayline.spec_from_dict(d)" if isinstance(path, Mapping) else ""
+        raise TypeError(f"rayline.load_spec expects a path (str or os.PathLike), got {type(path).__name__}{hint}")
+    overrides = _override_list(overrides)  # checked before the file is read: a wrong type is not a spec problem
     file = Path(path)
     if not file.is_file():
         what = "is a folder" if file.is_dir() else "not found"

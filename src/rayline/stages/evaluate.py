@@ -10,12 +10,15 @@ reduced. Two engines, the same terms and the same formulas:
   matrix with a group-by on (label, predicted_label).
 
 AUC comes from score histograms (10,000 bins) on both engines, so nothing is collected row by row.
+A metric the rows cannot define (AUC when only one class is present) is left out of ``metrics``
+and named in ``undefined`` with the reason; the stored JSON has it as null.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -49,6 +52,8 @@ class Evaluation:
     seconds: float = 0.0
     engine: str = "ray"  # "local": reduced in this process; "ray": on Ray Data
     stored_as: str = ""  # the artifact on the model's run that holds this evaluation
+    classes: list[str] = field(default_factory=list)  # the model's classes, in its order (none: regression)
+    undefined: dict[str, str] = field(default_factory=dict)  # metric -> why these rows cannot define it
 
 
 class RowTerms:
@@ -94,13 +99,23 @@ def _histograms(batch: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"pos": [pos.tolist()], "neg": [neg.tolist()]})
 
 
-def auc_from_histograms(pos: np.ndarray, neg: np.ndarray) -> float:
-    """Mann-Whitney AUC from score histograms (ties within a bin count one half)."""
+def auc_from_histograms(pos: np.ndarray, neg: np.ndarray) -> float | None:
+    """Mann-Whitney AUC from score histograms (ties within a bin count one half); None when a class has no rows."""
     n_pos, n_neg = pos.sum(), neg.sum()
     if n_pos == 0 or n_neg == 0:
-        return float("nan")
+        return None
     neg_below = np.cumsum(neg) - neg
     return float((pos * (neg_below + 0.5 * neg)).sum() / (n_pos * n_neg))
+
+
+def _add_auc(reduced: Reduced, pos: np.ndarray, neg: np.ndarray, layout: Target) -> None:
+    """AUC into ``reduced.metrics``, or into ``reduced.undefined`` with the one class the rows hold."""
+    auc = auc_from_histograms(pos, neg)
+    if auc is not None:
+        reduced.metrics["auc"] = auc
+    else:
+        present = layout.classes[1] if pos.sum() else layout.classes[0]
+        reduced.undefined["auc"] = f"one class in the input: {present}"
 
 
 def _class_accuracy(group: pd.DataFrame) -> pd.DataFrame:
@@ -124,9 +139,10 @@ def _reduce_local(terms: pd.DataFrame, layout: Target) -> tuple[int, Reduced]:
     confusion: dict[str, dict[str, int]] = {}
     for (truth, guess), count in terms.groupby(["label", "predicted_label"]).size().items():
         confusion.setdefault(str(truth), {})[str(guess)] = int(count)
+    reduced = Reduced(metrics, per_class, confusion)
     if layout.task == "binary":
-        metrics["auc"] = auc_from_histograms(*_bins(terms))
-    return rows, Reduced(metrics, per_class, confusion)
+        _add_auc(reduced, *_bins(terms), layout)
+    return rows, reduced
 
 
 def _reduce_ray(terms: Any, layout: Target) -> tuple[int, Reduced]:
@@ -154,12 +170,13 @@ def _reduce_ray(terms: Any, layout: Target) -> tuple[int, Reduced]:
     pairs = terms.groupby(["label", "predicted_label"], num_partitions=parts)
     for row in pairs.map_groups(_pair_count, batch_format="pandas").take_all():
         confusion.setdefault(str(row["label"]), {})[str(row["predicted_label"])] = int(row["count"])
+    reduced = Reduced(metrics, per_class, confusion)
     if layout.task == "binary":
         hist = terms.map_batches(_histograms, batch_format="pandas").take_all()
         pos = np.sum([h["pos"] for h in hist], axis=0)
         neg = np.sum([h["neg"] for h in hist], axis=0)
-        metrics["auc"] = auc_from_histograms(np.asarray(pos), np.asarray(neg))
-    return rows, Reduced(metrics, per_class, confusion)
+        _add_auc(reduced, np.asarray(pos), np.asarray(neg), layout)
+    return rows, reduced
 
 
 @dataclass
@@ -167,6 +184,15 @@ class Reduced:
     metrics: dict[str, float]
     per_class: dict[str, float] = field(default_factory=dict)
     confusion: dict[str, dict[str, int]] = field(default_factory=dict)
+    undefined: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Whatever else comes out NaN or infinite (a model predicting NaN) is undefined too:
+        # the stored JSON must stay JSON, and NaN compares as neither better nor worse.
+        for name, value in list(self.metrics.items()):
+            if not math.isfinite(value):
+                del self.metrics[name]
+                self.undefined.setdefault(name, f"not a finite number ({value})")
 
 
 def evaluate(
@@ -213,6 +239,8 @@ def evaluate(
         reduced.confusion,
         seconds,
         "local" if local else "ray",
+        classes=[] if target.task == "regression" else [str(c) for c in target.classes],
+        undefined=reduced.undefined,
     )
     result.stored_as = _store(registry, m.record.run_id, result, source, other=input is not None)
     return result
@@ -223,13 +251,17 @@ def _store(registry: Registry, run_id: str, result: Evaluation, source: str | No
     as ``eval_*`` metrics (best-run picking ignores them) and ``evaluation/evaluation.json``; an
     ``other`` input's (``--input``) only as ``evaluation/<name>-<hash>.json``, naming the input,
     so it never replaces the spec's."""
-    payload = {
+    payload: dict[str, Any] = {
         "input": source or "valid split",
         "rows": result.rows,
-        "metrics": result.metrics,
+        "metrics": {**result.metrics, **dict.fromkeys(result.undefined)},  # undefined: null
         "per_class_accuracy": result.per_class,
         "confusion_matrix": result.confusion,
     }
+    if result.undefined:
+        payload["undefined_metrics"] = result.undefined
+    if result.classes:  # the matrix holds only the pairs seen: the classes give it its full shape
+        payload["classes"] = result.classes
     values: dict[str, Any] = {}
     name = "evaluation/evaluation.json"
     if not other or source is None:
@@ -238,5 +270,5 @@ def _store(registry: Registry, run_id: str, result: Evaluation, source: str | No
     else:
         stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", PurePosixPath(source.rstrip("/")).stem)[:60] or "input"
         name = f"evaluation/{stem}-{hashlib.sha256(source.encode()).hexdigest()[:8]}.json"
-    registry.annotate(run_id, values, {name: json.dumps(payload, indent=2)})
+    registry.annotate(run_id, values, {name: json.dumps(payload, indent=2, allow_nan=False)})
     return name

@@ -95,7 +95,9 @@ def run(
 
     start = begin("evaluate")
     evaluation = evaluate(spec, model=best, registry=registry)
-    summary = ", ".join(f"{k}={v:.4f}" for k, v in evaluation.metrics.items())
+    summary = ", ".join(
+        [f"{k}={v:.4f}" for k, v in evaluation.metrics.items()] + [f"{k}=n/a" for k in evaluation.undefined]
+    )
     stages.append(StageResult("evaluate", time.perf_counter() - start, best, summary))
 
     start = begin("report")

@@ -178,7 +178,10 @@ def _evaluation(folder: Path, evaluation: dict[str, Any]) -> list[Drawn]:
     per_class: dict[str, float] = evaluation.get("per_class_accuracy") or {}
     figures = []
     if confusion:
-        labels = sorted(set(confusion) | {p for row in confusion.values() for p in row})
+        seen = set(confusion) | {p for row in confusion.values() for p in row}
+        # The model's classes, where stored: the matrix holds only the pairs the rows had.
+        labels = list(evaluation.get("classes") or []) or sorted(seen)
+        labels += sorted(seen - set(labels))
         matrix = np.array([[confusion.get(t, {}).get(p, 0) for p in labels] for t in labels])
 
         def draw_confusion(ax: Any) -> None:
@@ -302,7 +305,12 @@ def _html(
     ]
     if evaluation:
         parts.append(f"<h2>Evaluation</h2><p>{evaluation.get('rows', 0):,} rows</p><table>")
-        parts.append(rows({k: f"{v:.4f}" for k, v in evaluation.get("metrics", {}).items()}) + "</table>")
+        why = evaluation.get("undefined_metrics", {})
+        shown = {
+            k: f"{v:.4f}" if v is not None else f"n/a ({why.get(k, 'undefined')})"
+            for k, v in evaluation.get("metrics", {}).items()
+        }
+        parts.append(rows(shown) + "</table>")
     if explanation:
         parts.append(
             f"<h2>Explanations</h2><p>TreeSHAP contributions on {explanation['rows']:,} validation rows: "

@@ -56,6 +56,8 @@ def describe(name: str, ax: Any) -> Drawn:
         "lines": [str(line.get_label()) for line in ax.get_lines() if not str(line.get_label()).startswith("_")],
         "bars": len(ax.patches),
         "points": sum(len(c.get_offsets()) for c in ax.collections),
+        # Categories named on the x axis (classes, features); numeric ticks are not named until drawn.
+        "xticklabels": [t.get_text() for t in ax.get_xticklabels() if t.get_text()],
     }
 
 
