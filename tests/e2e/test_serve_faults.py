@@ -218,7 +218,9 @@ def test_api_key_from_a_file_and_a_missing_one(env: dict[str, str], run_id: str,
     variable that is not set stops the service before it starts, in one line."""
     secret = tmp_path / "key"
     secret.write_text("s3cret-key\n")
-    args = [*SPEC, "--model", run_id, "--set", f"serve.api_key_file={secret}", "--set", "serve.num_replicas=1"]
+    grpc_port = free_port()
+    args = [*SPEC, "--model", run_id, "--set", f"serve.api_key_file={secret}", "--set", "serve.num_replicas=1",
+            "--set", f"serve.grpc_port={grpc_port}"]  # fmt: skip
     with serving(args, env) as (url, _):
         body = json.dumps([RECORD]).encode()
         assert call(f"{url}/predict", body)[0] == 401
@@ -226,7 +228,25 @@ def test_api_key_from_a_file_and_a_missing_one(env: dict[str, str], run_id: str,
         status, answer = call(f"{url}/predict", body, {"Authorization": "Bearer s3cret-key"})
         assert status == 200 and len(answer["predictions"]) == 1
         assert call(f"{url}/docs")[0] == 401 and call(f"{url}/openapi.json")[0] == 401
-        assert call(f"{url}/healthz")[0] == 200
+        assert call(f"{url}/healthz")[0] == 200 and call(f"{url}/v2/health/ready")[0] == 200
+        # The Open Inference Protocol over gRPC needs the key as /predict does; its probes do not.
+        import grpc
+        import numpy as np
+        import tritonclient.grpc as tgrpc
+        from tritonclient.utils import InferenceServerException
+
+        client = tgrpc.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+        assert client.is_server_live() and client.is_server_ready()
+        inputs = []
+        for name, value in RECORD.items():
+            array = np.array([value], dtype=np.int64 if isinstance(value, int) else np.float64)
+            inputs.append(tgrpc.InferInput(name, [1], "INT64" if isinstance(value, int) else "FP64"))
+            inputs[-1].set_data_from_numpy(array)
+        with pytest.raises(InferenceServerException) as refused:
+            client.infer("taxi", inputs)
+        assert refused.value.status() == str(grpc.StatusCode.UNAUTHENTICATED), refused.value
+        answered = client.infer("taxi", inputs, headers={"authorization": "Bearer s3cret-key"})
+        assert answered.as_numpy("label").shape == (1,)
     unset = {k: v for k, v in env.items() if k != "RAYLINE_TEST_NO_SUCH_KEY"}
     done = subprocess.run(
         [str(SCRIPT), "serve", *SPEC, "--model", run_id, "--set", "serve.api_key_env=RAYLINE_TEST_NO_SUCH_KEY"],

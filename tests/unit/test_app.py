@@ -93,6 +93,12 @@ def test_docs_can_be_left_open() -> None:
     assert open_client.get("/docs").status_code == 200
     assert open_client.get("/openapi.json").status_code == 200
     assert open_client.post("/predict", json={"values": [1]}).status_code == 401
+    # the model's other answers need the key too, whatever docs_auth says; the protocol's probes do not
+    for path in ("/explain", "/v2/models/t/infer", "/v2/models/t"):
+        assert open_client.post(path, json={}).status_code == 401, path
+    for client in (open_client, served()):
+        for path in ("/v2/health/live", "/v2/health/ready"):
+            assert client.get(path).status_code != 401, path
 
 
 def test_docs_are_served_offline(client: TestClient) -> None:

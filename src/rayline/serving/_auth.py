@@ -22,8 +22,10 @@ from starlette.responses import JSONResponse
 from rayline.errors import ServeError
 from rayline.spec import ServeSpec
 
-OPEN_PATHS = frozenset({"/healthz"})
-API_PATHS = ("/predict",)
+# Probes carry no key: Kubernetes' and the Open Inference Protocol's health checks.
+OPEN_PATHS = frozenset({"/healthz", "/v2/health/live", "/v2/health/ready"})
+# Answers of the model need the key whatever serve.docs_auth says (the protocol's model routes too).
+API_PATHS = ("/predict", "/explain", "/v2/models")
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,7 @@ class Access:
         return None
 
 
-def _presented(headers: Any) -> bytes | None:
+def presented_key(headers: Any) -> bytes | None:
     """The key a request carries: a Bearer token, or a Basic password. Bytes: headers may hold
     any octets, and ``compare_digest`` refuses non-ASCII text."""
     for name, value in headers:
@@ -94,7 +96,7 @@ class ApiKeyGuard:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and self._guarded(scope["path"]):
-            given = _presented(scope.get("headers", ()))
+            given = presented_key(scope.get("headers", ()))
             if given is None or not hmac.compare_digest(given, self.key):
                 api = scope["path"].startswith(API_PATHS)
                 # A browser asks for a password on Basic; an API client is told the scheme it uses.

@@ -8,6 +8,7 @@ Serve's gRPC ingress calls on a deployment) put it on the wire.
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -16,6 +17,7 @@ import numpy as np
 from rayline._version import __version__
 from rayline.data import tensors
 from rayline.errors import DataError, RegistryError
+from rayline.serving._auth import Access, presented_key
 from rayline.serving._models import Served
 from rayline.serving.oip.codec import Inference, encode_grpc, parse_grpc, selected
 
@@ -64,9 +66,34 @@ class GRPCInference:
 
     Ray Serve calls the method named after the RPC with the request message; a bad request sets
     the status on ``grpc_context`` (INVALID_ARGUMENT, NOT_FOUND) and answers an empty message.
+    With an API key configured (``access``, set by the edge), the model's methods need it as the
+    call's ``authorization: Bearer KEY`` metadata, as ``/predict`` does (UNAUTHENTICATED without);
+    ServerLive and ServerReady stay open, as ``/healthz`` does.
     """
 
     oip: OIPModel
+    access: Access | None = None
+    _grpc_key: bytes | None = None
+
+    def _refused(self, grpc_context: Any) -> bool:
+        """True, with UNAUTHENTICATED set, when a key is configured and the call does not carry it."""
+        if self.access is None or grpc_context is None:  # no edge (a direct call in this process)
+            return False
+        if self._grpc_key is None:
+            self._grpc_key = (self.access.key() or "").encode()
+        if not self._grpc_key:
+            return False
+        metadata = grpc_context.invocation_metadata() or ()
+        given = presented_key(
+            (str(k).lower().encode(), v if isinstance(v, bytes) else str(v).encode()) for k, v in metadata
+        )
+        if given is not None and hmac.compare_digest(given, self._grpc_key):
+            return False
+        import grpc
+
+        grpc_context.set_code(grpc.StatusCode.UNAUTHENTICATED)
+        grpc_context.set_details("missing or wrong API key (metadata authorization: Bearer KEY)")
+        return True
 
     @staticmethod
     def _messages() -> Any:
@@ -77,6 +104,8 @@ class GRPCInference:
     async def _answer(self, grpc_context: Any, empty: Any, work: Callable[[], Awaitable[Any]]) -> Any:
         import grpc
 
+        if self._refused(grpc_context):
+            return empty
         try:
             return await work()
         except DataError as err:
