@@ -155,6 +155,16 @@ def test_drift_names_a_missing_column_in_one_line(
     assert len(lines) == 1 and lines[0].startswith("error: ") and "'fare_amount' is missing" in lines[0]
 
 
+def test_too_few_rows_to_judge_are_refused(home: Trained, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """As the live monitor: PSI on a handful of rows would flag sampling noise as drift."""
+    few = write_taxi(tmp_path / "few.parquet", 99, seed=9)
+    code, _, err = rayline_here(capsys, "drift", home.run_id, "--input", str(few))
+    assert code == 1, err
+    assert err.strip() == (
+        f"error: {few}: 99 rows; PSI on fewer than 100 mostly measures sampling noise (compare a bigger sample)"
+    )
+
+
 def test_a_model_without_a_profile_says_so(home: Trained, tmp_path: Path) -> None:
     path = open_registry().checkpoint_dir(home.run_id) / PROFILE_FILE
     path.rename(tmp_path / PROFILE_FILE)

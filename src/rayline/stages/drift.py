@@ -22,6 +22,7 @@ from rayline.atomic import atomic_output
 from rayline.data import get_kind
 from rayline.data.profile import (
     DEFAULT_THRESHOLD,
+    MIN_ROWS,
     PROFILE_FILE,
     DriftCounter,
     DriftResult,
@@ -97,6 +98,11 @@ def drift(
         raise map_error(err, during="drift") from None
     if counter.rows == 0:
         raise DataError(f"{input}: no rows to compare")
+    if counter.rows < MIN_ROWS:  # as the live monitor: it would flag noise, not drift
+        raise DataError(
+            f"{input}: {counter.rows} rows; PSI on fewer than {MIN_ROWS} mostly measures sampling noise",
+            hint="compare a bigger sample",
+        )
     result = counter.result(threshold)
     target = out or runtime.home() / "drift" / record.run_id
     with atomic_output(target, own=("drift.json", "drift.png")) as tmp:
