@@ -428,7 +428,7 @@ def _with_traffic(spec: Any, canary: str | None, shadow: str | None) -> Any:
             share = float(percent)
         except ValueError:
             share = -1.0
-        if not model or not 0 < share <= 100:
+        if not model or ":" in model or not 0 < share <= 100:
             raise SpecError(f"--canary {canary!r}: expected MODEL:PERCENT, a percent in (0, 100], e.g. challenger:10")
         raw["serve"]["canary"] = {"model": model, "percent": share}
     if shadow is not None:
@@ -670,7 +670,8 @@ def models_list(
             table.add_row(name, str(v.version), ", ".join(v.aliases), v.run_id, r.family, metrics, data)
             shown += 1
     if not shown:
-        out.print("no registered models yet (promote a run: rayline promote RUN --alias champion)")
+        what = f"for spec {spec_name!r}" if spec_name else "yet"
+        out.print(f"no registered models {what} (promote a run: rayline promote RUN --alias champion)")
         return
     out.print(table)
 

@@ -286,7 +286,9 @@ def test_a_grpc_port_that_is_the_http_port_is_one_line() -> None:
     assert_one_line_error(proc, "serve.grpc_port 18555 is the HTTP port too")
 
 
-@pytest.mark.parametrize("share", ["challenger", "challenger:0", "challenger:ten", ":10", "challenger:101"])
+@pytest.mark.parametrize(
+    "share", ["challenger", "challenger:0", "challenger:ten", ":10", "challenger:101", "challenger:10.5:3"]
+)
 def test_a_bad_canary_is_one_line(share: str) -> None:
     proc = rayline("serve", str(EXAMPLES / "taxi.yaml"), "--canary", share, check=False)
     assert_one_line_error(proc, f"--canary {share!r}", "MODEL:PERCENT")
@@ -299,6 +301,11 @@ def test_a_bad_canary_is_one_line(share: str) -> None:
 )
 def test_an_unusable_alias_is_one_line(alias: str, needle: str) -> None:
     assert_one_line_error(rayline("promote", "0123456789abcdef", "--alias", alias, check=False), needle)
+
+
+def test_an_empty_model_listing_says_which_spec() -> None:
+    assert "no registered models for spec 'nosuch'" in rayline("models", "list", "--spec", "nosuch").stdout
+    assert "no registered models yet" in rayline("models", "list").stdout
 
 
 def test_promoting_nothing_is_one_line() -> None:

@@ -58,7 +58,7 @@ class Access:
             value = os.environ.get(self.api_key_env, "").strip()
             if not value:
                 raise ServeError(
-                    f"serve.api_key_env names {self.api_key_env}, which is not set",
+                    f"serve.api_key_env names {self.api_key_env}, which is not set or empty",
                     hint=f"export {self.api_key_env}=... before `rayline serve`",
                 )
             return value
