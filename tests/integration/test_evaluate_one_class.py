@@ -158,3 +158,15 @@ def test_a_report_shows_an_undefined_metric_and_every_class(home: Trained) -> No
     shown = json.loads((folder / "report.json").read_text())
     confusion = next(f for f in shown["figures"] if f["file"] == "confusion_matrix.png")
     assert confusion["xticklabels"] == ["0", "1"], confusion
+
+
+def test_labels_of_another_type_are_named_with_their_types(home: Trained) -> None:
+    """Labels stored as text for a model trained on integers: the message shows both types."""
+    from rayline.errors import DataError
+
+    frame = tables.binary_frame(200, seed=9)
+    texts = tables.write(frame.assign(clicked=frame["clicked"].astype(str)), home.ones.parent, "texts")
+    with pytest.raises(DataError) as info:
+        evaluate(home.spec, model=home.run_id, input=str(texts))
+    assert str(info.value).endswith("is not one of the model's classes (0, 1: int)"), info.value
+    assert "(str)" in str(info.value)

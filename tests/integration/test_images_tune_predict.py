@@ -109,7 +109,7 @@ def test_evaluate_rejects_unknown_classes(ray_session: object, tmp_path: Path) -
     spec = imagesets.spec_for(source, name="two")
     trained = train(spec)
     strange = imagesets.digits(tmp_path / "strange", per_class=3, classes=[0, 5])
-    with pytest.raises(DataError, match="label '5' is not one of the model's classes"):
+    with pytest.raises(DataError, match=r"label '5' \(str\) is not one of the model's classes \('0', '1': str\)"):
         evaluate(spec, model=trained.run_id, input=str(strange))
 
 

@@ -75,7 +75,17 @@ class RowTerms:
         index = pd.Categorical(truth, categories=lay.classes).codes
         if (index < 0).any():
             unknown = truth[index < 0].iloc[0]
-            raise DataError(f"label {unknown!r} is not one of the model's classes ({', '.join(map(str, lay.classes))})")
+            if pd.isna(unknown):
+                raise DataError(
+                    f"label column {lay.label!r} has missing values", hint="drop those rows or fill them in"
+                )
+            value = unknown.item() if isinstance(unknown, np.generic) else unknown
+            classes = ", ".join(repr(c.item() if isinstance(c, np.generic) else c) for c in lay.classes)
+            kinds = {type(c.item() if isinstance(c, np.generic) else c).__name__ for c in lay.classes}
+            raise DataError(
+                f"label {value!r} ({type(value).__name__}) is not one of the model's classes "
+                f"({classes}: {'/'.join(sorted(kinds))})"
+            )
         if lay.task == "binary":
             p1 = batch["probability"].to_numpy(dtype=np.float64)
             p_true = np.where(index == 1, p1, 1.0 - p1)
