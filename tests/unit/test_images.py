@@ -163,3 +163,13 @@ def test_split_keys_ignore_where_the_folder_lives() -> None:
 def test_layout_round_trip() -> None:
     assert ImageLayout.from_dict(RGB.to_dict()) == RGB
     assert RGB.describe() == "4x6 RGB" and GRAY.channels == 1 and RGB.channels == 3
+
+
+def test_a_single_image_file_as_the_input_says_what_is_expected(tmp_path: Path) -> None:
+    from rayline.data.image_read import list_images
+
+    one = tmp_path / "digit.png"
+    one.write_bytes(b"\x89PNG")
+    with pytest.raises(DataError, match=r"digit\.png: a single file; expected a folder of images"):
+        list_images(str(one))
+    assert list_images(str(tmp_path)) == [str(one)]

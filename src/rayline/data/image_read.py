@@ -62,6 +62,10 @@ def list_images(folder: str) -> list[str]:
 
     ``os.walk`` reads file types from the directory listing: no stat per file.
     """
+    if os.path.isfile(folder):  # os.walk of a file lists nothing: say what the input must be
+        raise DataError(
+            f"{folder}: a single file; expected a folder of images (DIR/<class>/<image>) or an image parquet"
+        )
     found: list[str] = []
     for root, dirs, names in os.walk(os.path.abspath(folder)):
         dirs[:] = sorted(d for d in dirs if not d.startswith((".", "_")))
