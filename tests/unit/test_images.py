@@ -173,3 +173,20 @@ def test_a_single_image_file_as_the_input_says_what_is_expected(tmp_path: Path) 
     with pytest.raises(DataError, match=r"digit\.png: a single file; expected a folder of images"):
         list_images(str(one))
     assert list_images(str(tmp_path)) == [str(one)]
+
+
+def test_a_table_given_to_an_image_model_names_the_missing_column(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from rayline import spec_from_dict
+    from rayline.data.image_read import parquet_images
+
+    table = tmp_path / "trips.parquet"
+    pd.DataFrame({"passenger_count": [1.0], "trip_distance": [2.5]}).to_parquet(table)
+    spec = spec_from_dict({"name": "digits", "data": {"source": str(table)}, "model": {"family": "resnet18"}})
+    with pytest.raises(DataError) as info:
+        parquet_images(spec, str(table))
+    assert str(info.value) == (
+        f"{table}: no column 'image'; an image parquet has an image column ('image': encoded bytes) and a label"
+        " column ('label'); columns are passenger_count, trip_distance"
+    )

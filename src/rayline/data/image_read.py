@@ -21,6 +21,7 @@ import pandas as pd
 
 from rayline.data.image_codec import ImageLayout, decode
 from rayline.data.split import key_mask
+from rayline.data.table_schema import local_schema
 from rayline.data.table_schema import read_local as read_table
 from rayline.errors import DataError, read_error
 from rayline.spec import Spec
@@ -118,6 +119,13 @@ def _first_size(raw: bytes, mode: str, where: str) -> tuple[int, int]:
 def parquet_images(spec: Spec, source: str) -> tuple[list[str], list[bytes | None], list[str], list[str]]:
     """A local parquet of encoded images: (row names, bytes, class names, split keys)."""
     image_col, label_col = _parquet_columns(spec)
+    names = local_schema(source, "parquet")[0].names
+    missing = [c for c in (image_col, label_col) if c not in names]
+    if missing:
+        raise DataError(
+            f"{source}: no column {missing[0]!r}; an image parquet has an image column ({image_col!r}: encoded "
+            f"bytes) and a label column ({label_col!r}); columns are {', '.join(names[:8])}"
+        )
     table = read_table(source, "parquet", columns=[image_col, label_col]).to_pandas()
     blobs = [_bytes_of(v) for v in table[image_col]]
     labels = [str(v) for v in table[label_col]]
