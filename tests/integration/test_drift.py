@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from homes import own_home
 from rayline.data.profile import EPSILON, PROFILE_FILE
 from rayline.datasets import write_taxi
 from rayline.errors import RegistryError
@@ -40,10 +41,7 @@ class Trained:
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
     """One small taxi model for the module, trained in this process."""
     root = tmp_path_factory.mktemp("drift")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RAYLINE_HOME", str(root / "home"))
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        mp.delenv("RAY_ADDRESS", raising=False)
+    with own_home(root):
         source = write_taxi(root / "taxi.parquet", ROWS, seed=0)
         spec = spec_from_dict(
             {

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 import tables
+from homes import own_home
 from rayline.registry import open_registry
 from rayline.spec import Spec
 from rayline.stages.evaluate import Evaluation, Reduced, evaluate
@@ -35,10 +36,7 @@ class Trained:
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
     """One small binary model (classes 0 and 1) for the module, trained in this process."""
     root = tmp_path_factory.mktemp("one-class")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RAYLINE_HOME", str(root / "home"))
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        mp.delenv("RAY_ADDRESS", raising=False)
+    with own_home(root):
         source = tables.make_table("binary", root / "data")
         raw = tables.spec_dict("binary", source, name="one-class")
         spec_file = root / "spec.json"  # JSON is YAML: the CLI reads the same spec
