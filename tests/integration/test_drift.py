@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from homes import own_home
+from inprocess import own_home, rayline_here
 from rayline.data.profile import EPSILON, PROFILE_FILE
 from rayline.datasets import write_taxi
 from rayline.errors import RegistryError
@@ -72,20 +72,6 @@ def rayline(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(SCRIPT), *args], capture_output=True, text=True, timeout=300, env=dict(os.environ), check=False
     )
-
-
-def rayline_here(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """The same entry point in this process (no interpreter start-up): exit code, stdout, stderr."""
-    from rayline.cli import main
-
-    capsys.readouterr()
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def by_hand_psi(values: np.ndarray, edges: list[float], expected: list[float]) -> float:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 import tables
-from homes import own_home
+from inprocess import own_home, rayline_here
 from rayline.registry import open_registry
 from rayline.spec import Spec
 from rayline.stages.evaluate import Evaluation, Reduced, evaluate
@@ -55,19 +55,6 @@ def home(trained: Trained, monkeypatch: pytest.MonkeyPatch) -> Trained:
     return trained
 
 
-def rayline_here(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
-    """The CLI's entry point in this process: exit code and stdout."""
-    from rayline.cli import main
-
-    capsys.readouterr()
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    return code, capsys.readouterr().out
-
-
 def strict_json(text: str) -> Any:
     """``json.loads`` that refuses NaN and Infinity, which Python accepts but JSON does not."""
 
@@ -84,7 +71,9 @@ def matrix(out: str) -> dict[str, list[str]]:
 
 
 def test_the_cli_prints_every_class_and_auc_as_not_available(home: Trained, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out = rayline_here(capsys, "evaluate", str(home.spec_file), "--model", home.run_id, "--input", str(home.ones))
+    code, out, _ = rayline_here(
+        capsys, "evaluate", str(home.spec_file), "--model", home.run_id, "--input", str(home.ones)
+    )
 
     assert code == 0, out
     assert re.search(r"^\s+auc  n/a \(one class in the input: 1\)$", out, re.M), out
@@ -112,7 +101,7 @@ def test_the_cli_prints_every_class_and_auc_as_not_available(home: Trained, caps
 
 def test_two_classes_keep_their_auc(home: Trained, capsys: pytest.CaptureFixture[str]) -> None:
     both = tables.write(tables.binary_frame(80, seed=8), home.ones.parent, "both")
-    code, out = rayline_here(capsys, "evaluate", str(home.spec_file), "--model", home.run_id, "--input", str(both))
+    code, out, _ = rayline_here(capsys, "evaluate", str(home.spec_file), "--model", home.run_id, "--input", str(both))
 
     assert code == 0, out
     assert re.search(r"^\s+auc  [01]\.\d{4}$", out, re.M), out
