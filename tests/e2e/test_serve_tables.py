@@ -368,6 +368,8 @@ def test_a_bad_line_in_a_stream_is_named(service: tuple[str, Any]) -> None:
     good = json.dumps(RECORD).encode() + b"\n"
     status, _, out = stream(url, iter([good * 3, json.dumps({**RECORD, "trip_distance": "far"}).encode()]))
     assert status == 422 and "line 4" in out[0]["error"] and "trip_distance" in out[0]["error"]
+    status, _, out = stream(url, iter([good, b"[1, 2]\n"]))  # an array where a record goes
+    assert status == 422 and out[0]["error"] == "line 2: Input should be an object", out
     # past the first chunk the status is sent: the stream ends with an error line naming the line
     late = 5000 + 3
     status, _, out = stream(url, iter([*trips(5000), good * 2, b"{not json\n", good]))

@@ -101,7 +101,10 @@ def add_stream_route(
             at = next((int(p) for p in loc if p.isdigit()), 0)
             where = ".".join(p for p in loc if not p.isdigit() and p != "image")
             line = numbers[at] if at < len(numbers) else numbers[0]
-            raise LineError(f"line {line}: {where + ': ' if where else ''}{first.get('msg', 'invalid')}") from None
+            # Lines are validated as Python objects, whose message names pydantic's class ("a valid
+            # dictionary or instance of Record"); /predict's JSON says what the client can act on.
+            msg = "Input should be an object" if first.get("type") == "model_type" else first.get("msg", "invalid")
+            raise LineError(f"line {line}: {where + ': ' if where else ''}{msg}") from None
         except DataError as err:
             raise LineError(f"lines {numbers[0]}-{numbers[-1]}: {err.message}") from None
         except RegistryError as err:
