@@ -55,7 +55,11 @@ class DataSpec(_Strict):
         default=None, description="label column of a table; image folders take it from the parent folder"
     )
     features: list[str] | None = Field(default=None, description="feature columns; default: all but label")
-    categorical: list[str] = Field(default_factory=list, description="feature columns treated as categories")
+    categorical: Literal["auto"] | list[str] = Field(
+        default="auto",
+        description="feature columns treated as categories: auto (every text column) or a list (exactly those; "
+        "[] for none)",
+    )
     scale: list[str] = Field(default_factory=list, description="columns MinMax-scaled, fitted on train only")
     rows: Annotated[int, Field(gt=0)] | None = Field(
         default=None, description="builtin:taxi only: how many trips to generate (default 200,000)"

@@ -65,8 +65,8 @@ def _native(value: Any) -> Any:
 class _BatchStats:
     """Per-batch row count, non-null counts, label values and categories, as one JSON row."""
 
-    def __init__(self, spec: Spec, features: list[str], label: str) -> None:
-        self.features, self.label, self.categorical = features, label, spec.data.categorical
+    def __init__(self, spec: Spec, features: list[str], label: str, categorical: list[str]) -> None:
+        self.features, self.label, self.categorical = features, label, categorical
         self.scale, self.fraction, self.seed = spec.data.scale, spec.split.valid_fraction, spec.split.seed
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
@@ -117,11 +117,13 @@ def prepare_ray(spec: Spec) -> Prepared:
     if schema is None or not schema.names:
         raise DataError(f"{source}: no table found (empty file or folder)")
     features, label = tables.check_schema(schema, spec, source)
+    categorical = tables.categorical_columns(schema, spec, features, source)
     columns = [*features, label]
     ds = ds.select_columns(columns).materialize()
     # One pass over the blocks gathers everything validation needs (counts, label values, categories).
-    parts = ds.map_batches(_BatchStats(spec, features, label), batch_format="pandas", zero_copy_batch=True).take_all()
-    stats = _merge_stats([json.loads(p["stats"]) for p in parts], features, spec.data.categorical)
+    stats_of = _BatchStats(spec, features, label, categorical)
+    parts = ds.map_batches(stats_of, batch_format="pandas", zero_copy_batch=True).take_all()
+    stats = _merge_stats([json.loads(p["stats"]) for p in parts], features, categorical)
     rows = stats["rows"]
     tables.check_counts(source, rows, stats["notna"], label, stats["label_missing"])
     label_dtype = schema.field(label).type.to_pandas_dtype()

@@ -71,6 +71,33 @@ def _is_numeric(t: pa.DataType) -> bool:
     return bool(pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_decimal(t))
 
 
+def is_text(t: pa.DataType) -> bool:
+    """A text column: string, large_string, string_view, or a dictionary of those (pandas' category)."""
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    return bool(pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t))
+
+
+def is_text_dtype(name: str) -> bool:
+    """``is_text`` for a type as a layout stores it (Arrow's name of the type)."""
+    return name in ("string", "large_string", "string_view") or name.startswith(
+        ("dictionary<values=string,", "dictionary<values=large_string,", "dictionary<values=string_view,")
+    )
+
+
+def categorical_columns(schema: pa.Schema, spec: Spec, features: list[str], source: str = "") -> list[str]:
+    """The feature columns taken as categories, for both engines: with ``data.categorical: auto``
+    every text feature (booleans stay numbers), else exactly the columns listed."""
+    chosen = spec.data.categorical
+    if chosen == "auto":
+        return [name for name in features if is_text(schema.field(name).type)]
+    outside = [name for name in chosen if name not in features]
+    if outside:
+        where = f"{source}: " if source else ""
+        raise DataError(f"{where}data.categorical column {outside[0]!r} is not a feature column")
+    return list(chosen)
+
+
 def check_schema(schema: pa.Schema, spec: Spec, source: str) -> tuple[list[str], str]:
     """Features and label from the schema; fails naming the column and the fix."""
     label = spec.data.label
@@ -84,22 +111,23 @@ def check_schema(schema: pa.Schema, spec: Spec, source: str) -> tuple[list[str],
             hint=f"the header is one column with {one!r} in it: rayline reads comma-separated CSV" if one else None,
         )
     features = list(spec.data.features) if spec.data.features else [n for n in names if n != label]
-    missing = [f for f in features + spec.data.categorical + spec.data.scale if f not in names]
+    listed = [] if spec.data.categorical == "auto" else spec.data.categorical
+    missing = [f for f in features + listed + spec.data.scale if f not in names]
     if missing:
         raise DataError(f"{source}: column {missing[0]!r} named in the spec is not in the data")
     if not features:
         raise DataError(f"{source}: no feature columns besides label {label!r}")
+    categorical = categorical_columns(schema, spec, features, source)
     for name in features:
         kind = schema.field(name).type
-        if name in spec.data.categorical:
-            continue
-        if not _is_numeric(kind):
+        if name not in categorical and not _is_numeric(kind):
+            hint = "list it in data.categorical (or set data.categorical: auto, which takes every text column)"
             raise DataError(
                 f"{source}: feature column {name!r} is {kind}, expected numbers",
-                hint="list it in data.categorical or leave it out of data.features",
+                hint=f"{hint} or leave it out of data.features" if is_text(kind) else "leave it out of data.features",
             )
     for name in spec.data.scale:
-        if name in spec.data.categorical or not _is_numeric(schema.field(name).type):
+        if name in categorical or not _is_numeric(schema.field(name).type):
             raise DataError(f"{source}: data.scale column {name!r} must be numeric")
     return features, label
 
@@ -157,7 +185,8 @@ def build_layout(frame: pd.DataFrame, schema: pa.Schema, spec: Spec, source: str
     features, label = check_schema(schema, spec, source)
     _check_values(frame, features, label, source)
     task, classes = infer_task(frame[label], spec.model.task_hint(), source)
-    categorical = {name: sorted(pd.unique(frame[name].dropna()).tolist(), key=str) for name in spec.data.categorical}
+    columns = categorical_columns(schema, spec, features, source)
+    categorical = {name: sorted(pd.unique(frame[name].dropna()).tolist(), key=str) for name in columns}
     dtypes = {name: str(schema.field(name).type) for name in [*features, label]}
     return TableLayout(features, label, task, classes, categorical, dtypes, missing=spec.model.handles_missing)
 
