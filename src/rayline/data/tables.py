@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -33,7 +34,16 @@ from pydantic_core import PydanticCustomError
 from rayline.data import table_drift, table_prepare, tensors
 from rayline.data.base import Prepared, Target, input_source, resolve_source
 from rayline.data.split import SplitFilter
-from rayline.data.table_schema import TableLayout, check_schema, local_schema, read_local, read_ray, table_format
+from rayline.data.table_schema import (
+    TableLayout,
+    check_schema,
+    is_text,
+    is_text_dtype,
+    local_schema,
+    read_local,
+    read_ray,
+    table_format,
+)
 from rayline.data.tensors import TensorMeta
 from rayline.errors import DataError
 from rayline.spec import Spec
@@ -58,12 +68,21 @@ def features_frame(frame: pd.DataFrame, layout: TableLayout) -> pd.DataFrame:
     x = frame[layout.features].copy()
     for col in layout.features:
         # Numbers as numpy floats: Ray Data hands pandas Arrow-backed or nullable columns, and a
-        # text column must fail here, naming itself, the same on both engines.
+        # text column must fail here, naming itself, the same on both engines. Text is refused
+        # even where it reads as a number ("3.5"), as POST /predict refuses it (one input policy).
         dtype = x[col].dtype
-        if col in layout.categorical or (
-            pd.api.types.is_numeric_dtype(dtype) and not isinstance(dtype, pd.api.extensions.ExtensionDtype)
-        ):
+        numeric = pd.api.types.is_numeric_dtype(dtype)
+        trained = layout.dtypes.get(col, "double")
+        if col in layout.categorical:
+            if is_text_dtype(trained) and numeric and x[col].notna().any():
+                bad = x[col][x[col].notna()].tolist()[0]  # a Python value: 7, not np.int64(7)
+                raise DataError(f"input column {col!r} holds {bad!r}; the model was trained on text ({trained})")
             continue
+        if numeric and not isinstance(dtype, pd.api.extensions.ExtensionDtype):
+            continue
+        text = None if numeric else next((v for v in x[col] if isinstance(v, str | bytes)), None)
+        if text is not None:
+            raise DataError(f"input column {col!r} holds text ({text!r}); the model was trained on numbers ({trained})")
         try:
             x[col] = x[col].astype("float64")
         except (TypeError, ValueError):
@@ -161,15 +180,16 @@ def output_records(raw: np.ndarray, layout: TableLayout) -> list[dict[str, Any]]
 
 
 def _python_type(name: str, layout: TableLayout) -> type:
-    if name in layout.categorical:
+    """The JSON type of a feature's (or the label's) values: a text column's, categorical or not, is
+    a string (any string: one not seen in training is a missing value); a column listed as
+    categorical by hand keeps its own type (an integer category is sent as an integer)."""
+    dtype = layout.dtypes.get(name, "string" if name in layout.categorical else "double")
+    if is_text_dtype(dtype):
         return str
-    dtype = layout.dtypes.get(name, "double")
     if dtype == "bool":
         return bool
     if dtype.startswith(("int", "uint")):
         return int
-    if dtype in ("string", "large_string"):
-        return str
     return float
 
 
@@ -261,7 +281,7 @@ class TableKind:
             features, spec_label = check_schema(schema, spec, path)
             fraction, seed = spec.split.valid_fraction, spec.split.seed
             split = SplitFilter([*features, spec_label], fraction, seed, valid=True, keep_all=True)
-        _check_columns(schema.names, layout_of(meta), label, path)
+        _check_columns(schema, layout_of(meta), label, path)
         frame = read_local(path, fmt).to_pandas()
         for start in range(0, len(frame), rows):
             chunk = frame.iloc[start : start + rows]
@@ -275,7 +295,7 @@ class TableKind:
         path, declared = input_source(spec, source)
         ds = read_ray(path, table_format(path, declared))
         schema = ds.schema().base_schema
-        _check_columns(schema.names, layout_of(meta), label, path)
+        _check_columns(schema, layout_of(meta), label, path)
         if source is not None:
             return ds
         features, spec_label = check_schema(schema, spec, path)
@@ -389,10 +409,19 @@ def _request_model(layout_json: str) -> type[BaseModel]:
     return type("PredictRequest", (RootModel[rows],), {"__doc__": "A JSON array of feature records."})
 
 
-def _check_columns(names: list[str], layout: TableLayout, label: str | None, path: str) -> None:
-    """The input has the model's features (and ``label``, to evaluate with)."""
+def _check_columns(schema: pa.Schema, layout: TableLayout, label: str | None, path: str) -> None:
+    """The input has the model's features (and ``label``, to evaluate with), text where the model
+    read text and no text where it read numbers: what ``POST /predict`` refuses (a string for a
+    number, a number for a string) batch prediction refuses too, before any work."""
+    names = schema.names
     missing = [c for c in layout.features if c not in names]
     if missing:
         raise DataError(f"{path}: column {missing[0]!r} is missing; the model needs {', '.join(layout.features)}")
     if label is not None and label not in names:
         raise DataError(f"{path}: no label column {label!r}, which the model was trained on")
+    for col in layout.features:
+        given, trained = schema.field(col).type, layout.dtypes.get(col, "double")
+        if pa.types.is_null(given) or is_text(given) == is_text_dtype(trained):
+            continue  # an all-missing column (Arrow's null type) is missing values, not a type
+        expected = "text" if is_text_dtype(trained) else "numbers"
+        raise DataError(f"{path}: column {col!r} is {given}; the model was trained on {expected} ({trained})")
