@@ -11,6 +11,8 @@ The Python API mirrors the CLI::
     rayline.promote(run.run_id, "champion")  # rayline promote (refuses a worse candidate)
     service = rayline.serve(spec)          # rayline serve (returns once healthy)
     everything = rayline.run(spec)         # rayline run: train, tune, predict, evaluate
+    draft = rayline.init_spec("data.csv", label="churned")  # rayline init: a spec from the data
+    draft.write("churn.yaml"); rayline.run(draft.spec)
 
 Heavy dependencies (ray, torch, mlflow) load on first use, not on ``import rayline``.
 """
@@ -37,6 +39,7 @@ from rayline.registry import Registry, RunRecord, open_registry
 from rayline.spec import Spec, load_spec, spec_from_dict
 
 if TYPE_CHECKING:
+    from rayline.autospec import Draft
     from rayline.serving.runner import Service
     from rayline.stages.drift import DriftReport
     from rayline.stages.evaluate import Evaluation
@@ -61,6 +64,7 @@ __all__ = [
     "__version__",
     "drift",
     "evaluate",
+    "init_spec",
     "load_spec",
     "open_registry",
     "predict",
@@ -187,3 +191,11 @@ def run(spec: Spec, **kwargs: Any) -> LifecycleResult:
     from rayline.stages.pipeline import run as _run
 
     return _run(spec, **kwargs)
+
+
+def init_spec(source: str | os.PathLike[str], **kwargs: Any) -> Draft:
+    """A spec decided from the data at ``source``: label, task, features, family, tune space, each
+    with its reason (see ``rayline.autospec.init_spec``; ``.spec`` runs, ``.write(path)`` keeps it)."""
+    from rayline.autospec import init_spec as _init_spec
+
+    return _init_spec(source, **kwargs)

@@ -14,7 +14,7 @@ import time
 import traceback
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -23,6 +23,9 @@ from rich.table import Table
 from rayline._version import __version__
 from rayline.errors import DataError, RaylineError, SpecError
 from rayline.progress import progress_status
+
+if TYPE_CHECKING:
+    from rayline.spec import Spec
 
 app = typer.Typer(
     name="rayline",
@@ -194,17 +197,106 @@ def tune_cmd(spec: SpecArg, set_: SetOpt = None, resume: ResumeOpt = False) -> N
     out.print(f"  {_metric_line(result.best_metrics)}")
 
 
+LabelOpt = Annotated[
+    str | None,
+    typer.Option("--label", help="the column to predict (default: one named target, label, class, y or outcome)"),
+]
+FamilyOpt = Annotated[
+    str | None, typer.Option("--family", help="model family (default: xgboost for tables, resnet18 for images)")
+]
+NameOpt = Annotated[str | None, typer.Option("--name", help="the spec's name (default: from the data's file name)")]
+_SPEC_SUFFIXES = (".yaml", ".yml")
+_DATA_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
+
+
+def _is_data(arg: str) -> bool:
+    """Whether ``run``'s argument is data (a table, a folder, a URI) rather than a spec file."""
+    lowered = arg.lower()
+    if lowered.endswith(_SPEC_SUFFIXES):
+        return False
+    return "://" in arg or lowered.endswith(_DATA_SUFFIXES) or Path(arg).is_dir()
+
+
+def _decided_spec(
+    data: str, label: str | None, family: str | None, name: str | None, sets: list[str]
+) -> tuple[Spec, Path]:
+    """A spec decided from ``data`` (printing why), stored as ``RAYLINE_HOME/specs/<name>.yaml``: (spec, its file)."""
+    from rayline.autospec import init_spec
+    from rayline.runtime import home
+
+    with progress_status(err, f"reading a sample of {data}"):
+        draft = init_spec(data, label=label, family=family, name=name, overrides=sets)
+    for line in draft.summary:
+        out.print(line, markup=False)
+    stored = draft.write(home() / "specs" / f"{draft.spec.name}.yaml", overwrite=True)
+    out.print(f"spec: {stored}", markup=False)
+    return draft.spec, stored
+
+
+@app.command("init")
+def init_cmd(
+    data: Annotated[str, typer.Argument(help="a table (parquet/CSV file, folder or URI), an image folder or parquet")],
+    label: LabelOpt = None,
+    out_path: Annotated[
+        Path | None, typer.Option("--out", help="spec file to write (default: <data name>.yaml here)")
+    ] = None,
+    family: FamilyOpt = None,
+    name: NameOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="replace an existing spec file")] = False,
+) -> None:
+    """Decide a spec from a sample of the data and write it, each decision commented with why."""
+    from rayline.autospec import init_spec, safe_name
+
+    target = out_path or Path(f"{safe_name(data)}.yaml")
+    if target.exists() and not force:  # before reading any data
+        raise SpecError(f"{target} already exists", hint="pass --force to replace it, or --out another file")
+    with progress_status(err, f"reading a sample of {data}"):
+        draft = init_spec(data, label=label, family=family, name=name)
+    for line in draft.summary:
+        out.print(line, markup=False)
+    written = draft.write(target, overwrite=force)
+    shown = target if not target.is_absolute() else written
+    out.print(f"wrote {shown}; next: rayline run {shown}", markup=False)
+
+
 @app.command("run")
 def run_cmd(
-    spec: SpecArg,
+    spec: Annotated[
+        str,
+        typer.Argument(
+            help="spec file (YAML), or data to decide a spec from (table file, folder or URI; image folder)",
+            show_default=False,
+        ),
+    ],
     no_tune: Annotated[bool, typer.Option("--no-tune", help="skip tuning even if tune.space is set")] = False,
     set_: SetOpt = None,
+    label: LabelOpt = None,
+    family: FamilyOpt = None,
+    name: NameOpt = None,
 ) -> None:
-    """The whole lifecycle: train, tune (when tune.space is set), batch predict, evaluate."""
+    """The whole lifecycle: train, tune (when tune.space is set), batch predict, evaluate.
+
+    Given data instead of a spec (rayline run data.csv --label COL), it decides a spec as
+    `rayline init` does, stores it under RAYLINE_HOME/specs/ and runs it."""
     from rayline.spec import load_spec
     from rayline.stages.pipeline import run
 
-    loaded = load_spec(spec, set_ or [])
+    spec_file: str | Path = spec
+    if label is not None and spec.lower().endswith(_SPEC_SUFFIXES):
+        raise SpecError(
+            f"--label: {spec} is a spec file; --label is for data (rayline run data.csv --label COL)",
+            hint=f"set data.label in the spec, or --set data.label={label}",
+        )
+    if label is not None or _is_data(spec):
+        loaded, spec_file = _decided_spec(spec, label, family, name, set_ or [])
+    else:
+        given = [flag for flag, value in (("--family", family), ("--name", name)) if value is not None]
+        if given:
+            raise SpecError(
+                f"{given[0]}: {spec} is a spec file; {given[0]} is for data (rayline run data.csv --label COL)",
+                hint="set it in the spec, or with --set",
+            )
+        loaded = load_spec(spec, set_ or [])
     started = time.perf_counter()
     stage_since = [started]
     total = loaded.model.total_steps()
@@ -235,7 +327,7 @@ def run_cmd(
         table.add_row(item.name, f"{item.seconds:.1f}", item.run_id[:12], item.summary)
     out.print(table)
     out.print(f"model {result.model_run_id}  ({result.seconds:.1f} s in all)")
-    out.print(f"serve it: rayline serve {spec} --model {result.model_run_id}")
+    out.print(f"serve it: rayline serve {spec_file} --model {result.model_run_id}")
 
 
 @app.command("report")
