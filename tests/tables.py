@@ -3,7 +3,7 @@
 Three tasks, each a pure function of a seed:
 
 - ``binary``: label ``clicked`` (0/1 ints) in the *first* column, numeric features and a string
-  column ``color`` that specs declare categorical.
+  column ``color``, a category by default (``data.categorical: auto``; specs here rely on it).
 - ``multiclass``: label ``grade`` with the string classes ``high``, ``low``, ``mid``.
 - ``regression``: float label ``price``, a noisy linear function of the features.
 
@@ -103,8 +103,6 @@ def spec_dict(kind: Kind, source: Path | str, name: str | None = None, **section
         "train": {"report_every": 5},
         "scaling": {"num_workers": "auto"},
     }
-    if kind == "binary":
-        raw["data"]["categorical"] = ["color"]
     for key, value in sections.items():
         if isinstance(value, dict) and isinstance(raw.get(key), dict):
             raw[key] = {**raw[key], **value}
