@@ -363,9 +363,6 @@ class Registry:
             raise RegistryError(f"run {run_id} has no spec.yaml")
         return spec_from_dict(yaml.safe_load(text), origin=f"spec.yaml of run {run_id}")
 
-    def artifact_paths(self, run_id: str, folder: str) -> list[str]:
-        return [a.path for a in self.client.list_artifacts(run_id, folder)]
-
     def _record(self, run: Any, experiments: Mapping[str, str]) -> RunRecord:
         info, data = run.info, run.data
         return RunRecord(

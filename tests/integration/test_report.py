@@ -60,7 +60,7 @@ def test_binary_table_report(ray_session: object, tmp_path: Path, rayline_home: 
     assert trained.run_id in page and "valid_auc" in page
     for png in folder.glob("*.png"):
         assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 5_000
-    logged = set(open_registry().artifact_paths(trained.run_id, "report"))
+    logged = {a.path for a in open_registry().client.list_artifacts(trained.run_id, "report")}
     assert "report/report.html" in logged and "report/roc.png" in logged
     # nothing half-written next to it
     assert sorted(p.name for p in folder.parent.iterdir()) == [trained.run_id]

@@ -22,7 +22,6 @@ from rayline.stages.tune import TuneResult, tune
 
 StageFn = Callable[[str], None]
 ReportFn = Callable[[str, Mapping[str, float]], None]
-STAGES = ("train", "tune", "predict", "evaluate", "report")
 
 
 @dataclass

@@ -22,7 +22,6 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +37,11 @@ from rayline.stages.contexts import TuneTrialContext, split_for_workers, train_w
 from rayline.stages.engine import plugs, prepare, trains_in_process
 from rayline.stages.progress import Pulse, watch
 from rayline.stages.resume import clear_storage, search_key, storage_folder
-from rayline.stages.train import NoticeFn, failure_config, require_gpus, scaling_config, worker_resources
+from rayline.stages.train import NoticeFn, ProgressFn, failure_config, require_gpus, scaling_config, worker_resources
 from rayline.stages.trials import FailedTrial as FailedTrial  # re-exported: the stage's results
 from rayline.stages.trials import TuneResult as TuneResult
 from rayline.stages.trials import register
 
-ProgressFn = Callable[[Mapping[str, float]], None]
 log = logging.getLogger(__name__)
 
 
