@@ -7,6 +7,8 @@ body; so ``serve.max_request_bytes`` bounds a line here, not the whole stream.
 
 A bad line found before the first prediction is written gets the same 4xx as ``/predict``; after
 that the status is sent, so the stream ends with one ``{"error": ...}`` line naming the line.
+A body with no input (empty, or blank lines only) is refused with 400, as ``/predict`` refuses an
+empty list; the OpenAPI document says so (``BODY``: a text with a character that is not blank).
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from rayline.errors import DataError, RegistryError
 
 PATH = "/predict/stream"
 PredictChunk = Callable[[list[Any], str | None], Awaitable[tuple[str, list[dict[str, Any]]]]]
+# The body as JSON Schema can say it: text with at least one line that is not blank (what makes
+# each line an input, NDJSON, it cannot say).
+BODY = {"type": "string", "pattern": r"\S", "description": "NDJSON: one input per line; at least one"}
 
 
 class _Streamed(StreamingResponse):
@@ -114,14 +119,15 @@ def add_stream_route(
         PATH,
         summary="Predict a stream",
         operation_id="predict_stream",
-        description="NDJSON: one input per line (a record, or an image); one prediction per line back, in order.",
+        description="NDJSON: one input per line (a record, or an image); one prediction per line back, in order. "
+        "A body without an input (empty, or only blank lines) is refused with 400.",
         response_model=None,
         responses={200: {"content": {"application/x-ndjson": {}}, "description": "one prediction per line"}, **errors},
         # Any content type is read the same way; text/plain says so to clients that know no NDJSON.
         openapi_extra={
             "requestBody": {
                 "required": True,
-                "content": {"application/x-ndjson": {"schema": {}}, "text/plain": {"schema": {"type": "string"}}},
+                "content": {"application/x-ndjson": {"schema": BODY}, "text/plain": {"schema": BODY}},
             }
         },
     )
