@@ -66,11 +66,9 @@ def decide_table(
         raise DataError(f"{source}: the table has no rows")
     frame = table.to_pandas()
     names = [n for n in table.schema.names if not n.startswith("__index_level_")]
-    plan.say(
-        f"{source}: a table ({fmt.upper() if fmt == 'csv' else 'parquet'}, {_count(rows, table.num_rows)}; "
-        f"decided from {picked})"
-    )
-    plan.set("data.source", absolute(source), f"a {fmt} table")
+    what = "CSV" if fmt == "csv" else "parquet"
+    plan.say(f"{source}: a table ({what}, {_count(rows, table.num_rows)}; decided from {picked})")
+    plan.set("data.source", absolute(source), f"a {what} table")
     plan.set("data.format", fmt)
     chosen, why = pick_label(frame, names, label, source)
     plan.set("data.label", chosen, why)
