@@ -105,4 +105,4 @@ def test_readme_quickstart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     alone = run(specless)
     stored = home / "specs" / "data.yaml"
     assert stored.is_file() and f"spec: {stored.resolve()}" in alone.stdout, alone.stdout
-    assert yaml.safe_load(stored.read_text())["data"]["features"] == written["data"]["features"]
+    assert yaml.safe_load(stored.read_text())["data"]["features"] == written["data"]["features"], alone.stdout
