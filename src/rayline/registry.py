@@ -1,11 +1,18 @@
-"""The run registry, on MLflow tracking (the only module that imports mlflow).
+"""The run registry, on MLflow tracking (the one module that talks to the tracking store;
+``rayline.mlflow_model`` writes the MLflow model folders it stores).
 
 Default store: embedded SQLite at ``RAYLINE_HOME/mlflow.db`` with artifacts in
 ``RAYLINE_HOME/mlartifacts``; ``MLFLOW_TRACKING_URI`` points it at the user's server instead.
 One MLflow experiment per spec name. A run carries tags ``rayline.kind`` (train, tune, trial,
-predict, evaluate), ``rayline.family``, ``rayline.spec_hash`` and ``rayline.model`` ("1" when a
-checkpoint was logged under the ``checkpoint/`` artifact path); tune trials are children of
-their tune run through MLflow's ``mlflow.parentRunId`` tag, so ``mlflow ui`` nests them.
+predict, evaluate), ``rayline.family``, ``rayline.spec_hash`` and ``rayline.model`` ("1" when it
+has a model); tune trials are children of their tune run through MLflow's ``mlflow.parentRunId``
+tag, so ``mlflow ui`` nests them.
+
+A run's model is the MLflow model at the ``model/`` artifact path (tag ``rayline.model_path``:
+``model``), its checkpoint folder inside it at ``model/checkpoint``; a registered version's
+source is that MLflow model. Runs logged before models were MLflow models have the bare
+checkpoint at ``checkpoint/`` (and no ``rayline.model_path`` tag): they still resolve, predict,
+serve and promote (the version's source is then the checkpoint folder).
 """
 
 from __future__ import annotations
@@ -34,7 +41,9 @@ TAG_FAMILY = "rayline.family"
 TAG_SPEC_HASH = "rayline.spec_hash"
 TAG_MODEL = "rayline.model"
 TAG_PARENT = "mlflow.parentRunId"
-CHECKPOINT_PATH = "checkpoint"
+TAG_MODEL_PATH = "rayline.model_path"
+CHECKPOINT_PATH = "checkpoint"  # a checkpoint folder's name: the artifact path of runs before MLflow models
+MODEL_PATH = "model"  # the MLflow model's artifact path; the checkpoint is its CHECKPOINT_PATH folder
 Selector = Literal["best", "latest"] | str
 _BATCH = 900  # MLflow accepts at most 1000 metrics per log_batch call
 
@@ -66,6 +75,17 @@ class RunRecord:
     @property
     def has_model(self) -> bool:
         return self.tags.get(TAG_MODEL) == "1"
+
+    @property
+    def model_path(self) -> str:
+        """The artifact path a registered version points at: the MLflow model, or the bare
+        checkpoint of a run logged before models were MLflow models."""
+        return MODEL_PATH if self.tags.get(TAG_MODEL_PATH) == MODEL_PATH else CHECKPOINT_PATH
+
+    @property
+    def checkpoint_path(self) -> str:
+        """The artifact path of the run's checkpoint folder."""
+        return f"{MODEL_PATH}/{CHECKPOINT_PATH}" if self.model_path == MODEL_PATH else CHECKPOINT_PATH
 
     @property
     def duration_s(self) -> float | None:
@@ -201,8 +221,15 @@ class ActiveRun:
     def log_dir(self, local_dir: str | os.PathLike[str], artifact_path: str) -> None:
         self._client.log_artifacts(self.run_id, str(local_dir), artifact_path)
 
+    def log_model(self, model_dir: str | os.PathLike[str]) -> None:
+        """Store an MLflow model folder (``MLmodel``, the checkpoint in its ``checkpoint/``:
+        ``rayline.mlflow_model.save`` writes one); marks the run as servable (``--model``)."""
+        self.log_dir(model_dir, MODEL_PATH)
+        self.set_tags({TAG_MODEL: "1", TAG_MODEL_PATH: MODEL_PATH})
+
     def log_checkpoint(self, local_dir: str | os.PathLike[str]) -> None:
-        """Store a model checkpoint folder; marks the run as servable (``--model``)."""
+        """Store a bare checkpoint folder at ``checkpoint/``, as runs were logged before models
+        were MLflow models (and still are when no MLflow model could be written for one)."""
         self.log_dir(local_dir, CHECKPOINT_PATH)
         self.set_tags({TAG_MODEL: "1"})
 
@@ -510,7 +537,7 @@ class Registry:
             raise RegistryError(f"model registry at {self.tracking_uri} failed: {first_line(err)}") from err
 
     def set_alias(self, record: RunRecord, alias: str) -> VersionRecord:
-        """Point ``alias`` of the spec's registered model at the run's checkpoint (a version per run)."""
+        """Point ``alias`` of the spec's registered model at the run's model (a version per run)."""
         check_alias(alias)
         if not record.has_model:
             raise RegistryError(f"run {record.run_id} ({record.kind}) has no model checkpoint to promote")
@@ -524,7 +551,7 @@ class Registry:
             else:
                 created = self.client.create_model_version(
                     model,
-                    source=f"{record.artifact_uri.rstrip('/')}/{CHECKPOINT_PATH}",
+                    source=f"{record.artifact_uri.rstrip('/')}/{record.model_path}",
                     run_id=record.run_id,
                     tags={TAG_FAMILY: record.family},
                 )
@@ -541,19 +568,19 @@ class Registry:
         record = self.get(run_id)
         if not record.has_model:
             raise RegistryError(f"run {record.run_id} has no model checkpoint")
-        local = record.artifact_uri
+        local, inside = record.artifact_uri, record.checkpoint_path
         if local.startswith("file://"):
             from urllib.parse import unquote, urlparse
 
-            path = Path(unquote(urlparse(local).path)) / CHECKPOINT_PATH
+            path = Path(unquote(urlparse(local).path)) / inside
             if path.is_dir():
                 return path
         target = dst or (self.home / "cache" / "checkpoints" / record.run_id)
-        if (target / CHECKPOINT_PATH).is_dir():
-            return target / CHECKPOINT_PATH
+        if (target / inside).is_dir():
+            return target / inside
         target.mkdir(parents=True, exist_ok=True)
         try:
-            return Path(self.client.download_artifacts(record.run_id, CHECKPOINT_PATH, str(target)))
+            return Path(self.client.download_artifacts(record.run_id, inside, str(target)))
         except Exception as err:
             raise RegistryError(f"could not fetch the checkpoint of run {record.run_id}: {first_line(err)}") from err
 

@@ -90,6 +90,12 @@ def _model_predictions(family: Family, checkpoint: Path, rows: pd.DataFrame) -> 
         return None
 
 
+def profiled_rows(data: Prepared, checkpoint: Path, family: Family) -> pd.DataFrame:
+    """Training rows, as the data kind holds them: the ones the model's predictions were profiled
+    on (cached per prepared dataset). The MLflow model's signature and input example come from them."""
+    return _features(data, read_meta(checkpoint), family)[1]
+
+
 def store_profile(checkpoint: Path, data: Prepared, family: Family) -> Path | None:
     """Write ``profile.json`` into ``checkpoint``; None (and a warning) when it cannot be built."""
     start = time.perf_counter()

@@ -27,16 +27,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rayline import runtime
+from rayline import mlflow_model, runtime
 from rayline.data import Prepared
-from rayline.errors import RaylineError, TrainError, map_error
+from rayline.errors import RaylineError, TrainError, first_line, map_error
 from rayline.families import Family
-from rayline.registry import Registry, open_registry
+from rayline.registry import ActiveRun, Registry, open_registry
 from rayline.spec import Spec
 from rayline.stages import progress
 from rayline.stages.contexts import LocalContext, saved_state, split_for_workers, train_worker
 from rayline.stages.engine import plugs, prepare, trains_in_process
-from rayline.stages.profiling import store_profile
+from rayline.stages.profiling import profiled_rows, store_profile
 from rayline.stages.resume import clear_local, clear_storage, local_state, train_key, train_resumable
 
 ProgressFn = Callable[[Mapping[str, float]], None]
@@ -197,8 +197,21 @@ def log_run(
         run.log_metrics({f"time_{k}_s": v for k, v in seconds.items()})
         # profile.json travels with the model: serving and `rayline drift` compare new rows with it.
         store_profile(checkpoint, data, family)
-        run.log_checkpoint(checkpoint)
+        log_model(run, checkpoint, data, family)
         return run.run_id
+
+
+def log_model(run: ActiveRun, checkpoint: Path, data: Prepared, family: Family) -> None:
+    """The checkpoint as an MLflow model (``model/``: MLflow's tools load and serve it). One that
+    cannot be written is a warning: the trained model is registered as a bare checkpoint."""
+    with tempfile.TemporaryDirectory(prefix="rayline-model-") as tmp:
+        try:
+            folder = mlflow_model.save(checkpoint, profiled_rows(data, checkpoint, family), Path(tmp) / "model")
+        except Exception as err:
+            log.warning("the model is stored as a bare checkpoint, not an MLflow model: %s", first_line(err))
+            run.log_checkpoint(checkpoint)
+            return
+        run.log_model(folder)
 
 
 def train(
