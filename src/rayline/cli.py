@@ -228,9 +228,29 @@ def _decided_spec(
         draft = init_spec(data, label=label, family=family, name=name, overrides=sets)
     for line in draft.summary:
         out.print(line, markup=False)
-    stored = draft.write(home() / "specs" / f"{draft.spec.name}.yaml", overwrite=True)
+    target = home() / "specs" / f"{draft.spec.name}.yaml"
+    before = _stored_source(target)
+    if before is not None and before != draft.spec.data.source:
+        # Runs are grouped by spec name: the other data's runs would compete for --model best.
+        _notice(
+            f"note: spec name {draft.spec.name!r} was last used for {before}; runs of both compete for "
+            "--model best (--name keeps them apart)"
+        )
+    stored = draft.write(target, overwrite=True)
     out.print(f"spec: {stored}", markup=False)
     return draft.spec, stored
+
+
+def _stored_source(path: Path) -> str | None:
+    """``data.source`` of a spec stored earlier under that name (None: none, or unreadable)."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        source = raw["data"]["source"]
+    except (OSError, yaml.YAMLError, TypeError, KeyError):
+        return None
+    return source if isinstance(source, str) else None
 
 
 @app.command("init")

@@ -105,3 +105,22 @@ def test_init_writes_a_spec_that_validates_and_runs(
     assert " tune " not in out
     assert layout_of(model)["features"] == ["region", "income", "debt"]
     assert (rayline_home / "reports" / model / "report.html").is_file()
+
+
+def test_a_name_last_used_for_other_data_is_noted(
+    ray_session: object, tmp_path: Path, rayline_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+    first, second = loans(tmp_path / "a" / "loans.csv", rows=300), loans(tmp_path / "b" / "loans.csv", 300, seed=4)
+    args = ["--label", "approved", "--family", "tiny", "--no-tune"]
+    code, _, err = rayline_here(capsys, "run", str(first), *args)
+    assert code == 0, err
+    assert "note:" not in err
+    code, _, err = rayline_here(capsys, "run", str(second), *args)
+    assert code == 0, err
+    assert f"note: spec name 'loans' was last used for {first}; runs of both compete for --model best" in err
+    code, _, err = rayline_here(capsys, "run", str(second), *args, "--name", "loans-b")
+    assert code == 0, err
+    assert "note:" not in err
+    assert yaml.safe_load((rayline_home / "specs" / "loans-b.yaml").read_text())["data"]["source"] == str(second)
