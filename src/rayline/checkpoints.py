@@ -1,4 +1,9 @@
-"""Checkpoint folders as in-memory blobs, so Ray actors on any node can load them.
+"""Checkpoint folders: their ``meta.json``, the scratch folder a loop writes one in, and their
+bytes as in-memory blobs, so Ray actors on any node can load them.
+
+Every family's checkpoint is a folder holding its model file(s) and ``meta.json`` (family, data
+kind, layout, metrics; ``write_meta``, ``read_meta``, ``checked_meta``). A training loop writes
+one in a ``scratch`` folder and hands it to ``LoopContext.report``, which copies or moves it.
 
 A registry checkpoint is a local folder on the driver (or an MLflow download). Actors for batch
 inference and serving may run on other nodes, so the folder travels by value: a mapping of
@@ -11,9 +16,11 @@ import contextlib
 import hashlib
 import json
 import tempfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, cast
 
+from rayline.errors import DataError
 from rayline.runtime import cluster_address
 
 META_FILE = "meta.json"
@@ -72,6 +79,31 @@ def unpack(blob: Blob) -> Path:
         with contextlib.suppress(OSError):
             staging.rename(folder)
     return folder
+
+
+def write_meta(folder: Path, meta: Mapping[str, Any]) -> None:
+    """``meta.json`` of the checkpoint in ``folder`` (indented: people read it)."""
+    (folder / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
+
+
+@contextlib.contextmanager
+def scratch() -> Iterator[Path]:
+    """An empty ``checkpoint`` folder to write one checkpoint in and report; removed afterwards
+    (``LoopContext.report`` copies or moves what it keeps)."""
+    with tempfile.TemporaryDirectory(prefix="rayline-ckpt-") as tmp:
+        folder = Path(tmp) / "checkpoint"
+        folder.mkdir()
+        yield folder
+
+
+def checked_meta(folder: Path, model_file: str, family: str) -> dict[str, Any]:
+    """The ``meta.json`` of a ``family`` checkpoint that holds ``model_file``, as written; a
+    folder without either is refused as not such a checkpoint."""
+    path = folder / META_FILE
+    if not path.is_file() or not (folder / model_file).is_file():
+        raise DataError(f"{folder} is not a checkpoint of the {family} family (no {model_file} / {META_FILE})")
+    meta: dict[str, Any] = json.loads(path.read_text())
+    return meta
 
 
 def read_meta(folder: Path) -> dict[str, Any]:

@@ -9,7 +9,6 @@ the spec imports it while it loads). Registered only where asked (``tiny_spec.RE
 from __future__ import annotations
 
 import json
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -17,11 +16,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from rayline.checkpoints import checked_meta
 from rayline.data.table_schema import TableLayout
 from rayline.data.tables import encode_label, features_frame, output_frame, output_records
-from rayline.errors import DataError
 from rayline.families.base import LoopContext
-from rayline.families.resume import report_again, resume_point
+from rayline.families.resume import report_again, report_checkpoint, resume_point
 from rayline.spec import Spec
 from rayline.testing.tiny_spec import TinyModelSpec
 
@@ -70,23 +69,13 @@ def train_tiny(config: Mapping[str, Any], ctx: LoopContext) -> None:
             "valid_accuracy": float((probs.argmax(axis=1) == vy).mean()),
         }
     metrics["round"] = 1.0
-    meta = {"family": "tiny", "data_kind": "table", "layout": layout.to_dict(), "metrics": metrics}
-    if ctx.rank != 0:
-        ctx.report(metrics)
-        return
-    with tempfile.TemporaryDirectory(prefix="rayline-tiny-") as tmp:
-        folder = Path(tmp) / "checkpoint"
-        folder.mkdir()
-        (folder / MODEL_FILE).write_text(json.dumps(state))
-        (folder / "meta.json").write_text(json.dumps(meta, default=str))
-        ctx.report(metrics, folder)
+    meta = {"family": "tiny", "data_kind": "table", "layout": layout.to_dict()}
+    report_checkpoint(ctx, metrics, meta, lambda folder: (folder / MODEL_FILE).write_text(json.dumps(state)))
 
 
 class TinyPredictor:
     def __init__(self, checkpoint: Path) -> None:
-        if not (checkpoint / MODEL_FILE).is_file():
-            raise DataError(f"{checkpoint} is not a tiny checkpoint (no {MODEL_FILE})")
-        meta = json.loads((checkpoint / "meta.json").read_text())
+        meta = checked_meta(checkpoint, MODEL_FILE, "tiny")
         self.layout = TableLayout.from_dict(meta["layout"])
         self.state = json.loads((checkpoint / MODEL_FILE).read_text())
 

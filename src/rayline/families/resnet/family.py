@@ -8,11 +8,10 @@ with the class names by index, normalization, final metrics).
 
 from __future__ import annotations
 
-import json
 import math
-import tempfile
 import time
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +20,15 @@ import pandas as pd
 import torch
 from torch import nn
 
+from rayline.checkpoints import checked_meta, write_meta
 from rayline.data.image_codec import ImageLayout, normalize
 from rayline.errors import DataError, TrainError
 from rayline.families.base import LoopContext
 from rayline.families.resnet.spec import ResNetModelSpec
-from rayline.families.resume import finished, report_again, resume_point
+from rayline.families.resume import finished, report_again, report_checkpoint, resume_point
 from rayline.spec import Spec
 
 MODEL_FILE = "model.pt"
-META_FILE = "meta.json"
 # In periodic checkpoints only: what a resumed run needs beyond the weights (the optimizer's
 # moments, the epoch, the best epoch so far and its weights when they are not these).
 STATE_FILE = "train_state.pt"
@@ -89,12 +88,16 @@ def save_checkpoint(
     model: nn.Module, meta: Mapping[str, Any], folder: Path, train_state: Mapping[str, Any] | None = None
 ) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
+    _save(model, folder, train_state)
+    write_meta(folder, meta)
+    return folder
+
+
+def _save(model: nn.Module, folder: Path, train_state: Mapping[str, Any] | None = None) -> None:
     inner = getattr(model, "module", model)  # DDP wraps the model
     torch.save({k: v.detach().cpu() for k, v in inner.state_dict().items()}, folder / MODEL_FILE)
     if train_state is not None:
         torch.save(dict(train_state), folder / STATE_FILE)
-    (folder / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
-    return folder
 
 
 def _cpu(state: Mapping[str, Any]) -> Any:
@@ -191,9 +194,7 @@ def train_resnet(config: Mapping[str, Any], ctx: LoopContext) -> None:
             "best": best,
             "best_state": None if best is not None and best["epoch"] == epoch else best_state,
         }
-        with tempfile.TemporaryDirectory(prefix="rayline-ckpt-") as tmp:
-            folder = save_checkpoint(model, {**meta, "metrics": metrics}, Path(tmp) / "checkpoint", state)
-            ctx.report(metrics, folder)
+        report_checkpoint(ctx, metrics, meta, partial(_save, model, train_state=state))
 
     # The final report is the best epoch (by the spec's metric), as xgboost keeps its best round:
     # small validation sets make the last epoch's accuracy swing by a point or two.
@@ -202,11 +203,7 @@ def train_resnet(config: Mapping[str, Any], ctx: LoopContext) -> None:
     final = {**best, "best_epoch": best["epoch"], "epochs_run": float(model_spec.epochs)}
     if first > 1:
         final["resumed_from_epoch"] = float(first - 1)
-    if ctx.rank != 0:
-        ctx.report(final)
-        return
-    with tempfile.TemporaryDirectory(prefix="rayline-ckpt-") as tmp:
-        ctx.report(final, save_checkpoint(model, {**meta, "metrics": final}, Path(tmp) / "checkpoint"))
+    report_checkpoint(ctx, final, meta, partial(_save, model))
 
 
 # ---------------------------------------------------------------------------- predicting
@@ -214,10 +211,8 @@ class ResNetPredictor:
     """A loaded ResNet18 checkpoint; predicts class probabilities for uint8 image batches."""
 
     def __init__(self, checkpoint: Path, *, cpus: int = 1, precision: str = "float32") -> None:
-        meta_path, weights = checkpoint / META_FILE, checkpoint / MODEL_FILE
-        if not meta_path.is_file() or not weights.is_file():
-            raise DataError(f"{checkpoint} is not a resnet18 checkpoint (no {MODEL_FILE} / {META_FILE})")
-        self.meta = json.loads(meta_path.read_text())
+        weights = checkpoint / MODEL_FILE
+        self.meta = checked_meta(checkpoint, MODEL_FILE, "resnet18")
         self.layout = ImageLayout.from_dict(self.meta["layout"])
         self.device = _device(True)
         # bfloat16 halves the weights' bytes: the 28x28 forward pass is bound by reading them.
