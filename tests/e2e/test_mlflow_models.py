@@ -240,7 +240,12 @@ def test_an_image_model_takes_png_bytes_in_mlflow_as_rayline_predict_reads_the_f
     assert_same(mlflow_predict(rayline_home, uri, request, "json", tmp_path), expected, columns)
     with mlflow_serving(rayline_home, uri, tmp_path / "serve.log") as url:
         served = invocations(url, split)
+        not_an_image = base64.b64encode(b"not an image").decode()
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            invocations(url, {"dataframe_split": {"columns": ["image"], "data": [[encoded[0]], [not_an_image]]}})
     assert_same(served, expected, columns)
+    assert refused.value.code == 400
+    assert "image.1: not a decodable image" in json.loads(refused.value.read())["message"]
 
 
 def test_a_run_logged_before_mlflow_models_still_resolves_predicts_and_promotes(
