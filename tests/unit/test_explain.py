@@ -192,3 +192,8 @@ def test_numbers_past_float32_are_explained_as_predicted(trained: Trained) -> No
             p = prediction["probability"]
             assert record["margin"] == pytest.approx(np.log(p / (1 - p)), abs=TOL)
         assert {k: v for k, v in record.items() if k in prediction} == prediction
+    # batch inference reads a frame the same numbers can be in (a parquet's doubles): it predicts
+    # them as serving does, where a DMatrix of them would refuse infinity
+    key = "prediction" if predictor.layout.task == "regression" else "probability"
+    served = [prediction[key] for prediction in predictor.predict_items(items)]
+    assert predictor.predict(pd.DataFrame(rows))[key].tolist() == pytest.approx(served, abs=1e-5)
