@@ -84,3 +84,12 @@ def test_the_checker_finds_what_is_broken(tmp_path: Path) -> None:
     )
     assert broken(page) == ["missing.md: no file " + str((tmp_path / "missing.md").resolve()),
                             "other.md#nowhere: no heading #nowhere in other.md"]  # fmt: skip
+
+
+def test_every_rayline_variable_is_documented() -> None:
+    """docs/configuration.md names every ``RAYLINE_*`` variable the package reads or sets."""
+    source = "\n".join(p.read_text(encoding="utf-8") for p in (REPO / "src" / "rayline").rglob("*.py"))
+    used = set(re.findall(r"\bRAYLINE_[A-Z0-9_]+\b", source))
+    documented = set(re.findall(r"`(RAYLINE_[A-Z0-9_]+)`", (REPO / "docs" / "configuration.md").read_text()))
+    assert used, "no RAYLINE_ variable found in src/rayline: the search is wrong"
+    assert sorted(used - documented) == []
