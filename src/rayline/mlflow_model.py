@@ -90,8 +90,10 @@ class RaylinePyfunc:
         for i, value in enumerate(frame[IMAGE_COLUMN]):
             if isinstance(value, bytes | bytearray):
                 value = base64.b64encode(value).decode("ascii")
-            if not isinstance(value, str) or not value:
+            if not isinstance(value, str):
                 raise DataError(f"{IMAGE_COLUMN}.{i}: expected encoded PNG/JPEG bytes, got {type(value).__name__}")
+            if not value:
+                raise DataError(f"{IMAGE_COLUMN}.{i}: the image is empty")
             try:
                 body = self.request.model_validate({IMAGE_COLUMN: [value]})
             except ValidationError as err:
