@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from inprocess import new_home, prepare_store
+
 # The tiny test family (rayline.testing) is registered for this process, the CLI processes the
 # tests start and Ray's workers, which all inherit the environment. Before rayline is imported:
 # the spec reads the registry once.
@@ -17,10 +19,17 @@ REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
 
 
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One migrated, empty MLflow store for the session, which every RAYLINE_HOME starts with a copy of."""
+    return prepare_store(tmp_path_factory.mktemp("empty-store"))
+
+
 @pytest.fixture(autouse=True)
-def rayline_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every test gets an empty RAYLINE_HOME and no cluster or MLflow server from the environment."""
-    home = tmp_path / "home"
+def rayline_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, empty_store: Path) -> Path:
+    """Every test gets a RAYLINE_HOME with no runs (its MLflow store migrated already) and no
+    cluster or MLflow server from the environment."""
+    home = new_home(tmp_path / "home")
     monkeypatch.setenv("RAYLINE_HOME", str(home))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
