@@ -408,6 +408,9 @@ def predict_cmd(
         str | None, typer.Option("--input", help="rows to predict (default: the validation split)")
     ] = None,
     out_path: Annotated[str | None, typer.Option("--out", help="output parquet (a folder of part files)")] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="go on from the parts a killed run of this job finished (tables)")
+    ] = False,
     set_: SetOpt = None,
 ) -> None:
     """Batch inference (in this process for modest local inputs, else a Ray Data actor pool); writes parquet."""
@@ -416,11 +419,15 @@ def predict_cmd(
 
     loaded = load_spec(spec, set_ or [])
     with progress_status(err, f"predicting with {loaded.name} model {model}"):
-        result = predict(loaded, model=model, input=input_path, output=out_path)
+        result = predict(loaded, model=model, input=input_path, output=out_path, resume=resume)
     where = "in process" if result.engine == "local" else "Ray actor pool"
     out.print(
         f"wrote {result.rows:,} rows to {result.output}  ({result.seconds:.1f} s, {where}, model {result.model_run_id})"
     )
+    if loaded.predict.on_bad_row == "quarantine":
+        out.print(f"quarantined {result.bad_rows:,} bad rows to {result.quarantine}", markup=False)
+    elif loaded.predict.on_bad_row == "skip":
+        out.print(f"skipped {result.bad_rows:,} bad rows", markup=False)
 
 
 @app.command("evaluate")

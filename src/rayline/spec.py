@@ -225,6 +225,17 @@ class PredictSpec(_Strict):
         description="auto: in this process for a modest local table or image folder on the embedded Ray "
         "(starting Ray and the actor pool would cost more than the work), a Ray Data actor pool otherwise",
     )
+    on_bad_row: Literal["fail", "skip", "quarantine"] = Field(
+        default="fail",
+        description="tables: a row POST /predict would refuse (text for a number, a non-finite or missing "
+        "number...): fail the job, skip it, or quarantine it (written to <output>.quarantine.parquet with its "
+        "file, row number and reason)",
+    )
+    part_rows: Annotated[int, Field(gt=0)] = Field(
+        default=1_000_000,
+        description="tables: rows per output part file (row groups are kept whole); a killed job resumes "
+        "(--resume) from its last finished part",
+    )
 
     @field_validator("concurrency")
     @classmethod

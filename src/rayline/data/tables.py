@@ -31,7 +31,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from rayline.data import table_drift, table_prepare, tensors
+from rayline.data import table_batches, table_drift, table_prepare, tensors
 from rayline.data.base import Prepared, Target, input_source, resolve_source
 from rayline.data.split import SplitFilter
 from rayline.data.table_schema import (
@@ -287,6 +287,39 @@ class TableKind:
             chunk = frame.iloc[start : start + rows]
             yield split(chunk) if split is not None else chunk
 
+    def plan_parts(
+        self,
+        spec: Spec,
+        meta: Mapping[str, Any],
+        source: str | None,
+        *,
+        label: str | None = None,
+        screened: bool = False,
+    ) -> list[table_batches.Part]:
+        """The input cut into parts for batch prediction's Arrow path (``table_batches``). Its
+        columns are checked first; ``screened``: bad values are the screen's to set aside, row by
+        row, so only a missing column is refused here."""
+        path, declared = input_source(spec, source)
+        fmt = table_format(path, declared)
+        schema, _ = local_schema(path, fmt)
+        _check_columns(schema, layout_of(meta), label, path, types=not screened)
+        split = None
+        if source is None:
+            features, spec_label = check_schema(schema, spec, path)
+            split = SplitFilter([*features, spec_label], spec.split.valid_fraction, spec.split.seed, valid=True)
+        return table_batches.plan_parts(path, fmt, spec.predict.part_rows, split)
+
+    def read_part(self, part: table_batches.Part, rows: int) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
+        return table_batches.read_part(part, rows)
+
+    def screen(
+        self, batch: pa.RecordBatch, meta: Mapping[str, Any], part: table_batches.Part
+    ) -> table_batches.Screened:
+        return table_batches.screen(batch, layout_of(meta), part.fmt)
+
+    def file_of(self, part: table_batches.Part) -> str:
+        return table_batches.file_of(part)
+
     def ray_input(
         self, spec: Spec, meta: Mapping[str, Any], source: str | None, *, label: str | None = None
     ) -> ray.data.Dataset:
@@ -409,7 +442,7 @@ def _request_model(layout_json: str) -> type[BaseModel]:
     return type("PredictRequest", (RootModel[rows],), {"__doc__": "A JSON array of feature records."})
 
 
-def _check_columns(schema: pa.Schema, layout: TableLayout, label: str | None, path: str) -> None:
+def _check_columns(schema: pa.Schema, layout: TableLayout, label: str | None, path: str, *, types: bool = True) -> None:
     """The input has the model's features (and ``label``, to evaluate with), text where the model
     read text and no text where it read numbers: what ``POST /predict`` refuses (a string for a
     number, a number for a string) batch prediction refuses too, before any work."""
@@ -419,7 +452,7 @@ def _check_columns(schema: pa.Schema, layout: TableLayout, label: str | None, pa
         raise DataError(f"{path}: column {missing[0]!r} is missing; the model needs {', '.join(layout.features)}")
     if label is not None and label not in names:
         raise DataError(f"{path}: no label column {label!r}, which the model was trained on")
-    for col in layout.features:
+    for col in layout.features if types else ():
         given, trained = schema.field(col).type, layout.dtypes.get(col, "double")
         if pa.types.is_null(given) or is_text(given) == is_text_dtype(trained):
             continue  # an all-missing column (Arrow's null type) is missing values, not a type

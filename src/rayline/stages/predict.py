@@ -11,6 +11,7 @@ renamed when done.
 from __future__ import annotations
 
 import gc
+import shutil
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -28,6 +29,7 @@ from rayline.errors import DataError, RaylineError, SpecError, map_error
 from rayline.families import Family, get_family
 from rayline.registry import Registry, RunRecord, open_registry
 from rayline.spec import Spec
+from rayline.stages import parts
 from rayline.stages.engine import predicts_in_process
 from rayline.stages.progress import Pulse, watch
 
@@ -74,6 +76,8 @@ class PredictResult:
     rows: int
     seconds: float
     engine: str = "ray"  # "local": in this process; "ray": a Ray Data actor pool
+    bad_rows: int = 0  # rows predict.on_bad_row skipped or quarantined
+    quarantine: Path | None = None  # where quarantined rows were written
 
 
 @dataclass(frozen=True)
@@ -225,8 +229,12 @@ def predict(
     input: str | None = None,
     output: str | None = None,
     registry: Registry | None = None,
+    resume: bool = False,
 ) -> PredictResult:
-    """Predict every input row with a registered model; write parquet; register the job."""
+    """Predict every input row with a registered model; write parquet; register the job.
+
+    ``resume``: go on from the parts a killed job with the same model, input and policy finished
+    (tables; see ``rayline.stages.parts``)."""
     start = time.perf_counter()
     if output:
         _check_output_name(output, "--out")
@@ -236,18 +244,28 @@ def predict(
     registry = registry or open_registry()
     source = input or spec.predict.input
     family = get_family(spec.model.family)
-    local = predicts_in_process(spec, get_kind(family.data_kind), source)
+    kind = get_kind(family.data_kind)
+    by_parts = parts.supports_parts(kind, family)
+    if not by_parts and (resume or spec.predict.on_bad_row != "fail"):
+        what = "--resume" if resume else f"predict.on_bad_row={spec.predict.on_bad_row}"
+        raise SpecError(f"{what} applies to tables; {family.name} predicts {family.data_kind} data")
+    local = predicts_in_process(spec, kind, source)
     resolve = partial(resolve_model, spec, model, registry)
     m = resolve() if local else runtime.init_while(resolve)
-    target = Path(output or spec.predict.output or default_output(spec, m.record.run_id))
-    with atomic_output(target, own=("*.parquet",)) as tmp:
-        if local:
-            run_pipeline(partial(write_local, spec, m, source, tmp), spec, "batch inference")
-        else:
-            run_pipeline(partial(write_on_pool, spec, m, source, tmp), spec, "batch inference", watched=True)
-    import pyarrow.dataset as pads
+    target = Path(output or spec.predict.output or default_output(spec, m.record.run_id)).expanduser().resolve()
+    bad = 0
+    aside: Path | None = None
+    if by_parts:
+        rows, bad, aside = _predict_parts(spec, m, source, target, local=local, resume=resume)
+    else:
+        with atomic_output(target, own=("*.parquet",)) as tmp:
+            if local:
+                run_pipeline(partial(write_local, spec, m, source, tmp), spec, "batch inference")
+            else:
+                run_pipeline(partial(write_on_pool, spec, m, source, tmp), spec, "batch inference", watched=True)
+        import pyarrow.dataset as pads
 
-    rows = pads.dataset(str(target), format="parquet").count_rows()
+        rows = pads.dataset(str(target), format="parquet").count_rows()
     seconds = time.perf_counter() - start
     with registry.start_run(
         spec.name,
@@ -258,8 +276,101 @@ def predict(
     ) as run:
         engine = "local" if local else "ray"
         run.log_params({"input": source or "valid split", "output": str(target), "engine": engine})
-        run.log_metrics({"rows": rows, "time_total_s": seconds, "rows_per_s": rows / max(seconds, 1e-9)})
-    return PredictResult(run.run_id, m.record.run_id, target, rows, seconds, engine)
+        run.log_metrics(
+            {"rows": rows, "bad_rows": bad, "time_total_s": seconds, "rows_per_s": rows / max(seconds, 1e-9)}
+        )
+    return PredictResult(run.run_id, m.record.run_id, target, rows, seconds, engine, bad, aside)
+
+
+# Rows per Arrow batch on the parts path: a tree model's call costs the same per row from a few
+# thousand rows up, but each batch has a fixed cost in Python (measured: docs/benchmarks.md).
+MIN_ARROW_BATCH = 65_536
+
+
+def _predict_parts(
+    spec: Spec, m: Model, source: str | None, target: Path, *, local: bool, resume: bool
+) -> tuple[int, int, Path | None]:
+    """Predict part by part into ``.<out>.partial``; rename it into place when every part is
+    written. Returns (rows predicted, bad rows, the quarantine file)."""
+    policy = spec.predict.on_bad_row
+    parts.check_target(target)
+    plan = m.kind.plan_parts(spec, m.meta, source, screened=policy != "fail")  # type: ignore[attr-defined]
+    key = parts.job_key(m.record.run_id, plan, policy)
+    folder, finished = parts.open_folder(target, key, resume)
+    todo = [p.index for p in plan if p.index not in finished]
+    settings = {
+        "family": m.family.name,
+        "kind": m.kind,
+        "meta": m.meta,
+        "parts": plan,
+        "folder": str(folder),
+        "batch_rows": max(_batch_size(spec, m), MIN_ARROW_BATCH),
+        "on_bad_row": policy,
+        "drop": m.kind.output_drop,
+    }
+    try:
+        if local:
+            predictor = parts.PartPredictor(checkpoint=str(m.checkpoint), cpus=runtime.local_cpus(), **settings)
+            work = partial(parts.run_local, predictor, todo, folder)
+            new = run_pipeline(work, spec, "batch inference")
+        else:
+            new = run_pipeline(
+                partial(_pool_parts, spec, m, todo, folder, settings), spec, "batch inference", watched=True
+            )
+    except (DataError, SpecError):
+        shutil.rmtree(folder, ignore_errors=True)  # the input is at fault: a resume would fail the same
+        raise
+    done = [*finished.values(), *new]
+    rows, bad = sum(d.rows for d in done), sum(d.bad for d in done)
+    if rows == 0 and bad == 0:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise DataError(f"{source or spec.data.source}: no rows to predict")
+    return rows, bad, parts.finish(folder, target, quarantine=policy == "quarantine")
+
+
+def _pool_parts(
+    spec: Spec, m: Model, todo: list[int], folder: Path, settings: dict[str, Any], progress: Any
+) -> list[parts.Done]:
+    """The parts in ``todo`` on a Ray Data actor pool: the actors are handed part numbers, read
+    their rows, predict and write them; only the numbers and counts cross the object store."""
+    import ray
+    import ray.data
+
+    if not todo:
+        return []
+    pool = spec.predict.concurrency
+    largest = pool if isinstance(pool, int) else pool[1]
+    free = min(ray.cluster_resources().get("CPU", 1.0), ray.available_resources().get("CPU", 0.0))
+    num_cpus = runtime.cpus_per_actor(free, spec.predict.num_cpus, largest)
+    threads = max(1, round(num_cpus))
+    if runtime.cluster_address() is None:
+        threads = max(threads, runtime.local_cpus() // largest)
+    compute = (
+        ray.data.ActorPoolStrategy(size=pool)
+        if isinstance(pool, int)
+        else ray.data.ActorPoolStrategy(min_size=pool[0], max_size=pool[1])
+    )
+    items = ray.data.from_items([{"part": i} for i in todo], override_num_blocks=len(todo))
+    predicted = items.map_batches(
+        parts.PartPredictor,
+        fn_constructor_kwargs={
+            **settings,
+            "checkpoint": checkpoints.stored(m.checkpoint),
+            "cpus": threads,
+            "progress": progress,
+        },
+        compute=compute,
+        batch_size=1,
+        num_cpus=None if spec.predict.num_gpus and num_cpus == 1.0 else num_cpus,
+        num_gpus=spec.predict.num_gpus or None,
+        batch_format="numpy",
+    )
+    done = []
+    for row in predicted.iter_rows():
+        finished = parts.Done(int(row["part"]), int(row["rows"]), int(row["bad"]))
+        parts.record(folder, finished)
+        done.append(finished)
+    return done
 
 
 def run_pipeline(fn: Callable[..., T], spec: Spec, what: str, *, watched: bool = False) -> T:
