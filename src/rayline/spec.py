@@ -296,6 +296,14 @@ class ServeSpec(_Strict):
     max_batch_size: Annotated[int, Field(gt=0)] = 32
     batch_wait_timeout_s: Annotated[float, Field(ge=0)] = 0.0
     max_ongoing_requests: Annotated[int, Field(gt=0)] = 64
+    max_queued_requests: Annotated[int, Field(gt=0)] = Field(
+        default=128,
+        description="requests a replica holds waiting while max_ongoing_requests are being answered; when "
+        "every replica's queue is full a request is refused at once with 429 and Retry-After, not held",
+    )
+    retry_after_s: Annotated[float, Field(ge=0)] = Field(
+        default=1.0, description="the Retry-After (seconds, rounded up) of a 429 answered for a full queue"
+    )
     max_request_bytes: Annotated[int, Field(gt=0)] = 8 * 1024 * 1024
     ingress: Literal["haproxy", "proxy", "direct"] = Field(
         default="haproxy",

@@ -209,6 +209,9 @@ class Ingress(HTTPEdge):
         return {**self.router.summary(), "drift": drift}
 
 
+EDGE_ONLY = ("max_queued_requests", "backpressure_config")
+
+
 def _light(model_options: dict[str, Any]) -> dict[str, Any]:
     """Ingress and preprocessor: little CPU each (a whole one would starve the model), and the
     spec's request limit: Serve's default of 5 would cap the ingress's batches at 5 requests."""
@@ -233,11 +236,17 @@ def composed_app(
     scales_to_zero: bool = False,
     traffic: dict[str, Any] | None = None,
 ) -> Any:
-    """The composed application, ready for ``serve.run``; ``served`` are ``Served``'s arguments."""
-    model = Model.options(**model_options).bind(max_batch_size=max_batch_size, spec_name=spec_name, **served)  # type: ignore[attr-defined]
+    """The composed application, ready for ``serve.run``; ``served`` are ``Served``'s arguments.
+
+    Only the ingress sheds load (``config.overload_options``): the deployments behind it are
+    called by it alone, so their queues are bounded by its own, and a full one there would be
+    an error inside a request rather than a 429 at the door."""
+    overload = {k: model_options[k] for k in EDGE_ONLY if k in model_options}
+    inner = {k: v for k, v in model_options.items() if k not in EDGE_ONLY}
+    model = Model.options(**inner).bind(max_batch_size=max_batch_size, spec_name=spec_name, **served)  # type: ignore[attr-defined]
     light = _light(model_options)
     preprocessor = Preprocessor.options(**light).bind(meta)  # type: ignore[attr-defined]
-    return Ingress.options(**light).bind(  # type: ignore[attr-defined]
+    return Ingress.options(**light, **overload).bind(  # type: ignore[attr-defined]
         preprocessor,
         model,
         spec_name=spec_name,

@@ -7,12 +7,29 @@ from typing import Any
 from rayline.spec import ServeSpec
 
 
+def overload_options(serve: ServeSpec) -> dict[str, Any]:
+    """How the deployment that takes HTTP and gRPC requests sheds load: the one place a full queue
+    becomes an answer.
+
+    Past ``max_ongoing_requests`` in flight, a request waits in a queue of ``max_queued_requests``
+    (per replica behind HAProxy and with direct ingress, per proxy with Serve's proxy); one that
+    finds it full is refused by Ray Serve at once, before any rayline code runs: HTTP 429 with
+    ``Retry-After`` (Ray's default would be 503, which clients and balancers read as "down"), gRPC
+    RESOURCE_EXHAUSTED. Without a bound, Serve queues without end and a burst becomes a hang.
+    """
+    return {
+        "max_queued_requests": serve.max_queued_requests,
+        "backpressure_config": {"status_code": 429, "retry_after_s": serve.retry_after_s},
+    }
+
+
 def deployment_options(serve: ServeSpec) -> dict[str, Any]:
     """Options for ``Deployment.options``: replicas or autoscaling, fractional resources, queueing."""
     options: dict[str, Any] = {
         "ray_actor_options": {"num_cpus": serve.num_cpus, "num_gpus": serve.num_gpus},
         "max_ongoing_requests": serve.max_ongoing_requests,
         "logging_config": {"enable_access_log": serve.access_log},
+        **overload_options(serve),
     }
     if serve.autoscaling is not None:
         auto = serve.autoscaling

@@ -9,6 +9,7 @@ the spec imports it while it loads). Registered only where asked (``tiny_spec.RE
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,11 @@ def train_tiny(config: Mapping[str, Any], ctx: LoopContext) -> None:
         return
     train, valid = ctx.frame("train"), ctx.frame("valid")
     x, y = _matrix(train, layout), encode_label(train[layout.label], layout)
-    state: dict[str, Any] = {"scale": (x.std(axis=0) + 1e-9).tolist(), "temperature": model.temperature}
+    state: dict[str, Any] = {
+        "scale": (x.std(axis=0) + 1e-9).tolist(),
+        "temperature": model.temperature,
+        "delay_s": model.delay_s,
+    }
     vx, vy = _matrix(valid, layout), encode_label(valid[layout.label], layout)
     if layout.task == "regression":
         state["mean"] = float(y.mean())
@@ -91,6 +96,8 @@ class TinyPredictor:
         return output_frame(self._raw(_matrix(batch, self.layout)), self.layout)
 
     def predict_items(self, items: list[Any]) -> list[dict[str, Any]]:
+        # A slow model holds its replica as real work would (the event loop included).
+        time.sleep(float(self.state.get("delay_s", 0.0)))
         return output_records(self._raw(_matrix(pd.DataFrame(items), self.layout)), self.layout)
 
 

@@ -17,6 +17,10 @@ class TinyModelSpec(ModelSpec):
 
     family: Literal["tiny"]
     temperature: Annotated[float, Field(gt=0)] = Field(default=1.0, description="softmax temperature over distances")
+    delay_s: Annotated[float, Field(ge=0, le=10)] = Field(
+        default=0.0,
+        description="seconds each prediction call of the trained model takes (a slow model for overload tests)",
+    )
 
     data_kind: ClassVar[str] = "table"
     implementation: ClassVar[str] = "rayline.testing.tiny:TinyFamily"
