@@ -19,6 +19,13 @@ REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """``-m "not ray"`` selects the tests that start no Ray: each that uses ``ray_session`` is marked."""
+    for item in items:
+        if "ray_session" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.ray)
+
+
 @pytest.fixture(scope="session")
 def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One migrated, empty MLflow store for the session, which every RAYLINE_HOME starts with a copy of."""
