@@ -23,7 +23,7 @@ import os
 import re
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -156,12 +156,45 @@ def _flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
+class Absent(RegistryError):
+    """MLflow answered that the run, registered model, alias or artifact asked for does not exist:
+    the one registry error a reader may take as "none"."""
+
+
+def _not_found(err: BaseException) -> bool:
+    """MLflow's ``RESOURCE_DOES_NOT_EXIST``: from SQLite, a tracking server's 404 body, and its
+    artifact repositories (a missing artifact); nothing else means absent."""
+    from mlflow.exceptions import MlflowException
+
+    return isinstance(err, MlflowException) and err.error_code == "RESOURCE_DOES_NOT_EXIST"
+
+
+@contextmanager
+def mlflow_errors(doing: str, store: str, *, missing: RegistryError | None = None) -> Iterator[None]:
+    """MLflow's errors inside the block as one ``RegistryError`` that names the operation and the
+    store: ``could not <doing> (registry at <store>): <MLflow's first line>``.
+
+    Only MLflow's "does not exist" may read as absent: it raises ``missing`` when given, else
+    ``Absent``. A store that is down, refuses, or is broken raises the operation's error, never
+    "none" (a tracking server that did not answer once read as a run without spec.yaml).
+    """
+    try:
+        yield
+    except RegistryError:
+        raise
+    except Exception as err:
+        if _not_found(err):
+            raise (missing or Absent(f"could not {doing}: {first_line(err)}")) from err
+        raise RegistryError(f"could not {doing} (registry at {store}): {first_line(err)}") from err
+
+
 class ActiveRun:
     """A run being written. Metrics are buffered and sent in batches."""
 
-    def __init__(self, client: MlflowClient, run_id: str) -> None:
+    def __init__(self, client: MlflowClient, run_id: str, *, store: str) -> None:
         self._client = client
         self.run_id = run_id
+        self._store = store
         self._pending: list[Any] = []
         self._step = 0
         self._history = False
@@ -172,14 +205,16 @@ class ActiveRun:
         from mlflow.entities import Param
 
         items = [Param(k, v) for k, v in _flatten(params).items()]
-        for i in range(0, len(items), 100):
-            self._client.log_batch(self.run_id, params=items[i : i + 100], synchronous=True)
+        with mlflow_errors(f"log the params of run {self.run_id}", self._store):
+            for i in range(0, len(items), 100):
+                self._client.log_batch(self.run_id, params=items[i : i + 100], synchronous=True)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         from mlflow.entities import RunTag
 
         items = [RunTag(k, _clean(v)) for k, v in tags.items()]
-        self._client.log_batch(self.run_id, tags=items, synchronous=True)
+        with mlflow_errors(f"tag run {self.run_id}", self._store):
+            self._client.log_batch(self.run_id, tags=items, synchronous=True)
 
     def log_metrics(self, metrics: Mapping[str, float | None], step: int | None = None) -> None:
         """Queue metrics (sent on ``flush`` or when the run ends).
@@ -213,13 +248,16 @@ class ActiveRun:
     def flush(self) -> None:
         while self._pending:
             chunk, self._pending = self._pending[:_BATCH], self._pending[_BATCH:]
-            self._client.log_batch(self.run_id, metrics=chunk, synchronous=True)
+            with mlflow_errors(f"log the metrics of run {self.run_id}", self._store):
+                self._client.log_batch(self.run_id, metrics=chunk, synchronous=True)
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        self._client.log_text(self.run_id, text, artifact_file)
+        with mlflow_errors(f"store {artifact_file} of run {self.run_id}", self._store):
+            self._client.log_text(self.run_id, text, artifact_file)
 
     def log_dir(self, local_dir: str | os.PathLike[str], artifact_path: str) -> None:
-        self._client.log_artifacts(self.run_id, str(local_dir), artifact_path)
+        with mlflow_errors(f"store {artifact_path}/ of run {self.run_id}", self._store):
+            self._client.log_artifacts(self.run_id, str(local_dir), artifact_path)
 
     def log_model(self, model_dir: str | os.PathLike[str]) -> None:
         """Store an MLflow model folder (``MLmodel``, the checkpoint in its ``checkpoint/``:
@@ -281,15 +319,20 @@ class Registry:
                 from mlflow.tracking import MlflowClient
             except ImportError as err:  # pragma: no cover - mlflow is a dependency
                 raise RegistryError("mlflow is not installed") from err
-            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+            with self._mlflow("open the tracking store"):
+                self._client = MlflowClient(tracking_uri=self.tracking_uri)
         return self._client
+
+    def _mlflow(self, doing: str, *, missing: RegistryError | None = None) -> AbstractContextManager[None]:
+        """``mlflow_errors`` for this registry's store: every MLflow call goes through it."""
+        return mlflow_errors(doing, self.tracking_uri, missing=missing)
 
     @property
     def is_local(self) -> bool:
         return self.tracking_uri.startswith("sqlite:")
 
     def _experiment_id(self, name: str, *, create: bool) -> str | None:
-        try:
+        with self._mlflow(f"open the experiment {name!r}"):
             exp = self.client.get_experiment_by_name(name)
             if exp is not None:
                 return str(exp.experiment_id)
@@ -297,10 +340,6 @@ class Registry:
                 return None
             location = (self.home / "mlartifacts" / name).as_uri() if self.is_local else None
             return str(self.client.create_experiment(name, artifact_location=location))
-        except RegistryError:
-            raise
-        except Exception as err:
-            raise RegistryError(f"run registry at {self.tracking_uri} failed: {first_line(err)}") from err
 
     @contextmanager
     def start_run(
@@ -322,13 +361,11 @@ class Registry:
             all_tags[TAG_PARENT] = parent_id
         if spec is not None:
             all_tags[TAG_SPEC_HASH] = spec.fingerprint()
-        try:
+        with self._mlflow(f"create a run of {experiment!r}"):
             created = self.client.create_run(
                 exp_id, run_name=run_name, tags={k: _clean(v) for k, v in all_tags.items()}
             )
-        except Exception as err:
-            raise RegistryError(f"could not create a run in {self.tracking_uri}: {first_line(err)}") from err
-        run = ActiveRun(self.client, created.info.run_id)
+        run = ActiveRun(self.client, created.info.run_id, store=self.tracking_uri)
         if spec is not None:
             import yaml
 
@@ -341,7 +378,8 @@ class Registry:
             try:
                 run.flush()
             finally:
-                self.client.set_terminated(run.run_id, status=status)
+                with self._mlflow(f"end run {run.run_id}"):
+                    self.client.set_terminated(run.run_id, status=status)
 
     def annotate(self, run_id: str, metrics: Mapping[str, float], files: Mapping[str, str] | None = None) -> None:
         """Add metrics (at step 0) and text artifacts to an existing, possibly finished, run."""
@@ -349,34 +387,33 @@ class Registry:
 
         now = int(time.time() * 1000)
         items = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
-        try:
+        with self._mlflow(f"update run {run_id}"):
             if items:
                 self.client.log_batch(run_id, metrics=items, synchronous=True)
             for name, text in (files or {}).items():
                 self.client.log_text(run_id, text, name)
-        except Exception as err:
-            raise RegistryError(f"could not update run {run_id}: {first_line(err)}") from err
 
     def log_folder(self, run_id: str, folder: str | os.PathLike[str], artifact_path: str) -> None:
         """Add a folder's files as artifacts of an existing, possibly finished, run."""
-        try:
+        with self._mlflow(f"store {artifact_path}/ of run {run_id}"):
             self.client.log_artifacts(run_id, str(folder), artifact_path)
-        except Exception as err:
-            raise RegistryError(f"could not update run {run_id}: {first_line(err)}") from err
 
     # ----------------------------------------------------------------------------- reading
     def metric_history(self, run_id: str, key: str) -> list[tuple[int, float]]:
         """``(step, value)`` of every logged value of ``key``, by step."""
-        return sorted((int(m.step), float(m.value)) for m in self.client.get_metric_history(run_id, key))
+        with self._mlflow(f"read the history of {key} of run {run_id}"):
+            history = self.client.get_metric_history(run_id, key)
+        return sorted((int(m.step), float(m.value)) for m in history)
 
     def read_text(self, run_id: str, artifact_path: str) -> str | None:
-        """A text artifact of the run, or None when the run has no such file."""
+        """A text artifact of the run, or None when MLflow says the run has no such file (a store
+        that fails otherwise raises)."""
         import tempfile
 
         try:
-            with tempfile.TemporaryDirectory() as tmp:
+            with tempfile.TemporaryDirectory() as tmp, self._mlflow(f"read {artifact_path} of run {run_id}"):
                 return Path(self.client.download_artifacts(run_id, artifact_path, tmp)).read_text()
-        except Exception:  # MLflow raises several types for a missing artifact
+        except Absent:
             return None
 
     def spec_of(self, run_id: str) -> Spec:
@@ -408,10 +445,8 @@ class Registry:
         )
 
     def _experiments(self) -> dict[str, str]:
-        try:
+        with self._mlflow("list the experiments"):
             return {str(e.experiment_id): e.name for e in self.client.search_experiments()}
-        except Exception as err:
-            raise RegistryError(f"run registry at {self.tracking_uri} failed: {first_line(err)}") from err
 
     def list_runs(
         self, experiment: str | None = None, *, kind: str | None = None, limit: int = 1000
@@ -425,12 +460,10 @@ class Registry:
         if not ids:
             return []
         filters = f"tags.`{TAG_KIND}` = '{kind}'" if kind else ""
-        try:
+        with self._mlflow("list the runs"):
             runs = self.client.search_runs(
                 ids, filter_string=filters, max_results=limit, order_by=["attributes.start_time DESC"]
             )
-        except Exception as err:
-            raise RegistryError(f"run registry at {self.tracking_uri} failed: {first_line(err)}") from err
         return [self._record(r, experiments) for r in runs]
 
     def get(self, run_id: str) -> RunRecord:
@@ -451,10 +484,9 @@ class Registry:
                 raise RegistryError(f"run id prefix {run_id!r} is too short: give 6 or more characters")
             what = "id" if HEX.fullmatch(run_id) else "id or alias"
             raise RegistryError(f"no run with {what} {run_id!r}", hint="see `rayline runs list`, `rayline models list`")
-        try:
+        unknown = RegistryError(f"no run with id {run_id!r}", hint="see `rayline runs list`")
+        with self._mlflow(f"read run {run_id}", missing=unknown):
             run = self.client.get_run(run_id)
-        except Exception:
-            raise RegistryError(f"no run with id {run_id!r}", hint="see `rayline runs list`") from None
         return self._record(run, self._experiments())
 
     def resolve(self, experiment: str, selector: Selector, *, metric: str, mode: str) -> RunRecord:
@@ -488,27 +520,23 @@ class Registry:
     # ------------------------------------------------------------------- model versions, aliases
     def alias_run(self, model: str, alias: str) -> str | None:
         """The run the spec's registered model ``model`` holds under ``alias`` (None: no such alias)."""
-        try:
+        with self._mlflow(f"read alias {alias!r} of model {model!r}"):
             exists = self.client.search_registered_models(filter_string=f"name = '{_quoted(model)}'")
             if not exists or alias not in (exists[0].aliases or {}):
                 return None
             return str(self.client.get_model_version_by_alias(model, alias).run_id)
-        except Exception as err:
-            raise RegistryError(f"model registry at {self.tracking_uri} failed: {first_line(err)}") from err
 
     def _alias_anywhere(self, alias: str) -> str | None:
         """The run behind ``alias`` when exactly one spec's registered model has that alias."""
-        try:
+        with self._mlflow(f"look up alias {alias!r}"):
             holders = [m.name for m in self.client.search_registered_models() if alias in (m.aliases or {})]
-        except Exception:
-            return None
         if len(holders) > 1:
             raise RegistryError(f"alias {alias!r} exists for specs {', '.join(holders)}; give a run id")
         return self.alias_run(holders[0], alias) if holders else None
 
     def versions(self, model: str) -> list[VersionRecord]:
         """The registered model's versions, newest first (empty when nothing was promoted)."""
-        try:
+        with self._mlflow(f"list the versions of model {model!r}"):
             found = self.client.search_registered_models(filter_string=f"name = '{_quoted(model)}'")
             if not found:
                 return []
@@ -516,8 +544,6 @@ class Registry:
             for alias, version in (found[0].aliases or {}).items():
                 by_version.setdefault(str(version), []).append(alias)
             rows = self.client.search_model_versions(f"name = '{_quoted(model)}'")
-        except Exception as err:
-            raise RegistryError(f"model registry at {self.tracking_uri} failed: {first_line(err)}") from err
         out = [
             VersionRecord(
                 model=model,
@@ -531,10 +557,8 @@ class Registry:
         return sorted(out, key=lambda v: -v.version)
 
     def registered_models(self) -> list[str]:
-        try:
+        with self._mlflow("list the registered models"):
             return sorted(m.name for m in self.client.search_registered_models())
-        except Exception as err:
-            raise RegistryError(f"model registry at {self.tracking_uri} failed: {first_line(err)}") from err
 
     def set_alias(self, record: RunRecord, alias: str) -> VersionRecord:
         """Point ``alias`` of the spec's registered model at the run's model (a version per run)."""
@@ -542,7 +566,7 @@ class Registry:
         if not record.has_model:
             raise RegistryError(f"run {record.run_id} ({record.kind}) has no model checkpoint to promote")
         model = record.experiment
-        try:
+        with self._mlflow(f"set alias {alias!r} of model {model!r}"):
             if not self.client.search_registered_models(filter_string=f"name = '{_quoted(model)}'"):
                 self.client.create_registered_model(model, description=f"rayline models of spec {model}")
             mine = [v for v in self.versions(model) if v.run_id == record.run_id]
@@ -557,10 +581,6 @@ class Registry:
                 )
                 version = int(created.version)
             self.client.set_registered_model_alias(model, alias, str(version))
-        except RegistryError:
-            raise
-        except Exception as err:
-            raise RegistryError(f"could not set alias {alias!r} of model {model!r}: {first_line(err)}") from err
         return next(v for v in self.versions(model) if v.version == version)
 
     def checkpoint_dir(self, run_id: str, dst: Path | None = None) -> Path:
@@ -579,10 +599,9 @@ class Registry:
         if (target / inside).is_dir():
             return target / inside
         target.mkdir(parents=True, exist_ok=True)
-        try:
+        lost = RegistryError(f"run {record.run_id} has no {inside}/ in its artifacts")
+        with self._mlflow(f"fetch the checkpoint of run {record.run_id}", missing=lost):
             return Path(self.client.download_artifacts(record.run_id, inside, str(target)))
-        except Exception as err:
-            raise RegistryError(f"could not fetch the checkpoint of run {record.run_id}: {first_line(err)}") from err
 
 
 def open_registry(home: str | os.PathLike[str] | None = None) -> Registry:

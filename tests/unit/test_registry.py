@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -187,3 +189,82 @@ def test_a_home_that_cannot_be_made_names_itself(tmp_path: Path, monkeypatch: py
         RegistryError, match=r"RAYLINE_HOME .*a-file/home: cannot create the folder \(Not a directory\)"
     ):
         open_registry()
+
+
+@pytest.fixture
+def tracking_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, list[tuple[int, str, str]]]]:
+    """A tracking server that answers every call with ``answer[0]``: (status, MLflow error code,
+    message). MLflow's retries are off, so a 500 fails at once."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    answer = [(500, "INTERNAL_ERROR", "the database is down")]
+
+    class Answer(BaseHTTPRequestHandler):
+        def _reply(self) -> None:
+            status, code, message = answer[0]
+            body = json.dumps({"error_code": code, "message": message}).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _reply
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", answer
+    finally:
+        server.shutdown()
+
+
+def test_a_broken_tracking_server_raises_naming_the_operation(
+    tmp_path: Path, tracking_server: tuple[str, list[tuple[int, str, str]]]
+) -> None:
+    """Only MLflow's "does not exist" reads as absent: a server that fails is never "no spec.yaml"
+    nor "no run with that id"."""
+    uri, answer = tracking_server
+    registry = Registry(tmp_path / "home", uri)
+    run_id = "a" * 32
+    at = re.escape(f"(registry at {uri})")
+    with pytest.raises(RegistryError, match=f"could not read spec.yaml of run {run_id} {at}: .*"):
+        registry.read_text(run_id, "spec.yaml")
+    with pytest.raises(RegistryError, match=f"could not read spec.yaml of run {run_id} {at}"):
+        registry.spec_of(run_id)
+    with pytest.raises(RegistryError, match=f"could not read run {run_id} {at}"):
+        registry.get(run_id)
+    with pytest.raises(RegistryError, match=f"could not list the experiments {at}"):
+        registry.list_runs()
+    with pytest.raises(RegistryError, match=f"could not list the versions of model 'reg' {at}"):
+        registry.versions("reg")
+    with pytest.raises(RegistryError, match=f"could not read alias 'champion' of model 'reg' {at}"):
+        registry.alias_run("reg", "champion")
+
+    answer[0] = (404, "RESOURCE_DOES_NOT_EXIST", f"Run '{run_id}' not found")
+    with pytest.raises(RegistryError, match=f"no run with id '{run_id}'"):
+        registry.get(run_id)
+    assert registry.read_text(run_id, "spec.yaml") is None
+
+
+def test_a_broken_store_file_names_the_operation(tmp_path: Path) -> None:
+    home = tmp_path / "broken"
+    home.mkdir()
+    (home / "mlflow.db").write_bytes(b"not a database" * 100)
+    with pytest.raises(RegistryError, match=r"could not open the tracking store \(registry at sqlite:.*mlflow\.db\)"):
+        Registry(home).list_runs()
+
+
+def test_a_missing_artifact_reads_as_absent(registry: Registry, tmp_path: Path) -> None:
+    with registry.start_run("reg", kind="train", family="xgboost") as run:  # no spec: no spec.yaml
+        run.log_metrics({"valid_loss": 0.5})
+    assert registry.read_text(run.run_id, "spec.yaml") is None
+    with pytest.raises(RegistryError, match=f"run {run.run_id} has no spec.yaml"):
+        registry.spec_of(run.run_id)
+    assert registry.read_text(train_run(registry, tmp_path, 0.4), "spec.yaml") is not None
