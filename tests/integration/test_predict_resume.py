@@ -123,6 +123,6 @@ def test_without_resume_a_partial_job_starts_over(
     stale.mkdir()
     (stale / "_parts.jsonl").write_text('{"job": "another"}\n{"part": 0, "rows": 5, "bad": 0}\n')
     (stale / "part-00000.parquet").write_text("not parquet")
-    code, said, err = rayline_here(capsys, *args, "--out", str(tmp_path / "out.parquet"), "--resume")
+    code, _, err = rayline_here(capsys, *args, "--out", str(tmp_path / "out.parquet"), "--resume")
     assert code == 0, err
     assert len(pd.read_parquet(tmp_path / "out.parquet")) == PARTS * 1000  # another job's parts are not reused
