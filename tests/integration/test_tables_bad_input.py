@@ -182,7 +182,7 @@ def test_failed_write_leaves_no_output(
     with pytest.raises(DataError) as info:
         predict(spec, model=run_id, input=str(path), output=str(target))
     # the same message on both engines: the column and the value, not Ray's retry advice
-    assert str(info.value) == "input column 'x1' holds 'not a number'; the model expects numbers"
+    assert str(info.value) == f"{path}: column 'x1' is string; the model was trained on numbers (double)"
     assert (target / "part-00000.parquet").read_bytes() == b"previous output"
     assert sorted(p.name for p in target.parent.iterdir()) == ["p.parquet"]
     assert sorted(p.name for p in target.iterdir()) == ["part-00000.parquet"]
