@@ -33,10 +33,11 @@ def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def rayline_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, empty_store: Path) -> Path:
+def rayline_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, empty_store: Path) -> Path:
     """Every test gets a RAYLINE_HOME with no runs (its MLflow store migrated already) and no
-    cluster or MLflow server from the environment."""
-    home = new_home(tmp_path / "home")
+    cluster or MLflow server from the environment. Not inside ``tmp_path``: a test that checks
+    what a command left there sees only what the command wrote."""
+    home = new_home(tmp_path_factory.mktemp("home"))
     monkeypatch.setenv("RAYLINE_HOME", str(home))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
