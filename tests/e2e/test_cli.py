@@ -1,4 +1,7 @@
-"""The CLI through a real subprocess: outputs, exit codes, and one-line errors."""
+"""The CLI: outputs, exit codes and one-line errors, run through its entry point in this process
+(tests/inprocess.py). A real ``rayline`` process where the process is what is tested: the console
+script's exit codes, a whole run (Ray, progress on a pipe, variables inherited), and joining a
+cluster from a fresh process."""
 
 from __future__ import annotations
 
@@ -6,27 +9,57 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
+from inprocess import rayline_here
 from rayline.datasets import TAXI_COLUMNS
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 SCRIPT = Path(sys.executable).with_name("rayline")
 
 
-def rayline(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+@dataclass(frozen=True)
+class Done:
+    """What a ``rayline`` command left: its exit code and what it printed."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+Rayline = Callable[..., Done]
+
+
+@pytest.fixture
+def rayline(capfd: pytest.CaptureFixture[str]) -> Rayline:
+    """``rayline ARGS`` in this process; the file descriptors are captured, so output from C++
+    (LightGBM, xgboost) counts as a process's would. ``check``: fail unless it exits 0."""
+
+    def run(*args: str, check: bool = True) -> Done:
+        done = Done(*rayline_here(capfd, *args))
+        if check and done.returncode != 0:
+            raise AssertionError(f"rayline {' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
+        return done
+
+    return run
+
+
+def rayline_process(*args: str, check: bool = True) -> Done:
+    """``rayline ARGS`` as a user runs it: the installed console script, in a process of its own."""
     proc = subprocess.run(
         [str(SCRIPT), *args], capture_output=True, text=True, timeout=300, env=dict(os.environ), check=False
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"rayline {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
-    return proc
+    return Done(proc.returncode, proc.stdout, proc.stderr)
 
 
-def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
+def assert_one_line_error(proc: Done, *needles: str) -> None:
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
@@ -36,13 +69,23 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str)
         assert needle in lines[0]
 
 
-def test_version() -> None:
+def test_the_console_script_exits_2_for_usage_and_1_for_a_failure(tmp_path: Path) -> None:
+    """The installed ``rayline`` turns main's outcome into the process's exit code and one line."""
+    usage = rayline_process("data", "taxi", "--rows", "0", "--out", str(tmp_path / "x.parquet"), check=False)
+    assert_one_line_error(usage, "--rows", "rayline data taxi --help")
+    assert usage.returncode == 2
+    failed = rayline_process("runs", "show", "0123456789abcdef", check=False)
+    assert_one_line_error(failed, "no run with id")
+    assert failed.returncode == 1
+
+
+def test_version(rayline: Rayline) -> None:
     from rayline import __version__
 
     assert rayline("--version").stdout.strip() == f"rayline {__version__}"
 
 
-def test_data_taxi_writes_exact_rows(tmp_path: Path) -> None:
+def test_data_taxi_writes_exact_rows(rayline: Rayline, tmp_path: Path) -> None:
     out = tmp_path / "x.parquet"
     proc = rayline("data", "taxi", "--rows", "200_000", "--out", str(out), "--seed", "3")
     assert "200,000" in proc.stdout
@@ -51,13 +94,13 @@ def test_data_taxi_writes_exact_rows(tmp_path: Path) -> None:
     assert tuple(table.column_names) == TAXI_COLUMNS
 
 
-def test_data_taxi_with_truth(tmp_path: Path) -> None:
+def test_data_taxi_with_truth(rayline: Rayline, tmp_path: Path) -> None:
     out = tmp_path / "t.parquet"
     rayline("data", "taxi", "--rows", "100", "--out", str(out), "--with-truth")
     assert pq.read_schema(out).names == [*TAXI_COLUMNS, "tip_probability"]
 
 
-def test_data_mnist_png(tmp_path: Path) -> None:
+def test_data_mnist_png(rayline: Rayline, tmp_path: Path) -> None:
     out = tmp_path / "d"
     rayline("data", "mnist", "--out", str(out))
     assert sorted(p.name for p in out.iterdir()) == [str(i) for i in range(10)]
@@ -65,13 +108,13 @@ def test_data_mnist_png(tmp_path: Path) -> None:
     assert_one_line_error(rayline("data", "mnist", "--out", str(out), check=False), "already exists", "--overwrite")
 
 
-def test_data_mnist_parquet(tmp_path: Path) -> None:
+def test_data_mnist_parquet(rayline: Rayline, tmp_path: Path) -> None:
     out = tmp_path / "m.parquet"
     rayline("data", "mnist", "--out", str(out), "--format", "parquet")
     assert pq.read_metadata(out).num_rows == 5000
 
 
-def test_bad_format_is_one_line(tmp_path: Path) -> None:
+def test_bad_format_is_one_line(rayline: Rayline, tmp_path: Path) -> None:
     proc = rayline("data", "mnist", "--out", str(tmp_path / "m"), "--format", "jpeg", check=False)
     assert_one_line_error(proc, "--format 'jpeg'", "png or parquet")
     assert proc.returncode == 2
@@ -85,7 +128,7 @@ def test_bad_format_is_one_line(tmp_path: Path) -> None:
         (["--out", "trips.csv", "--trip-scale", "0"], "--trip-scale 0: expected a number > 0"),
     ],
 )
-def test_bad_taxi_options_are_usage_errors(tmp_path: Path, args: list[str], needle: str) -> None:
+def test_bad_taxi_options_are_usage_errors(rayline: Rayline, tmp_path: Path, args: list[str], needle: str) -> None:
     proc = rayline(
         "data",
         "taxi",
@@ -99,21 +142,17 @@ def test_bad_taxi_options_are_usage_errors(tmp_path: Path, args: list[str], need
     assert list(tmp_path.iterdir()) == []
 
 
-def test_runs_list_empty_is_friendly() -> None:
+def test_runs_list_empty_is_friendly(rayline: Rayline) -> None:
     proc = rayline("runs", "list")
     assert "no runs yet" in proc.stdout
 
 
-def test_runs_show_unknown_id() -> None:
-    assert_one_line_error(rayline("runs", "show", "0123456789abcdef", check=False), "no run with id")
-
-
-def test_validate_example_and_override() -> None:
+def test_validate_example_and_override(rayline: Rayline) -> None:
     proc = rayline("validate", str(EXAMPLES / "mnist.yaml"), "--set", "model.epochs=1")
     assert "epochs: 1" in proc.stdout and "valid" in proc.stderr
 
 
-def test_spec_errors_are_one_line(tmp_path: Path) -> None:
+def test_spec_errors_are_one_line(rayline: Rayline, tmp_path: Path) -> None:
     proc = rayline("validate", str(EXAMPLES / "taxi.yaml"), "--set", "model.max_dept=3", check=False)
     assert_one_line_error(proc, "taxi.yaml", "model.max_dept: unknown field")
     assert proc.returncode == 2
@@ -147,7 +186,9 @@ def _has_gpu() -> bool:
         ("serve", "mnist", ["serve.num_gpus=0.25"], "serve.num_gpus=0.25 x 1 replica(s) needs 0.25 GPU"),
     ],
 )
-def test_gpus_the_machine_lacks_are_one_line(command: str, spec: str, sets: list[str], message: str) -> None:
+def test_gpus_the_machine_lacks_are_one_line(
+    rayline: Rayline, command: str, spec: str, sets: list[str], message: str
+) -> None:
     """Asked for GPUs the embedded Ray does not have, a command stops at once (Ray would wait forever)."""
     overrides = [arg for s in sets for arg in ("--set", s)]
     proc = rayline(command, str(EXAMPLES / f"{spec}.yaml"), *overrides, check=False)
@@ -155,12 +196,12 @@ def test_gpus_the_machine_lacks_are_one_line(command: str, spec: str, sets: list
     assert proc.returncode == 2
 
 
-def test_debug_shows_traceback(tmp_path: Path) -> None:
+def test_debug_shows_traceback(rayline: Rayline, tmp_path: Path) -> None:
     proc = rayline("--debug", "validate", str(tmp_path / "none.yaml"), check=False)
     assert proc.returncode == 2 and "Traceback" in proc.stderr
 
 
-def test_usage_error_exit_code(tmp_path: Path) -> None:
+def test_usage_error_exit_code(rayline: Rayline, tmp_path: Path) -> None:
     proc = rayline("data", "taxi", "--rows", "0", "--out", str(tmp_path / "x.parquet"), check=False)
     assert_one_line_error(proc, "--rows", "rayline data taxi --help")
     assert proc.returncode == 2 and not (tmp_path / "x.parquet").exists()
@@ -177,18 +218,18 @@ def test_usage_error_exit_code(tmp_path: Path) -> None:
         (["predict", str(EXAMPLES / "taxi.yaml"), "--out", "preds.csv"], ["--out 'preds.csv'", "parquet"]),
     ],
 )
-def test_usage_errors_are_one_line(args: list[str], needles: list[str]) -> None:
+def test_usage_errors_are_one_line(rayline: Rayline, args: list[str], needles: list[str]) -> None:
     proc = rayline(*args, check=False)
     assert_one_line_error(proc, *needles)
     assert proc.returncode == 2
 
 
-def test_a_bare_group_prints_its_help() -> None:
+def test_a_bare_group_prints_its_help(rayline: Rayline) -> None:
     proc = rayline("data", check=False)
     assert proc.returncode == 2 and "Usage: rayline data" in proc.stderr and "taxi" in proc.stderr
 
 
-def test_doctor(rayline_home: Path) -> None:
+def test_doctor(rayline: Rayline, rayline_home: Path) -> None:
     proc = rayline("doctor")
     for key in ("python", "ray", "torch", "xgboost", "cpus", "gpus", "RAY_ADDRESS", "RAYLINE_HOME"):
         assert key in proc.stdout
@@ -196,7 +237,7 @@ def test_doctor(rayline_home: Path) -> None:
     assert "NOT REACHABLE" not in proc.stdout
 
 
-def test_doctor_marks_what_does_not_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_doctor_marks_what_does_not_answer(rayline: Rayline, monkeypatch: pytest.MonkeyPatch) -> None:
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
@@ -210,11 +251,13 @@ def test_doctor_marks_what_does_not_answer(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 @pytest.mark.parametrize("args", [["--help"], ["data", "--help"], ["runs", "--help"]])
-def test_help(args: list[str]) -> None:
+def test_help(rayline: Rayline, args: list[str]) -> None:
     assert "Usage" in rayline(*args).stdout
 
 
-def test_run_does_the_whole_lifecycle(tmp_path: Path, rayline_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_run_does_the_whole_lifecycle(
+    rayline: Rayline, tmp_path: Path, rayline_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import tables
     from rayline.registry import open_registry
 
@@ -228,7 +271,7 @@ def test_run_does_the_whole_lifecycle(tmp_path: Path, rayline_home: Path, monkey
 
     # stderr is a pipe here, not a terminal: progress comes as lines (first after 1 s, then every 2 s)
     monkeypatch.setenv("RAYLINE_PROGRESS_S", "2")
-    proc = rayline("run", str(spec))
+    proc = rayline_process("run", str(spec))
     progress = proc.stderr.splitlines()
     for stage in ("tune", "predict", "evaluate"):  # a new stage prints at once
         assert any(line.startswith(f"whole: {stage}  [") for line in progress), proc.stderr
@@ -253,7 +296,7 @@ def test_run_does_the_whole_lifecycle(tmp_path: Path, rayline_home: Path, monkey
     assert f"wrote {report}" in rebuilt.stdout and report.is_file()
 
     monkeypatch.delenv("RAYLINE_PROGRESS_S")
-    skipped = rayline("run", str(spec), "--no-tune")
+    skipped = rayline_process("run", str(spec), "--no-tune")
     assert " tune " not in skipped.stdout and "evaluate" in skipped.stdout
 
 
@@ -263,11 +306,12 @@ def test_a_cluster_address_nothing_answers_is_one_line(monkeypatch: pytest.Monke
         closed.bind(("127.0.0.1", 0))
         address = f"127.0.0.1:{closed.getsockname()[1]}"
     monkeypatch.setenv("RAY_ADDRESS", address)
-    proc = rayline("train", str(EXAMPLES / "taxi.yaml"), "--set", "scaling.num_workers=2", check=False)
+    # a process of its own, as a user's: RAY_ADDRESS inherited, no Ray started in it yet
+    proc = rayline_process("train", str(EXAMPLES / "taxi.yaml"), "--set", "scaling.num_workers=2", check=False)
     assert_one_line_error(proc, f"could not join the Ray cluster at RAY_ADDRESS={address}: connection refused")
 
 
-def test_a_taken_grpc_port_is_one_line() -> None:
+def test_a_taken_grpc_port_is_one_line(rayline: Rayline) -> None:
     """Checked before Ray starts, as the HTTP port is: Serve would fail later, less clearly."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -279,7 +323,7 @@ def test_a_taken_grpc_port_is_one_line() -> None:
     assert_one_line_error(proc, f"cannot listen on 127.0.0.1:{port}", "pick another serve.grpc_port")
 
 
-def test_a_grpc_port_that_is_the_http_port_is_one_line() -> None:
+def test_a_grpc_port_that_is_the_http_port_is_one_line(rayline: Rayline) -> None:
     proc = rayline(
         "serve", str(EXAMPLES / "taxi.yaml"), "--port", "18555", "--set", "serve.grpc_port=18555", check=False
     )
@@ -289,7 +333,7 @@ def test_a_grpc_port_that_is_the_http_port_is_one_line() -> None:
 @pytest.mark.parametrize(
     "share", ["challenger", "challenger:0", "challenger:ten", ":10", "challenger:101", "challenger:10.5:3"]
 )
-def test_a_bad_canary_is_one_line(share: str) -> None:
+def test_a_bad_canary_is_one_line(rayline: Rayline, share: str) -> None:
     proc = rayline("serve", str(EXAMPLES / "taxi.yaml"), "--canary", share, check=False)
     assert_one_line_error(proc, f"--canary {share!r}", "MODEL:PERCENT")
     assert proc.returncode == 2
@@ -299,21 +343,21 @@ def test_a_bad_canary_is_one_line(share: str) -> None:
     ("alias", "needle"),
     [("latest", "alias 'latest' is not usable"), ("v2", "alias 'v2' is not usable"), ("9lives", "not usable")],
 )
-def test_an_unusable_alias_is_one_line(alias: str, needle: str) -> None:
+def test_an_unusable_alias_is_one_line(rayline: Rayline, alias: str, needle: str) -> None:
     assert_one_line_error(rayline("promote", "0123456789abcdef", "--alias", alias, check=False), needle)
 
 
-def test_an_empty_model_listing_says_which_spec() -> None:
+def test_an_empty_model_listing_says_which_spec(rayline: Rayline) -> None:
     assert "no registered models for spec 'nosuch'" in rayline("models", "list", "--spec", "nosuch").stdout
     assert "no registered models yet" in rayline("models", "list").stdout
 
 
-def test_promoting_nothing_is_one_line() -> None:
+def test_promoting_nothing_is_one_line(rayline: Rayline) -> None:
     assert_one_line_error(rayline("promote", "0123456789abcdef", "--alias", "champion", check=False), "no run with id")
     assert "no registered models yet" in rayline("models", "list").stdout
 
 
-def test_a_bad_progress_interval_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_bad_progress_interval_is_one_line(rayline: Rayline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RAYLINE_PROGRESS_S", "soon")
     proc = rayline("data", "taxi", "--rows", "10", "--out", str(tmp_path / "t.parquet"), check=False)
     assert_one_line_error(proc, "RAYLINE_PROGRESS_S", "a number > 0")
@@ -331,7 +375,7 @@ def test_a_bad_progress_interval_is_one_line(tmp_path: Path, monkeypatch: pytest
     ],
 )
 def test_a_value_the_library_refuses_names_the_field(
-    rayline_home: Path, spec: str, value: str, needles: list[str]
+    rayline: Rayline, rayline_home: Path, spec: str, value: str, needles: list[str]
 ) -> None:
     """Checked by xgboost or LightGBM, not by the spec's schema: still one line, exit 2, and
     LightGBM's own C++ line about it stays off the terminal."""
