@@ -17,8 +17,8 @@ SPEC = spec_from_dict(
 
 
 @pytest.fixture
-def registry(tmp_path: Path) -> Registry:
-    return Registry(tmp_path / "home")
+def registry(rayline_home: Path) -> Registry:
+    return Registry(rayline_home)  # its store migrated already (tests/conftest.py)
 
 
 def train_run(registry: Registry, tmp_path: Path, loss: float, *, model: bool = True) -> str:
