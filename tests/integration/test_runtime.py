@@ -20,14 +20,21 @@ def test_local_ray_has_explicit_cpus(ray_session: runtime.Resources) -> None:
     assert runtime.init() == ray_session
 
 
-def test_tasks_run_and_see_home(ray_session: runtime.Resources, rayline_home: Path) -> None:
+def test_workers_get_rayline_environment(ray_session: runtime.Resources) -> None:
+    """A Ray worker sees what rayline set for it at start: an absolute RAYLINE_HOME, Ray Train's
+    poll interval, and the families the driver registered (RAYLINE_FAMILIES: tiny, here)."""
     import ray
 
     @ray.remote(num_cpus=0.5)
-    def square(x: int) -> int:
-        return x * x
+    def seen() -> tuple[str, str | None, list[str]]:
+        from rayline.families import names
 
-    assert ray.get([square.remote(i) for i in range(4)], timeout=60) == [0, 1, 4, 9]
+        return os.environ["RAYLINE_HOME"], os.environ.get(runtime.TRAIN_POLL_ENV), names()
+
+    home, poll, families = ray.get(seen.remote(), timeout=60)
+    assert Path(home).is_absolute()
+    assert poll == os.environ[runtime.TRAIN_POLL_ENV]
+    assert {"tiny", "xgboost", "lightgbm"} <= set(families)
 
 
 def test_storage_path_is_absolute(rayline_home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
