@@ -258,10 +258,10 @@ def test_help(rayline: Rayline, args: list[str]) -> None:
 def test_run_does_the_whole_lifecycle(
     rayline: Rayline, tmp_path: Path, rayline_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import tables
+    import tablesets
     from rayline.registry import open_registry
 
-    source = tables.make_table("multiclass", tmp_path / "data")
+    source = tablesets.make_table("multiclass", tmp_path / "data")
     spec = tmp_path / "spec.yaml"
     spec.write_text(
         f"name: whole\ndata: {{source: {source}, label: grade}}\n"

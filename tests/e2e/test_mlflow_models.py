@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 import imagesets
-import tables
+import tablesets
 from inprocess import rayline_here
 from rayline.registry import MODEL_PATH, open_registry
 from rayline.spec import Spec
@@ -177,13 +177,13 @@ def test_a_table_model_with_a_text_column_loads_predicts_and_serves_with_mlflow(
     import mlflow.models
     import mlflow.pyfunc
 
-    source = tables.make_table("binary", tmp_path / "data")
-    spec = tables.spec_for("binary", source, name="mlflow-table")  # declares `color` categorical
+    source = tablesets.make_table("binary", tmp_path / "data")
+    spec = tablesets.spec_for("binary", source, name="mlflow-table")  # declares `color` categorical
     run_id = train(spec).run_id
     promote_champion(capsys, run_id)
-    rows = tables.frame("binary", rows=40, seed=7).drop(columns=["clicked"])
+    rows = tablesets.frame("binary", rows=40, seed=7).drop(columns=["clicked"])
     rows.loc[3, "color"] = "purple"  # a category the model never saw: still the same prediction
-    csv = tables.write(rows, tmp_path, "rows", "csv")
+    csv = tablesets.write(rows, tmp_path, "rows", "csv")
     expected = rayline_predict(capsys, write_spec(spec, tmp_path), csv, tmp_path / "out.parquet")
     columns = ["probability", "predicted_label"]
     assert set(columns) <= set(expected.columns) and expected["predicted_label"].nunique() == 2
@@ -251,8 +251,8 @@ def test_an_image_model_takes_png_bytes_in_mlflow_as_rayline_predict_reads_the_f
 def test_a_run_logged_before_mlflow_models_still_resolves_predicts_and_promotes(
     tmp_path: Path, rayline_home: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    source = tables.make_table("binary", tmp_path / "data")
-    spec = tables.spec_for("binary", source, name="mlflow-old")
+    source = tablesets.make_table("binary", tmp_path / "data")
+    spec = tablesets.spec_for("binary", source, name="mlflow-old")
     new = train(spec).run_id
     registry = open_registry()
     assert registry.get(new).model_path == MODEL_PATH
@@ -271,7 +271,7 @@ def test_a_run_logged_before_mlflow_models_still_resolves_predicts_and_promotes(
     assert version.run_id == old.run_id and version.aliases == ("champion",)
     source_uri = registry.client.get_model_version(spec.name, str(version.version)).source
     assert source_uri.endswith(f"/{old.run_id}/artifacts/checkpoint")
-    rows = tables.write(tables.frame("binary", rows=30, seed=3), tmp_path, "rows")
+    rows = tablesets.write(tablesets.frame("binary", rows=30, seed=3), tmp_path, "rows")
     by_old = rayline_predict(capsys, write_spec(spec, tmp_path), rows, tmp_path / "old.parquet")
     code, _, err = rayline_here(
         capsys,

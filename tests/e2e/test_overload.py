@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-import tables
+import tablesets
 from rayline.serving.ports import free_port
 from service import SCRIPT, serving
 
@@ -37,13 +37,13 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int
     root = tmp_path_factory.mktemp("overload")
     env = {**os.environ, "RAYLINE_HOME": str(root / "home")}
     env.pop("RAY_ADDRESS", None)
-    source = tables.make_table("binary", root / "data", rows=200)
+    source = tablesets.make_table("binary", root / "data", rows=200)
     spec = root / "slow.yaml"
     spec.write_text(
         json.dumps(
             {
                 "name": "slow",
-                "data": {"source": str(source), "label": tables.LABELS["binary"]},
+                "data": {"source": str(source), "label": tablesets.LABELS["binary"]},
                 "model": {"family": "tiny", "delay_s": DELAY_S},
                 "serve": {
                     "num_replicas": 1,
@@ -98,7 +98,7 @@ def post(url: str, body: bytes, content_type: str = "application/json") -> tuple
 
 
 def _records() -> list[dict[str, Any]]:
-    rows = tables.frame("binary", rows=3).drop(columns=[tables.LABELS["binary"]])
+    rows = tablesets.frame("binary", rows=3).drop(columns=[tablesets.LABELS["binary"]])
     return [{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()} for r in rows.to_dict("records")]
 
 

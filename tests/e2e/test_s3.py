@@ -16,7 +16,7 @@ import pytest
 from test_cli import assert_one_line_error, rayline
 
 import imagesets
-import tables
+import tablesets
 from rayline.serving.ports import free_port
 
 BUCKET = "rayline-test"
@@ -50,8 +50,8 @@ def bucket(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]
         s3.put_object(Bucket=BUCKET, Key=key, Body=body, ACL="public-read")
 
     local = tmp_path_factory.mktemp("s3-upload")
-    put("tables/clicks/part-0.parquet", tables.make_table("binary", local).read_bytes())
-    put("tables/clicks.csv", tables.make_table("binary", local, fmt="csv").read_bytes())
+    put("tables/clicks/part-0.parquet", tablesets.make_table("binary", local).read_bytes())
+    put("tables/clicks.csv", tablesets.make_table("binary", local, fmt="csv").read_bytes())
     root = imagesets.colours(local / "colours", per_class=12)
     for png in sorted(root.rglob("*.png")):
         put(f"images/colours/{png.relative_to(root)}", png.read_bytes())

@@ -21,7 +21,7 @@ import pytest
 
 import oip
 import rayline
-import tables
+import tablesets
 from inprocess import own_home
 from rayline.data.profile import OTHER
 from rayline.errors import DataError
@@ -43,7 +43,7 @@ class Served:
 
 def odd_rows(rows: int = 200) -> pd.DataFrame:
     """Rows like the training ones, with unseen colors, missing colors and missing x1 mixed in."""
-    frame = tables.binary_frame(rows=rows, seed=9).drop(columns=[tables.LABELS["binary"]])
+    frame = tablesets.binary_frame(rows=rows, seed=9).drop(columns=[tablesets.LABELS["binary"]])
     color = frame["color"].astype(object)
     color[::5] = [UNSEEN[i % len(UNSEEN)] for i in range(len(color[::5]))]
     color[1::7] = None
@@ -56,8 +56,8 @@ def odd_rows(rows: int = 200) -> pd.DataFrame:
 def served(ray_session: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     root = tmp_path_factory.mktemp("categorical")
     with own_home(root):
-        source = tables.make_table("binary", root / "data", rows=800)
-        raw = tables.spec_dict("binary", source, name="cat-paths")
+        source = tablesets.make_table("binary", root / "data", rows=800)
+        raw = tablesets.spec_dict("binary", source, name="cat-paths")
         assert "categorical" not in raw["data"]  # the default, auto, makes color a category
         raw["serve"] = {"num_replicas": 1, "num_cpus": 0.25}
         spec = spec_from_dict(raw)
@@ -167,7 +167,7 @@ def test_text_for_a_number_is_refused_by_batch_as_by_predict(home: Served, engin
     status, body = post(f"{s.url}/predict", [{**records(s.frame)[0], "x1": "0.5"}])
     assert status == 422 and "x1" in json.dumps(body)
     text = s.frame.assign(x1=s.frame["x1"].astype(str))
-    path = tables.write(text, tmp_path / "in", "text-x1")
+    path = tablesets.write(text, tmp_path / "in", "text-x1")
     spec = s.spec.model_copy(update={"predict": s.spec.predict.model_copy(update={"engine": engine})})
     with pytest.raises(DataError) as info:
         rayline.predict(spec, model=s.runs["xgboost"], input=str(path), output=str(tmp_path / "out.parquet"))
@@ -184,7 +184,7 @@ def test_both_engines_find_the_same_categories(ray_session: object, tmp_path: Pa
 
     from rayline.data import get_kind
 
-    frame = tables.binary_frame(rows=300).assign(size=lambda f: np.where(f["x2"] > 0, "L", "S"), city="x")
+    frame = tablesets.binary_frame(rows=300).assign(size=lambda f: np.where(f["x2"] > 0, "L", "S"), city="x")
     path = tmp_path / f"typed.{fmt}"
     if fmt == "csv":
         frame.to_csv(path, index=False)
@@ -193,7 +193,7 @@ def test_both_engines_find_the_same_categories(ray_session: object, tmp_path: Pa
         table = table.set_column(table.schema.get_field_index("size"), "size", table["size"].cast(pa.large_string()))
         table = table.set_column(table.schema.get_field_index("city"), "city", table["city"].dictionary_encode())
         pq.write_table(table, path)
-    spec = tables.spec_for("binary", path)
+    spec = tablesets.spec_for("binary", path)
     local, on_ray = get_kind("table").prepare_local(spec), get_kind("table").prepare_ray(spec)
-    assert local.config["layout"]["categorical"] == {"color": tables.COLORS, "size": ["L", "S"], "city": ["x"]}
+    assert local.config["layout"]["categorical"] == {"color": tablesets.COLORS, "size": ["L", "S"], "city": ["x"]}
     assert on_ray.config["layout"] == local.config["layout"]

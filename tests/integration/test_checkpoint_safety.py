@@ -12,7 +12,7 @@ import pytest
 
 import imagesets
 import rayline
-import tables
+import tablesets
 from rayline.families import get_family
 from rayline.registry import open_registry
 
@@ -32,8 +32,8 @@ def _trained(family: str, tmp_path: Path) -> Path:
         source = imagesets.digits(tmp_path / "digits", per_class=8, classes=[0, 1])
         spec = imagesets.spec_for(source, name="safety-img")
     else:
-        source = tables.make_table("binary", tmp_path, rows=200)
-        raw = tables.spec_dict("binary", source, name=f"safety-{family}")
+        source = tablesets.make_table("binary", tmp_path, rows=200)
+        raw = tablesets.spec_dict("binary", source, name=f"safety-{family}")
         if family == "lightgbm":
             raw["model"] = {"family": "lightgbm", "num_boost_round": 5}
         spec = rayline.spec_from_dict(raw)

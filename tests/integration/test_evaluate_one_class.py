@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-import tables
+import tablesets
 from inprocess import own_home, rayline_here
 from rayline.registry import open_registry
 from rayline.spec import Spec
@@ -37,15 +37,15 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
     """One small binary model (classes 0 and 1) for the module, trained in this process."""
     root = tmp_path_factory.mktemp("one-class")
     with own_home(root):
-        source = tables.make_table("binary", root / "data")
-        raw = tables.spec_dict("binary", source, name="one-class")
+        source = tablesets.make_table("binary", root / "data")
+        raw = tablesets.spec_dict("binary", source, name="one-class")
         spec_file = root / "spec.json"  # JSON is YAML: the CLI reads the same spec
         spec_file.write_text(json.dumps(raw))
-        spec = tables.spec_for("binary", source, name="one-class")
+        spec = tablesets.spec_for("binary", source, name="one-class")
         result = train(spec)
         assert result.path == "local"
-        frame = tables.binary_frame(400, seed=7)
-        ones = tables.write(frame[frame["clicked"] == 1].head(50), root / "data", "ones")
+        frame = tablesets.binary_frame(400, seed=7)
+        ones = tablesets.write(frame[frame["clicked"] == 1].head(50), root / "data", "ones")
         yield Trained(root / "home", spec_file, spec, result.run_id, ones)
 
 
@@ -100,7 +100,7 @@ def test_the_cli_prints_every_class_and_auc_as_not_available(home: Trained, caps
 
 
 def test_two_classes_keep_their_auc(home: Trained, capsys: pytest.CaptureFixture[str]) -> None:
-    both = tables.write(tables.binary_frame(80, seed=8), home.ones.parent, "both")
+    both = tablesets.write(tablesets.binary_frame(80, seed=8), home.ones.parent, "both")
     code, out, _ = rayline_here(capsys, "evaluate", str(home.spec_file), "--model", home.run_id, "--input", str(both))
 
     assert code == 0, out
@@ -151,8 +151,8 @@ def test_labels_of_another_type_are_named_with_their_types(home: Trained) -> Non
     """Labels stored as text for a model trained on integers: the message shows both types."""
     from rayline.errors import DataError
 
-    frame = tables.binary_frame(200, seed=9)
-    texts = tables.write(frame.assign(clicked=frame["clicked"].astype(str)), home.ones.parent, "texts")
+    frame = tablesets.binary_frame(200, seed=9)
+    texts = tablesets.write(frame.assign(clicked=frame["clicked"].astype(str)), home.ones.parent, "texts")
     with pytest.raises(DataError) as info:
         evaluate(home.spec, model=home.run_id, input=str(texts))
     assert str(info.value).endswith("is not one of the model's classes (0, 1: int)"), info.value

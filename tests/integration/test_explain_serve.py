@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import rayline
-import tables
+import tablesets
 from rayline.spec import spec_from_dict
 from service import free_port
 
@@ -32,12 +32,12 @@ def post(url: str, body: Any, headers: dict[str, str] | None = None) -> tuple[in
 @pytest.fixture
 def served(ray_session: Any, rayline_home: Path, tmp_path: Path) -> Iterator[tuple[Any, str, list[dict[str, Any]]]]:
     """The binary table (categorical ``color``) served composed with xgboost; a tiny run of the same spec."""
-    source = tables.make_table("binary", tmp_path / "data", rows=400)
-    raw = tables.spec_dict("binary", source, name="explain-composed")
+    source = tablesets.make_table("binary", tmp_path / "data", rows=400)
+    raw = tablesets.spec_dict("binary", source, name="explain-composed")
     raw["serve"] = {"num_replicas": 1, "num_cpus": 0.25, "topology": "composed"}
     xgb = rayline.train(spec_from_dict(raw))
     tiny = rayline.train(spec_from_dict({**raw, "model": {"family": "tiny"}}))
-    frame = tables.frame("binary", rows=5, seed=9).drop(columns=[tables.LABELS["binary"]])
+    frame = tablesets.frame("binary", rows=5, seed=9).drop(columns=[tablesets.LABELS["binary"]])
     records = [{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()} for r in frame.to_dict("records")]
     service = rayline.serve(spec_from_dict(raw), model=xgb.run_id, port=free_port())
     try:
@@ -74,7 +74,7 @@ def test_composed_explains_like_it_predicts(served: tuple[Any, str, list[dict[st
     assert status == 200 and other["model"] == tiny_run
     # Live drift in the composed topology: the model replica counts what the primary answered,
     # and the ingress's /healthz asks it (5 rows so far; then 300 more from the training data's maker).
-    more = tables.frame("binary", rows=300, seed=10).drop(columns=[tables.LABELS["binary"]])
+    more = tablesets.frame("binary", rows=300, seed=10).drop(columns=[tablesets.LABELS["binary"]])
     rows = [{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()} for r in more.to_dict("records")]
     status, _ = post(f"{service.url}/predict", rows)
     assert status == 200

@@ -18,7 +18,7 @@ import pytest
 
 import imagesets
 import rayline
-import tables
+import tablesets
 from rayline.data import get_kind
 from rayline.families import get_family, names
 from rayline.spec import spec_from_dict
@@ -40,8 +40,8 @@ def _spec(name: str, tmp_path: Path) -> rayline.Spec:
         source = imagesets.digits(tmp_path / "digits", per_class=16, classes=[1, 7])
         raw: dict[str, Any] = {"data": {"source": str(source), "image": {"mode": "L", "size": [28, 28]}}}
     else:
-        source = tables.make_table("binary", tmp_path / "data")
-        raw = {"data": {"source": str(source), "label": tables.LABELS["binary"], "categorical": ["color"]}}
+        source = tablesets.make_table("binary", tmp_path / "data")
+        raw = {"data": {"source": str(source), "label": tablesets.LABELS["binary"], "categorical": ["color"]}}
     raw.update(name=f"contract-{name}", model=_model_section(name), serve={"num_replicas": 1, "num_cpus": 0.25})
     return spec_from_dict(raw)
 

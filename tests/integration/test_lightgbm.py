@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 import rayline
-import tables
+import tablesets
 from rayline.spec import spec_from_dict
 from rayline.stages.report import build_report
 
@@ -36,8 +36,8 @@ def test_auc_within_half_a_point_of_xgboost_on_the_same_split() -> None:
     assert abs(lgb.metrics["valid_auc"] - xgb.metrics["valid_auc"]) <= 0.005, (lgb.metrics, xgb.metrics)
 
 
-def _lightgbm(kind: tables.Kind, source: Path, **sections: Any) -> rayline.Spec:
-    raw = tables.spec_dict(kind, source, name=f"lgb-{kind}", **sections)
+def _lightgbm(kind: tablesets.Kind, source: Path, **sections: Any) -> rayline.Spec:
+    raw = tablesets.spec_dict(kind, source, name=f"lgb-{kind}", **sections)
     raw["model"] = {
         "family": "lightgbm",
         "num_boost_round": 20,
@@ -48,7 +48,7 @@ def _lightgbm(kind: tables.Kind, source: Path, **sections: Any) -> rayline.Spec:
 
 
 def test_two_ray_train_workers_then_both_engines(ray_session: object, tmp_path: Path) -> None:
-    source = tables.make_table("binary", tmp_path / "data", rows=1200)
+    source = tablesets.make_table("binary", tmp_path / "data", rows=1200)
     spec = _lightgbm("binary", source, scaling={"num_workers": 2})
     trained = rayline.train(spec)
     assert trained.path == "ray-train:2"
@@ -70,8 +70,8 @@ def test_two_ray_train_workers_then_both_engines(ray_session: object, tmp_path: 
 
 
 @pytest.mark.parametrize("kind", ["multiclass", "regression"])
-def test_other_tasks_and_tuning(kind: tables.Kind, ray_session: object, tmp_path: Path) -> None:
-    source = tables.make_table(kind, tmp_path / "data")
+def test_other_tasks_and_tuning(kind: tablesets.Kind, ray_session: object, tmp_path: Path) -> None:
+    source = tablesets.make_table(kind, tmp_path / "data")
     spec = _lightgbm(kind, source, tune={"num_samples": 2, "space": {"num_leaves": {"randint": [3, 15]}}})
     tuned = rayline.tune(spec)
     assert tuned.trials == 2 and tuned.best_run_id

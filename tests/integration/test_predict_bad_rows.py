@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-import tables
+import tablesets
 from inprocess import rayline_here
 from rayline.families import get_family
 from rayline.registry import open_registry
@@ -27,10 +27,10 @@ TEXT_ROW = 7  # x1 is "abc" there (CSV); row 8 is an empty cell: a missing value
 
 @pytest.fixture
 def model(tmp_path: Path, rayline_home: Path) -> tuple[Path, str]:
-    source = tables.make_table("regression", tmp_path / "data")
+    source = tablesets.make_table("regression", tmp_path / "data")
     spec_file = tmp_path / "bad.yaml"
-    spec_file.write_text(yaml.safe_dump(tables.spec_dict("regression", source, name="bad-rows")))
-    return spec_file, train(tables.spec_for("regression", source, name="bad-rows")).run_id
+    spec_file.write_text(yaml.safe_dump(tablesets.spec_dict("regression", source, name="bad-rows")))
+    return spec_file, train(tablesets.spec_for("regression", source, name="bad-rows")).run_id
 
 
 def _expected(run_id: str, rows: pd.DataFrame) -> np.ndarray:
@@ -43,7 +43,7 @@ def test_quarantine_sets_bad_rows_aside_and_predicts_the_rest(
     engine: str, model: tuple[Path, str], tmp_path: Path, ray_session: object, capsys: pytest.CaptureFixture[str]
 ) -> None:
     spec_file, run_id = model
-    frame = tables.regression_frame(rows=2000, seed=4)
+    frame = tablesets.regression_frame(rows=2000, seed=4)
     frame.loc[INF_ROWS, "x2"] = [np.inf, -np.inf, np.inf]
     frame.loc[10, "x1"] = np.nan  # missing: the model handles it, so it is predicted
     source = tmp_path / "in.parquet"
@@ -82,7 +82,7 @@ def test_text_in_a_number_column_of_a_csv(
     engine: str, model: tuple[Path, str], tmp_path: Path, ray_session: object, capsys: pytest.CaptureFixture[str]
 ) -> None:
     spec_file, run_id = model
-    frame = tables.regression_frame(rows=300, seed=6)
+    frame = tablesets.regression_frame(rows=300, seed=6)
     text = frame.astype({"x1": object})
     text.loc[TEXT_ROW, "x1"] = "abc"
     text.loc[8, "x1"] = None

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-import tables
+import tablesets
 from inprocess import rayline_here
 from rayline.stages.train import train
 
@@ -48,13 +48,13 @@ def descendants(pid: int) -> list[int]:
 @pytest.fixture
 def job(tmp_path: Path, rayline_home: Path) -> tuple[Path, str, Path]:
     """(spec file, model run id, a 300,000-row input in 300 row groups)."""
-    source = tables.make_table("regression", tmp_path / "data")
-    raw = tables.spec_dict("regression", source, name="resume")
+    source = tablesets.make_table("regression", tmp_path / "data")
+    raw = tablesets.spec_dict("regression", source, name="resume")
     spec_file = tmp_path / "resume.yaml"
     spec_file.write_text(yaml.safe_dump(raw))
-    run_id = train(tables.spec_for("regression", source, name="resume")).run_id
+    run_id = train(tablesets.spec_for("regression", source, name="resume")).run_id
     big = tmp_path / "big.parquet"
-    rows = tables.regression_frame(rows=PARTS * 1000, seed=5)
+    rows = tablesets.regression_frame(rows=PARTS * 1000, seed=5)
     pq.write_table(pa.Table.from_pandas(rows, preserve_index=False), big, row_group_size=1000)
     return spec_file, run_id, big
 

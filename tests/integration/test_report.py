@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-import tables
+import tablesets
 from rayline.families import Explainer, get_family
 from rayline.registry import open_registry
 from rayline.stages.evaluate import evaluate
@@ -37,8 +37,8 @@ def curve_keys(figure: dict[str, Any]) -> list[str]:
 
 
 def test_binary_table_report(ray_session: object, tmp_path: Path, rayline_home: Path) -> None:
-    source = tables.make_table("binary", tmp_path / "data")
-    spec = tables.spec_for("binary", source, name="report-bin", train={"report_every": 2})
+    source = tablesets.make_table("binary", tmp_path / "data")
+    spec = tablesets.spec_for("binary", source, name="report-bin", train={"report_every": 2})
     trained = train(spec)
     evaluate(spec, model=trained.run_id)
 
@@ -81,8 +81,8 @@ def test_binary_table_report(ray_session: object, tmp_path: Path, rayline_home: 
 
 
 def test_a_run_without_curves_says_why(ray_session: object, tmp_path: Path) -> None:
-    source = tables.make_table("binary", tmp_path / "data")
-    spec = tables.spec_for("binary", source, name="report-flat", train={"report_every": 1000})
+    source = tablesets.make_table("binary", tmp_path / "data")
+    spec = tablesets.spec_for("binary", source, name="report-flat", train={"report_every": 1000})
     folder = build_report(train(spec).run_id)
 
     assert not any(name.startswith("learning_") for name in png_names(folder))
@@ -92,9 +92,9 @@ def test_a_run_without_curves_says_why(ray_session: object, tmp_path: Path) -> N
 
 
 def test_tune_report_marks_the_best_trial(ray_session: object, tmp_path: Path) -> None:
-    source = tables.make_table("regression", tmp_path / "data")
+    source = tablesets.make_table("regression", tmp_path / "data")
     space = {"max_depth": {"randint": [2, 6]}, "eta": {"loguniform": [0.05, 0.5]}}
-    spec = tables.spec_for("regression", source, name="report-tune", tune={"num_samples": 3, "space": space})
+    spec = tablesets.spec_for("regression", source, name="report-tune", tune={"num_samples": 3, "space": space})
     result = tune(spec)
 
     folder = build_report(result.run_id, out=tmp_path / "r")
@@ -112,9 +112,9 @@ def test_tune_report_marks_the_best_trial(ray_session: object, tmp_path: Path) -
 
 @pytest.mark.parametrize("family", ["xgboost", "lightgbm"])
 def test_report_explains_a_tree_model(ray_session: object, tmp_path: Path, family: str) -> None:
-    source = tables.make_table("binary", tmp_path / "data")
+    source = tablesets.make_table("binary", tmp_path / "data")
     model = {"family": family, "num_boost_round": 20, "early_stopping_rounds": None, "params": {}}
-    spec = tables.spec_for("binary", source, name=f"report-explain-{family}", model=model)
+    spec = tablesets.spec_for("binary", source, name=f"report-explain-{family}", model=model)
     trained = train(spec)
     registry = open_registry()
     record = registry.get(trained.run_id)

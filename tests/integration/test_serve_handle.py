@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 import rayline
-import tables
+import tablesets
 from rayline.serving.config import deployment_options
 from rayline.spec import spec_from_dict
 from service import free_port
@@ -112,14 +112,14 @@ def test_lone_requests_skip_the_batch_queue_concurrent_ones_batch(service: Any) 
 
 @pytest.mark.parametrize("kind", ["binary", "multiclass", "regression"])
 def test_any_table_serves_what_batch_predict_writes(
-    ray_session: Any, rayline_home: Path, tmp_path: Path, kind: tables.Kind
+    ray_session: Any, rayline_home: Path, tmp_path: Path, kind: tablesets.Kind
 ) -> None:
     """The serving hot path (records -> matrix -> dicts) against the batch path (DataFrames)."""
-    source = tables.make_table(kind, tmp_path / "data")
-    spec = tables.spec_for(kind, source, name=f"srv-{kind}", serve={"num_replicas": 1, "num_cpus": 0.25})
+    source = tablesets.make_table(kind, tmp_path / "data")
+    spec = tablesets.spec_for(kind, source, name=f"srv-{kind}", serve={"num_replicas": 1, "num_cpus": 0.25})
     rayline.train(spec)
     offline = pd.read_parquet(rayline.predict(spec, model="latest").output).head(25)
-    rows = offline[list(tables.frame(kind).columns)]  # as the table has them, label included
+    rows = offline[list(tablesets.frame(kind).columns)]  # as the table has them, label included
     svc = rayline.serve(spec, port=free_port())
     try:
         body = rows.to_json(orient="records").encode()
@@ -141,7 +141,7 @@ def test_any_table_serves_what_batch_predict_writes(
         assert all(type(r["label"]) is int for r in served)  # the table's 0/1 ints, not strings
     else:
         for r in served:
-            assert list(r["probabilities"]) == tables.CLASSES
+            assert list(r["probabilities"]) == tablesets.CLASSES
             assert max(r["probabilities"].values()) == r["probability"]
             assert sum(r["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
 

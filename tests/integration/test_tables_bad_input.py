@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import tables
+import tablesets
 from rayline.errors import DataError, RegistryError, SpecError
 from rayline.registry import open_registry
 from rayline.spec import spec_from_dict
@@ -29,22 +29,22 @@ def _corrupt(folder: Path) -> Path:
 
 def _frame_case(change: Callable[[pd.DataFrame], pd.DataFrame]) -> Callable[[Path], Path]:
     def make(folder: Path) -> Path:
-        return tables.write(change(tables.binary_frame()), folder, "bad")
+        return tablesets.write(change(tablesets.binary_frame()), folder, "bad")
 
     return make
 
 
 def _empty_text_label(folder: Path) -> Path:
     """A CSV whose text label has an empty cell: a missing label, not a class named ''."""
-    df = tables.binary_frame()
+    df = tablesets.binary_frame()
     df["clicked"] = np.where(df["clicked"] == 1, "yes", "no").astype(object)
     df.loc[3, "clicked"] = None
-    return tables.write(df, folder, "bad", "csv")
+    return tablesets.write(df, folder, "bad", "csv")
 
 
 def _semicolons(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    tables.binary_frame().to_csv(folder / "semi.csv", sep=";", index=False)
+    tablesets.binary_frame().to_csv(folder / "semi.csv", sep=";", index=False)
     return folder / "semi.csv"
 
 
@@ -76,7 +76,7 @@ def assert_nothing_left(home: Path) -> None:
 def _train_fails(case: str, workers: Any, tmp_path: Path, home: Path) -> None:
     make, extra, words = CASES[case]
     source = make(tmp_path / "data")
-    spec = tables.spec_for("binary", source, name=f"bad-{case}", scaling={"num_workers": workers}, **extra)
+    spec = tablesets.spec_for("binary", source, name=f"bad-{case}", scaling={"num_workers": workers}, **extra)
     with pytest.raises(DataError) as info:
         train(spec)
     message = str(info.value)
@@ -103,21 +103,21 @@ def test_bad_table_on_ray_data(case: str, ray_session: object, tmp_path: Path, r
 def test_missing_source_and_bad_spec(tmp_path: Path) -> None:
     missing = tmp_path / "nope.parquet"
     with pytest.raises(DataError, match=re.escape(str(missing))):
-        train(tables.spec_for("binary", missing))
+        train(tablesets.spec_for("binary", missing))
     with pytest.raises(SpecError, match=r"data.*rows"):
-        tables.spec_for("binary", tables.make_table("binary", tmp_path), data={"rows": 10})
+        tablesets.spec_for("binary", tablesets.make_table("binary", tmp_path), data={"rows": 10})
     with pytest.raises(SpecError, match=r"model\.num_boost_round"):
-        spec_from_dict(tables.spec_dict("binary", tmp_path / "x.parquet", model={"num_boost_round": 0}))
+        spec_from_dict(tablesets.spec_dict("binary", tmp_path / "x.parquet", model={"num_boost_round": 0}))
     with pytest.raises(DataError, match=r"'nope' named in the spec"):
-        train(tables.spec_for("binary", tables.make_table("binary", tmp_path), data={"features": ["x1", "nope"]}))
+        train(tablesets.spec_for("binary", tablesets.make_table("binary", tmp_path), data={"features": ["x1", "nope"]}))
     assert open_registry().list_runs() == []
 
 
 @pytest.fixture
 def trained(tmp_path: Path) -> tuple[Any, str]:
     """A binary model on the in-process path (no Ray needed)."""
-    source = tables.make_table("binary", tmp_path / "data")
-    spec = tables.spec_for("binary", source, name="bad-predict")
+    source = tablesets.make_table("binary", tmp_path / "data")
+    spec = tablesets.spec_for("binary", source, name="bad-predict")
     return spec, train(spec).run_id
 
 
@@ -148,7 +148,7 @@ def test_predict_input_missing_feature(
 ) -> None:
     spec, run_id = trained
     spec = with_engine(spec, engine)
-    bad = tables.write(tables.binary_frame(rows=50, seed=3).drop(columns=["x2"]), tmp_path / "in", "nox2", "csv")
+    bad = tablesets.write(tablesets.binary_frame(rows=50, seed=3).drop(columns=["x2"]), tmp_path / "in", "nox2", "csv")
     target = tmp_path / "out" / "p.parquet"
     with pytest.raises(DataError, match=r"column 'x2' is missing"):
         predict(spec, model=run_id, input=str(bad), output=str(target))
@@ -159,7 +159,9 @@ def test_predict_input_missing_feature(
     with pytest.raises(DataError, match=re.escape(str(missing))):
         predict(spec, model=run_id, input=str(missing), output=str(target))
 
-    nolabel = tables.write(tables.binary_frame(rows=50, seed=3).drop(columns=["clicked"]), tmp_path / "in", "nolab")
+    nolabel = tablesets.write(
+        tablesets.binary_frame(rows=50, seed=3).drop(columns=["clicked"]), tmp_path / "in", "nolab"
+    )
     with pytest.raises(DataError, match=r"no label column 'clicked'"):
         evaluate(spec, model=run_id, input=str(nolabel))
     assert _kinds() == ["train"]  # no predict job was registered
@@ -176,9 +178,9 @@ def test_failed_write_leaves_no_output(
     target = tmp_path / "out" / "p.parquet"
     target.mkdir(parents=True)
     (target / "part-00000.parquet").write_bytes(b"previous output")
-    bad = tables.binary_frame(rows=50, seed=3).astype({"x1": str})
+    bad = tablesets.binary_frame(rows=50, seed=3).astype({"x1": str})
     bad.loc[0, "x1"] = "not a number"
-    path = tables.write(bad, tmp_path / "in", "textx1")
+    path = tablesets.write(bad, tmp_path / "in", "textx1")
     with pytest.raises(DataError) as info:
         predict(spec, model=run_id, input=str(path), output=str(target))
     # the same message on both engines: the column and the value, not Ray's retry advice

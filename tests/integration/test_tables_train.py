@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import tables
+import tablesets
 from rayline.data import get_kind
 from rayline.families import get_family
 from rayline.registry import open_registry
@@ -24,8 +24,8 @@ def read_back(path: Path) -> pd.DataFrame:
     return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
 
 
-def assert_beats_baseline(kind: tables.Kind, metrics: dict[str, float], labels: pd.Series) -> None:
-    base = tables.baseline(kind, labels)
+def assert_beats_baseline(kind: tablesets.Kind, metrics: dict[str, float], labels: pd.Series) -> None:
+    base = tablesets.baseline(kind, labels)
     assert "valid_loss" in metrics, metrics
     if kind == "regression":
         assert metrics["valid_rmse"] == pytest.approx(metrics["valid_loss"])
@@ -40,19 +40,19 @@ def assert_beats_baseline(kind: tables.Kind, metrics: dict[str, float], labels: 
         assert "valid_auc" not in metrics
 
 
-def assert_checkpoint_predicts(kind: tables.Kind, run_id: str, df: pd.DataFrame) -> None:
+def assert_checkpoint_predicts(kind: tablesets.Kind, run_id: str, df: pd.DataFrame) -> None:
     """The registered checkpoint loads through the family and predicts the table well."""
     folder = open_registry().checkpoint_dir(run_id)
     predictor = get_family("xgboost").load(folder)
     out = predictor.predict(df)
     assert len(out) == len(df)
-    label = df[tables.LABELS[kind]]
+    label = df[tablesets.LABELS[kind]]
     if kind == "regression":
         rmse = float(np.sqrt(((out["prediction"].to_numpy() - label.to_numpy()) ** 2).mean()))
-        assert rmse < 0.3 * tables.baseline(kind, label)["rmse"]
+        assert rmse < 0.3 * tablesets.baseline(kind, label)["rmse"]
         return
     accuracy = float((out["predicted_label"].astype(str).to_numpy() == label.astype(str).to_numpy()).mean())
-    assert accuracy > tables.baseline(kind, label)["accuracy"] + 0.15
+    assert accuracy > tablesets.baseline(kind, label)["accuracy"] + 0.15
     if kind == "binary":
         assert out["probability"].between(0, 1).all()
         assert set(out["predicted_label"]) <= {0, 1}
@@ -60,7 +60,7 @@ def assert_checkpoint_predicts(kind: tables.Kind, run_id: str, df: pd.DataFrame)
         probs = np.stack(out["probabilities"].to_numpy())
         assert probs.shape == (len(df), 3)
         np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
-        assert set(out["predicted_label"]) <= set(tables.CLASSES)
+        assert set(out["predicted_label"]) <= set(tablesets.CLASSES)
 
 
 def assert_registered(result: TrainResult, source: Path, rows: int, path_tag: str) -> Any:
@@ -98,18 +98,18 @@ def assert_no_scratch_left(home: Path) -> None:
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])
 @pytest.mark.parametrize("kind", KINDS)
-def test_in_process_train(kind: tables.Kind, fmt: tables.Fmt, tmp_path: Path, rayline_home: Path) -> None:
-    source = tables.make_table(kind, tmp_path / "data", fmt)
+def test_in_process_train(kind: tablesets.Kind, fmt: tablesets.Fmt, tmp_path: Path, rayline_home: Path) -> None:
+    source = tablesets.make_table(kind, tmp_path / "data", fmt)
     df = read_back(source)
     progress: list[dict[str, float]] = []
-    spec = tables.spec_for(kind, source, name=f"{kind}-{fmt}")
+    spec = tablesets.spec_for(kind, source, name=f"{kind}-{fmt}")
 
     result = train(spec, on_report=lambda m: progress.append(dict(m)))
 
     assert result.path == "local"
     assert [h["round"] for h in result.history] == [5.0, 10.0, 15.0, 20.0]
     assert [p["round"] for p in progress] == [5.0, 10.0, 15.0, 20.0]
-    assert_beats_baseline(kind, result.metrics, df[tables.LABELS[kind]])
+    assert_beats_baseline(kind, result.metrics, df[tablesets.LABELS[kind]])
     assert_registered(result, source, len(df), "local")
     assert_checkpoint_predicts(kind, result.run_id, df)
     assert_no_scratch_left(rayline_home)
@@ -117,8 +117,8 @@ def test_in_process_train(kind: tables.Kind, fmt: tables.Fmt, tmp_path: Path, ra
 
 def test_feature_subset_and_scaling(tmp_path: Path) -> None:
     """data.features limits the model's inputs; data.scale statistics come from the train split."""
-    source = tables.make_table("regression", tmp_path / "data")
-    spec = tables.spec_for("regression", source, data={"features": ["x1", "x2"], "scale": ["x1"]})
+    source = tablesets.make_table("regression", tmp_path / "data")
+    spec = tablesets.spec_for("regression", source, data={"features": ["x1", "x2"], "scale": ["x1"]})
     result = train(spec)
     folder = open_registry().checkpoint_dir(result.run_id)
     predictor: Any = get_family("xgboost").load(folder)
@@ -136,9 +136,9 @@ def test_ray_train_path(
     ray_session: object, tmp_path: Path, rayline_home: Path, no_checkpoint_copies_left: None
 ) -> None:
     """num_workers: 2 trains on Ray Train workers; the split is the in-process one (evaluate agrees)."""
-    source = tables.make_table("binary", tmp_path / "data", "csv")
+    source = tablesets.make_table("binary", tmp_path / "data", "csv")
     df = read_back(source)
-    spec = tables.spec_for("binary", source, name="binary-ray", scaling={"num_workers": 2})
+    spec = tablesets.spec_for("binary", source, name="binary-ray", scaling={"num_workers": 2})
 
     result = train(spec)
 
@@ -178,14 +178,14 @@ def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
 
 @pytest.mark.parametrize(("kind", "fmt"), [("binary", "parquet"), ("multiclass", "csv")])
 def test_split_is_the_same_on_both_paths(
-    kind: tables.Kind, fmt: tables.Fmt, ray_session: object, tmp_path: Path
+    kind: tablesets.Kind, fmt: tablesets.Fmt, ray_session: object, tmp_path: Path
 ) -> None:
     """The content-hash split: reproducible, and the same rows whether pyarrow or Ray Data read them."""
-    source = tables.make_table(kind, tmp_path / "data", fmt)
+    source = tablesets.make_table(kind, tmp_path / "data", fmt)
     # declare an integer column categorical too: its categories must match across the paths, as must
     # the min/max of the training side (data.scale)
     extra: dict[str, Any] = {"data": {"categorical": ["color", "count"], "scale": ["x1"]}} if kind == "binary" else {}
-    spec = tables.spec_for(kind, source, **extra)
+    spec = tablesets.spec_for(kind, source, **extra)
 
     local, again = get_kind("table").prepare_local(spec), get_kind("table").prepare_local(spec)
     on_ray = get_kind("table").prepare_ray(spec)
@@ -199,7 +199,7 @@ def test_split_is_the_same_on_both_paths(
     assert local.config["layout"] == on_ray.config["layout"]
 
     # another seed moves rows across the split
-    reseeded = spec_from_dict({**tables.spec_dict(kind, source, **extra), "split": {"seed": 7}})
+    reseeded = spec_from_dict({**tablesets.spec_dict(kind, source, **extra), "split": {"seed": 7}})
     other = get_kind("table").prepare_local(reseeded)
     assert not _sorted(other.frames["valid"]).equals(_sorted(local.frames["valid"]))
 

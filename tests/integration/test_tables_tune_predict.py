@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow.dataset as pads
 import pytest
 
-import tables
+import tablesets
 from rayline.data import get_kind
 from rayline.families import get_family
 from rayline.registry import open_registry
@@ -44,11 +44,11 @@ def siblings(path: Path) -> list[str]:
 def test_tune_registers_trials_and_best(
     scheduler: str, samples: int, ray_session: object, tmp_path: Path, no_checkpoint_copies_left: None
 ) -> None:
-    source = tables.make_table("binary", tmp_path / "data")
+    source = tablesets.make_table("binary", tmp_path / "data")
     name = f"tune-{scheduler}"
     # a plain training run of the same spec competes for "best" too
-    baseline_run = train(tables.spec_for("binary", source, name=name)).run_id
-    spec = tables.spec_for(
+    baseline_run = train(tablesets.spec_for("binary", source, name=name)).run_id
+    spec = tablesets.spec_for(
         "binary", source, name=name, tune={"num_samples": samples, "scheduler": scheduler, "space": SPACE}
     )
     reports: list[dict[str, float]] = []
@@ -94,16 +94,16 @@ def test_tune_registers_trials_and_best(
 
     # the best trial's checkpoint is a working model
     predictor = get_family("xgboost").load(registry.checkpoint_dir(result.best_run_id))
-    out = predictor.predict(tables.binary_frame())
-    assert ((out["probability"] >= 0.5).astype(int) == tables.binary_frame()["clicked"]).mean() > 0.8
+    out = predictor.predict(tablesets.binary_frame())
+    assert ((out["probability"] >= 0.5).astype(int) == tablesets.binary_frame()["clicked"]).mean() > 0.8
 
 
 # --------------------------------------------------------------------------------- predict
 def test_predict_binary(ray_session: object, tmp_path: Path, rayline_home: Path) -> None:
-    source = tables.make_table("binary", tmp_path / "data")
-    spec = tables.spec_for("binary", source, name="pred-bin")
+    source = tablesets.make_table("binary", tmp_path / "data")
+    spec = tablesets.spec_for("binary", source, name="pred-bin")
     first = train(spec).run_id
-    second = train(tables.spec_for("binary", source, name="pred-bin", model={"params": {"max_depth": 2}})).run_id
+    second = train(tablesets.spec_for("binary", source, name="pred-bin", model={"params": {"max_depth": 2}})).run_id
 
     # default input: the validation split, default output under RAYLINE_HOME, newest model; a
     # small local table is predicted in this process (predict.engine: auto)
@@ -114,7 +114,7 @@ def test_predict_binary(ray_session: object, tmp_path: Path, rayline_home: Path)
     out = read_output(latest.output)
     valid = valid_split(spec)
     assert latest.rows == len(out) == len(valid)
-    assert list(out.columns) == [*tables.binary_frame().columns, "probability", "predicted_label"]
+    assert list(out.columns) == [*tablesets.binary_frame().columns, "probability", "predicted_label"]
     # exactly the validation rows (label-first table: the split must hash features + label)
     assert sorted(out["x1"]) == sorted(valid["x1"])
     assert out["probability"].between(0, 1).all()
@@ -140,8 +140,8 @@ def test_predict_binary(ray_session: object, tmp_path: Path, rayline_home: Path)
     )
 
     # an explicit run id, another file as input (CSV), an explicit output path, on the actor pool
-    other = tables.binary_frame(rows=150, seed=9)
-    other_path = tables.write(other, tmp_path / "other", "fresh", "csv")
+    other = tablesets.binary_frame(rows=150, seed=9)
+    other_path = tablesets.write(other, tmp_path / "other", "fresh", "csv")
     target = tmp_path / "out" / "preds.parquet"
     explicit = predict(on_ray, model=first, input=str(other_path), output=str(target))
     assert explicit.engine == "ray"
@@ -159,9 +159,9 @@ def test_predict_binary(ray_session: object, tmp_path: Path, rayline_home: Path)
 
 
 def test_predict_and_evaluate_multiclass(ray_session: object, tmp_path: Path) -> None:
-    source = tables.make_table("multiclass", tmp_path / "data", "csv")
+    source = tablesets.make_table("multiclass", tmp_path / "data", "csv")
     # a feature subset: the unused column `noise` is kept in the output but is not a feature
-    spec = tables.spec_for("multiclass", source, name="multi", data={"features": ["x1", "x2"]})
+    spec = tablesets.spec_for("multiclass", source, name="multi", data={"features": ["x1", "x2"]})
     trained = train(spec)
 
     result = predict(spec, model=trained.run_id)
@@ -174,7 +174,7 @@ def test_predict_and_evaluate_multiclass(ray_session: object, tmp_path: Path) ->
     assert probs.shape == (len(out), 3)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
     np.testing.assert_allclose(out["probability"], probs.max(axis=1))
-    assert list(out["predicted_label"]) == [tables.CLASSES[i] for i in probs.argmax(axis=1)]
+    assert list(out["predicted_label"]) == [tablesets.CLASSES[i] for i in probs.argmax(axis=1)]
 
     evaluation = evaluate(spec, model=trained.run_id)
     # predictions in process (engine: auto on a small local table) or on the actor pool: same numbers
@@ -193,11 +193,11 @@ def test_predict_and_evaluate_multiclass(ray_session: object, tmp_path: Path) ->
     assert evaluation.metrics["accuracy"] == pytest.approx(trained.metrics["valid_accuracy"], abs=1e-6)
     assert evaluation.metrics["logloss"] == pytest.approx(trained.metrics["valid_loss"], rel=1e-4)
     assert "auc" not in evaluation.metrics
-    assert set(evaluation.per_class) == set(tables.CLASSES)
-    assert set(evaluation.confusion) == set(tables.CLASSES)
+    assert set(evaluation.per_class) == set(tablesets.CLASSES)
+    assert set(evaluation.confusion) == set(tablesets.CLASSES)
     assert sum(sum(row.values()) for row in evaluation.confusion.values()) == len(valid)
     for label, row in evaluation.confusion.items():
-        assert set(row) <= set(tables.CLASSES)
+        assert set(row) <= set(tablesets.CLASSES)
         assert evaluation.per_class[label] == pytest.approx(row.get(label, 0) / sum(row.values()))
         assert (valid["grade"] == label).sum() == sum(row.values())
     stored = open_registry().get(trained.run_id).metrics
@@ -208,9 +208,9 @@ def test_predict_and_evaluate_multiclass(ray_session: object, tmp_path: Path) ->
 
     # another input (--input) is stored beside the spec's evaluation, naming it, never over it
     hard = tmp_path / "hard.parquet"
-    valid[valid["grade"] == tables.CLASSES[0]].to_parquet(hard)
+    valid[valid["grade"] == tablesets.CLASSES[0]].to_parquet(hard)
     other = evaluate(spec, model=trained.run_id, input=str(hard))
-    assert other.rows == (valid["grade"] == tables.CLASSES[0]).sum()
+    assert other.rows == (valid["grade"] == tablesets.CLASSES[0]).sum()
     assert other.stored_as.startswith("evaluation/hard-") and other.stored_as.endswith(".json")
     registry = open_registry()
     assert registry.get(trained.run_id).metrics == stored  # eval_* still the validation split's
@@ -220,12 +220,12 @@ def test_predict_and_evaluate_multiclass(ray_session: object, tmp_path: Path) ->
 
 
 def test_predict_and_evaluate_regression(ray_session: object, tmp_path: Path) -> None:
-    source = tables.make_table("regression", tmp_path / "data")
-    spec = tables.spec_for("regression", source, name="reg")
+    source = tablesets.make_table("regression", tmp_path / "data")
+    spec = tablesets.spec_for("regression", source, name="reg")
     trained = train(spec)
 
-    other = tables.regression_frame(rows=120, seed=5)
-    other_path = tables.write(other, tmp_path / "other", "fresh", "csv")
+    other = tablesets.regression_frame(rows=120, seed=5)
+    other_path = tablesets.write(other, tmp_path / "other", "fresh", "csv")
     result = predict(spec, model="best", input=str(other_path), output=str(tmp_path / "out" / "reg.parquet"))
     assert result.model_run_id == trained.run_id
     out = read_output(result.output)
@@ -250,8 +250,8 @@ def test_tune_launches_ray_train_per_trial_for_big_data(
     ray_session: object, tmp_path: Path, no_checkpoint_copies_left: None
 ) -> None:
     """With scaling.num_workers set, each trial is a Ray Train run reporting through Tune."""
-    source = tables.make_table("binary", tmp_path / "data")
-    spec = tables.spec_for(
+    source = tablesets.make_table("binary", tmp_path / "data")
+    spec = tablesets.spec_for(
         "binary",
         source,
         name="tune-train",
@@ -271,8 +271,8 @@ def test_tune_launches_ray_train_per_trial_for_big_data(
 
 def test_binary_evaluation_agrees_between_engines(ray_session: object, tmp_path: Path) -> None:
     """AUC, log loss and the confusion matrix: pandas in this process and Ray Data give the same numbers."""
-    source = tables.make_table("binary", tmp_path / "data")
-    spec = tables.spec_for("binary", source, name="bin-eval")
+    source = tablesets.make_table("binary", tmp_path / "data")
+    spec = tablesets.spec_for("binary", source, name="bin-eval")
     trained = train(spec)
     local = evaluate(spec, model=trained.run_id)
     on_ray = spec.model_copy(update={"predict": spec.predict.model_copy(update={"engine": "ray"})})
@@ -289,10 +289,10 @@ def test_evaluating_a_small_local_table_does_not_start_ray(tmp_path: Path) -> No
     import subprocess
     import sys
 
-    source = tables.make_table("binary", tmp_path / "data", "csv", rows=200)
+    source = tablesets.make_table("binary", tmp_path / "data", "csv", rows=200)
     script = f"""
-import ray, rayline, tables
-spec = tables.spec_for("binary", {str(source)!r}, name="small-eval")
+import ray, rayline, tablesets
+spec = tablesets.spec_for("binary", {str(source)!r}, name="small-eval")
 run = rayline.train(spec)
 result = rayline.evaluate(spec, model=run.run_id)
 print(result.engine, result.rows, ",".join(sorted(result.metrics)), ray.is_initialized())

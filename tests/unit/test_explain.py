@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import xgboost
 
-import tables
+import tablesets
 from rayline.data.table_prepare import prepare_local
 from rayline.data.tables import TableKind, features_frame
 from rayline.datasets.taxi import generate_taxi
@@ -77,8 +77,8 @@ def taxi_spec(tmp: Path, model: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def table_spec(tmp: Path, kind: tables.Kind, model: dict[str, Any]) -> dict[str, Any]:
-    raw = tables.spec_dict(kind, tables.make_table(kind, tmp, rows=500), name=f"{kind}-{model['family']}")
+def table_spec(tmp: Path, kind: tablesets.Kind, model: dict[str, Any]) -> dict[str, Any]:
+    raw = tablesets.spec_dict(kind, tablesets.make_table(kind, tmp, rows=500), name=f"{kind}-{model['family']}")
     raw["model"] = model
     return raw
 
