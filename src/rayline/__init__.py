@@ -27,12 +27,17 @@ from typing import TYPE_CHECKING, Any
 from rayline._version import __version__
 from rayline.errors import (
     DataError,
+    DriftError,
+    EvaluateError,
+    ExplainError,
     JobError,
+    PredictError,
     RaylineError,
     RegistryError,
     RuntimeStartError,
     ServeError,
     SpecError,
+    StoreError,
     TrainError,
 )
 from rayline.registry import Registry, RunRecord, open_registry
@@ -51,7 +56,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DataError",
+    "DriftError",
+    "EvaluateError",
+    "ExplainError",
     "JobError",
+    "PredictError",
     "RaylineError",
     "Registry",
     "RegistryError",
@@ -60,6 +69,7 @@ __all__ = [
     "ServeError",
     "Spec",
     "SpecError",
+    "StoreError",
     "TrainError",
     "__version__",
     "drift",

@@ -4,15 +4,22 @@
      +-- SpecError               the spec file, a field in it, or a --set override
      +-- DataError               an input table / image folder / generated dataset
      +-- RegistryError           the MLflow run registry (unknown run id, no runs yet)
+     |    +-- StoreError         the tracking store failed or did not answer
      +-- RuntimeStartError       Ray could not be started or joined
-     +-- TrainError              training, tuning or batch inference failed
+     +-- TrainError              training or tuning failed
+     +-- PredictError            batch inference failed
+     |    +-- EvaluateError      evaluating a model on labelled data failed
+     |    +-- ExplainError       computing a model's explanations failed
+     +-- DriftError              comparing new data with a training profile failed
      +-- ServeError              the HTTP service could not start or answer
      +-- JobError                a submitted Ray job could not be submitted, or failed
 
 This module is the one place where the exceptions of Ray, xgboost, LightGBM, torch and Arrow
 become this tree: ``map_error(err, during="training")`` returns the error to raise (text only,
 so ``from None`` drops the foreign one), and the CLI and the HTTP edge each handle one tree.
-``KNOWN_FOREIGN`` lists the foreign types it maps by class.
+``failure_type(during)`` is the class a failure of that work gets; ``KNOWN_FOREIGN`` lists the
+foreign types mapped by class. The CLI exits 2 for a ``SpecError`` and 1 for the rest; the
+service answers each class with the status of ``rayline.serving._statuses``.
 """
 
 from __future__ import annotations
@@ -51,8 +58,28 @@ class JobError(RaylineError):
     """A Ray Jobs submission was refused, or the job ended other than SUCCEEDED."""
 
 
+class StoreError(RegistryError):
+    """The tracking store failed or did not answer (not: what was asked for does not exist)."""
+
+
 class TrainError(RaylineError):
-    """Training, tuning or batch inference failed."""
+    """Training or tuning failed."""
+
+
+class PredictError(RaylineError):
+    """Batch inference failed (a model's predictions on new rows or images)."""
+
+
+class EvaluateError(PredictError):
+    """Evaluating a model on labelled data failed."""
+
+
+class ExplainError(PredictError):
+    """Computing a model's explanations (feature contributions) failed."""
+
+
+class DriftError(RaylineError):
+    """Comparing new data with a model's training profile failed."""
 
 
 class ServeError(RaylineError):
@@ -175,8 +202,13 @@ def first_line(err: BaseException) -> str:
     return lines[0].strip()[:300] if lines else type(err).__name__
 
 
-def _failed(during: str) -> type[RaylineError]:
-    return {"serving": ServeError, "starting Ray": RuntimeStartError}.get(during, TrainError)
+def failure_type(during: str) -> type[RaylineError]:
+    """The class of a failure during ``during`` (the words ``map_error`` takes): any other work,
+    training and tuning among them, fails as ``TrainError``."""
+    return _BY_WORK.get(during, TrainError)
+
+
+_failed = failure_type
 
 
 def _known(err: BaseException) -> Iterator[tuple[str, _Rule]]:
@@ -194,7 +226,29 @@ def _resolve(name: str) -> type[BaseException] | None:
     return cls if isinstance(cls, type) and issubclass(cls, BaseException) else None
 
 
-_TREE = (RaylineError, SpecError, DataError, RegistryError, RuntimeStartError, TrainError, ServeError)
+_BY_WORK: dict[str, type[RaylineError]] = {
+    "serving": ServeError,
+    "starting Ray": RuntimeStartError,
+    "batch inference": PredictError,
+    "evaluation": EvaluateError,
+    "explaining": ExplainError,
+    "drift": DriftError,
+}
+_TREE = (
+    RaylineError,
+    SpecError,
+    DataError,
+    RegistryError,
+    StoreError,
+    RuntimeStartError,
+    TrainError,
+    PredictError,
+    EvaluateError,
+    ExplainError,
+    DriftError,
+    ServeError,
+    JobError,
+)
 _OWN: dict[str, type[RaylineError]] = {c.__name__: c for c in _TREE}
 _Rule = Callable[[BaseException, BaseException, str], RaylineError | None]
 _HOST_MEMORY = "lower batch_size or concurrency, or run where there is more memory"

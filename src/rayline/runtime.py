@@ -447,9 +447,9 @@ def call_with_timeout(fn: Callable[[], T], timeout_s: float, what: str) -> T:
     thread.start()
     thread.join(timeout_s)
     if thread.is_alive():
-        from rayline.errors import TrainError
+        from rayline.errors import failure_type
 
-        raise TrainError(f"{what} did not finish within {timeout_s:.0f} s", hint="raise the spec's timeout_s")
+        raise failure_type(what)(f"{what} did not finish within {timeout_s:.0f} s", hint="raise the spec's timeout_s")
     if "error" in box:
         raise box["error"]
     value: T = box["value"]

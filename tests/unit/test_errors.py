@@ -27,11 +27,19 @@ import xgboost.core
 from rayline import errors
 from rayline.errors import (
     DataError,
+    DriftError,
+    EvaluateError,
+    ExplainError,
+    JobError,
+    PredictError,
     RaylineError,
+    RegistryError,
     RuntimeStartError,
     ServeError,
     SpecError,
+    StoreError,
     TrainError,
+    failure_type,
     map_error,
     read_error,
     root_cause,
@@ -109,7 +117,7 @@ CASES: dict[str, Case] = {
         TrainError,
         "out of memory during training: CUDA out of memory. Tried to allocate 2.00 GiB.",
     ),
-    "builtins.MemoryError": Case(MemoryError, "batch inference", TrainError, "out of memory during batch inference"),
+    "builtins.MemoryError": Case(MemoryError, "batch inference", PredictError, "out of memory during batch inference"),
     "ray.exceptions.OutOfMemoryError": Case(
         lambda: ray.exceptions.OutOfMemoryError(HOST_OOM),
         "serving",
@@ -119,7 +127,7 @@ CASES: dict[str, Case] = {
     "ray.exceptions.GetTimeoutError": Case(
         lambda: ray.exceptions.GetTimeoutError("Get timed out: some object(s) not ready."),
         "evaluation",
-        TrainError,
+        EvaluateError,
         "evaluation timed out",
     ),
     "ray.exceptions.RayTaskError": Case(
@@ -140,13 +148,13 @@ CASES: dict[str, Case] = {
     "ray.exceptions.WorkerCrashedError": Case(
         ray.exceptions.WorkerCrashedError,
         "batch inference",
-        TrainError,
+        PredictError,
         "batch inference failed: WorkerCrashedError: The worker died unexpectedly",
     ),
     "ray.exceptions.ObjectLostError": Case(
         lambda: ray.exceptions.ObjectLostError("00ffabc", None, ""),
         "evaluation",
-        TrainError,
+        EvaluateError,
         "evaluation failed: ObjectLostError: Failed to retrieve object 00ffabc",
     ),
     "ray.train.v2.api.exceptions.TrainingFailedError": Case(
@@ -253,11 +261,11 @@ def test_known_type_inside_a_ray_wrapper_maps_by_the_innermost() -> None:
         ("rayline.errors.DataError: bad column 'x'", DataError, "bad column 'x'"),
         ("DataError: bad column 'x'", DataError, "bad column 'x'"),
         ("rayline.errors.SpecError: batch_size must be set", SpecError, "batch_size must be set"),
-        ("KeyError: 'label'", TrainError, "batch inference failed: KeyError: 'label'"),
+        ("KeyError: 'label'", PredictError, "batch inference failed: KeyError: 'label'"),
         # Another library's namesake is not rayline's DataError.
         (
             "pandas.errors.DataError: No numeric types",
-            TrainError,
+            PredictError,
             "batch inference failed: DataError: No numeric types",
         ),
     ],
@@ -328,3 +336,58 @@ def test_actor_that_failed_in_init_names_the_error_without_the_crash_hint() -> N
     mapped = map_error(ray.exceptions.ActorDiedError(creation), during="serving")
     assert type(mapped) is ServeError and mapped.hint is None
     assert mapped.message == "serving failed: OSError: no model at /m"
+
+
+@pytest.mark.parametrize(
+    ("during", "expected"),
+    [
+        ("training", TrainError),
+        ("tuning", TrainError),
+        ("the Ray Train run", TrainError),
+        ("batch inference", PredictError),
+        ("evaluation", EvaluateError),
+        ("explaining", ExplainError),
+        ("drift", DriftError),
+        ("serving", ServeError),
+        ("starting Ray", RuntimeStartError),
+    ],
+)
+def test_a_failure_is_named_for_the_work_that_failed(during: str, expected: type[RaylineError]) -> None:
+    """Drift, evaluation, explanations and batch inference are not training: each has its class,
+    from map_error's fallback, its rules, and the watch and deadline that use ``failure_type``."""
+    assert failure_type(during) is expected
+    assert type(map_error(ValueError("x"), during=during)) is expected
+    assert type(map_error(ray.exceptions.GetTimeoutError("late"), during=during)) is expected
+    assert type(map_error(xgboost.core.XGBoostError("Check failed"), during=during)) is expected
+
+
+def test_the_tree() -> None:
+    """What the module's docstring draws: evaluation and explanations are predictions that
+    failed; a store that failed is a registry error (the CLI's exit 1) but no unknown run."""
+    assert issubclass(EvaluateError, PredictError) and issubclass(ExplainError, PredictError)
+    assert issubclass(StoreError, RegistryError)
+    for cls in (TrainError, PredictError, DriftError, JobError, RegistryError, ServeError):
+        assert cls.__bases__ == (RaylineError,) and not issubclass(cls, SpecError)
+    drawn = errors.__doc__ or ""
+    assert all(f"+-- {cls.__name__} " in drawn for cls in errors._TREE if cls is not RaylineError)
+
+
+@pytest.mark.parametrize("cls", [DriftError, EvaluateError, ExplainError, PredictError, StoreError, JobError])
+def test_a_workers_error_named_in_its_text_comes_back_as_its_class(cls: type[RaylineError]) -> None:
+    mapped = map_error(udf_error(f"rayline.errors.{cls.__name__}: went wrong"), during="batch inference")
+    assert type(mapped) is cls and mapped.message == "went wrong"
+
+
+def test_the_cli_exits_1_for_these_and_2_for_a_spec(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The new classes keep the exit codes they had as TrainError: 1 (2 is for a SpecError)."""
+    from rayline import cli
+
+    for raised, code in ((DriftError("profile unreadable"), 1), (ExplainError("x"), 1), (SpecError("y"), 2)):
+
+        def fail(*_: object, error: RaylineError = raised, **__: object) -> None:
+            raise error
+
+        monkeypatch.setattr(cli.typer.main, "get_command", lambda _app, fail=fail: type("C", (), {"main": fail})())
+        with pytest.raises(SystemExit) as exited:
+            cli.main(["anything"])
+        assert exited.value.code == code

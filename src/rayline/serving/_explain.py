@@ -20,7 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from rayline.errors import ServeError
+from rayline.errors import ExplainError
 from rayline.families import Explainer
 
 PATH = "/explain"
@@ -34,7 +34,7 @@ class Salient(Protocol):
         """One ``{"saliency": [[float]] (H x W, 0..1), "label", ...}`` per decoded image."""
 
 
-class NotExplainable(ServeError):
+class NotExplainable(ExplainError):
     """The model that would answer has no explanations (a 400: asking again will not help)."""
 
 

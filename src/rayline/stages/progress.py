@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from rayline.errors import TrainError
+from rayline.errors import failure_type
 
 PULSE_EVERY_S = 2.0
 POLL_EVERY_S = 2.0
@@ -142,7 +142,8 @@ STALL_SIGNAL = signal.SIGUSR2
 @contextmanager
 def watch(what: str, stall_s: float, field: str, *, timeout_s: float | None = None) -> Iterator[Stall]:
     """Watch the block's heartbeats: after ``stall_s`` seconds without one (or ``timeout_s`` in
-    all), interrupt the main thread and raise TrainError naming ``what``, the silence, the last
+    all), interrupt the main thread and raise ``failure_type(what)`` (``TrainError`` for training,
+    ``PredictError`` for batch inference, ...) naming ``what``, the silence, the last
     heartbeat and ``field`` (the spec field to raise; ``timeout_s`` beside it for the total).
     From another thread the interrupt is a SIGINT (Ctrl-C)."""
     import ray
@@ -195,4 +196,5 @@ def watch(what: str, stall_s: float, field: str, *, timeout_s: float | None = No
             ray.kill(board)
     if stall.message is not None:
         _stop_this_jobs_work(board)
-        raise TrainError(stall.message, hint=f"a busy or too small cluster (`ray status`); a slow step: raise {field}")
+        hint = f"a busy or too small cluster (`ray status`); a slow step: raise {field}"
+        raise failure_type(what)(stall.message, hint=hint)
