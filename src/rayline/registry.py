@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from rayline.errors import RegistryError, first_line
+from rayline.errors import RegistryError, StoreError, first_line
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -171,8 +171,8 @@ def _not_found(err: BaseException) -> bool:
 
 @contextmanager
 def mlflow_errors(doing: str, store: str, *, missing: RegistryError | None = None) -> Iterator[None]:
-    """MLflow's errors inside the block as one ``RegistryError`` that names the operation and the
-    store: ``could not <doing> (registry at <store>): <MLflow's first line>``.
+    """MLflow's errors inside the block as one ``StoreError`` (a ``RegistryError``) that names the
+    operation and the store: ``could not <doing> (registry at <store>): <MLflow's first line>``.
 
     Only MLflow's "does not exist" may read as absent: it raises ``missing`` when given, else
     ``Absent``. A store that is down, refuses, or is broken raises the operation's error, never
@@ -185,7 +185,7 @@ def mlflow_errors(doing: str, store: str, *, missing: RegistryError | None = Non
     except Exception as err:
         if _not_found(err):
             raise (missing or Absent(f"could not {doing}: {first_line(err)}")) from err
-        raise RegistryError(f"could not {doing} (registry at {store}): {first_line(err)}") from err
+        raise StoreError(f"could not {doing} (registry at {store}): {first_line(err)}") from err
 
 
 class ActiveRun:
@@ -290,7 +290,7 @@ def check_reachable(uri: str) -> None:
     except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as err:
         timed_out = isinstance(err, requests.exceptions.Timeout)
         reason = f"no answer within {REACH_TIMEOUT_S:g} s" if timed_out else "connection refused"
-        raise RegistryError(
+        raise StoreError(
             f"cannot reach the MLflow tracking server at {uri}: {reason}",
             hint="check MLFLOW_TRACKING_URI, or unset it to use the local registry",
         ) from None

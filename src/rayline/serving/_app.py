@@ -22,11 +22,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from starlette.exceptions import HTTPException
 
 from rayline._version import __version__
-from rayline.errors import DataError, RegistryError, first_line
+from rayline.errors import RaylineError, first_line
 from rayline.serving._auth import Access, ApiKeyGuard
 from rayline.serving._explain import PATH as EXPLAIN_PATH
-from rayline.serving._explain import ExplainResponse, NotExplainable
+from rayline.serving._explain import ExplainResponse
 from rayline.serving._routing import ROUTE_HEADER, ROUTE_KEY
+from rayline.serving._statuses import ANSWERED, answer
 from rayline.serving._stream import PATH as STREAM_PATH
 from rayline.serving._stream import PredictChunk, add_stream_route
 
@@ -154,6 +155,12 @@ def _jsonable(errors: list[Any]) -> list[dict[str, Any]]:
     ]
 
 
+def _answered(err: RaylineError) -> JSONResponse:
+    """A request's error (``_statuses``) as ``{"error": ...}`` with its status."""
+    status, text = answer(err)
+    return JSONResponse({"error": text}, status.http)
+
+
 def _internal_error(_: Request, exc: Exception) -> JSONResponse:
     """A bug still answers JSON (500), with the one line that says what broke; the replica logs the rest."""
     log.error("unexpected error answering a request", exc_info=exc)
@@ -257,7 +264,8 @@ def build_api(
 
     ``predict(body, model_id)`` takes a validated body and the ``serve_multiplexed_model_id``
     header (or None) and returns the model run that answered and one result per item. It raises
-    DataError for content the schema cannot catch (422) and RegistryError for unknown models (404).
+    DataError for content the schema cannot catch (422) and RegistryError for unknown models (404);
+    ``_statuses`` has the status of each.
     ``output_model`` describes one prediction in the OpenAPI document.
     """
     app = FastAPI(
@@ -323,10 +331,8 @@ def build_api(
             return error_response(list(err.errors(include_url=False)))
         try:
             model, results = await predict(body, request.headers.get(MODEL_HEADER))
-        except DataError as err:
-            return JSONResponse({"error": err.message}, 422)
-        except RegistryError as err:
-            return JSONResponse({"error": str(err)}, 404)
+        except ANSWERED as err:
+            return _answered(err)
         return {"model": model, "predictions": results}
 
     if explain is not None:
@@ -392,12 +398,8 @@ def _add_explain_route(
             return error_response(list(err.errors(include_url=False)))
         try:
             model, results = await explain(body, request.headers.get(MODEL_HEADER))
-        except NotExplainable as err:
-            return JSONResponse({"error": err.message}, 400)
-        except DataError as err:
-            return JSONResponse({"error": err.message}, 422)
-        except RegistryError as err:
-            return JSONResponse({"error": str(err)}, 404)
+        except ANSWERED as err:
+            return _answered(err)
         return {"model": model, "explanations": results}
 
 

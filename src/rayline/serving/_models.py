@@ -71,8 +71,8 @@ class Served:
         try:
             record = registry.resolve(self.spec_name, model_id, metric="", mode="min")
             folder = registry.checkpoint_dir(record.run_id)
-        except RegistryError as err:
-            raise RegistryError(f"model {model_id[:80]!r}: {err.message}") from None
+        except RegistryError as err:  # its class kept: a store that failed is not an unknown model
+            raise type(err)(f"model {model_id[:80]!r}: {err.message}") from None
         meta = checkpoints.read_meta(folder)
         if meta.get("data_kind") != self.kind.name:
             raise RegistryError(f"model {model_id!r} is a {record.family} run, not a {self.kind.name} model")

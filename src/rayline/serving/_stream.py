@@ -23,7 +23,8 @@ from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
-from rayline.errors import DataError, RegistryError
+from rayline.errors import DataError
+from rayline.serving._statuses import ANSWERED, answer
 
 PATH = "/predict/stream"
 PredictChunk = Callable[[list[Any], str | None], Awaitable[tuple[str, list[dict[str, Any]]]]]
@@ -110,10 +111,11 @@ def add_stream_route(
             # dictionary or instance of Record"); /predict's JSON says what the client can act on.
             msg = "Input should be an object" if first.get("type") == "model_type" else first.get("msg", "invalid")
             raise LineError(f"line {line}: {where + ': ' if where else ''}{msg}") from None
-        except DataError as err:
-            raise LineError(f"lines {numbers[0]}-{numbers[-1]}: {err.message}") from None
-        except RegistryError as err:
-            raise LineError(str(err), 404) from None
+        except ANSWERED as err:
+            status, text = answer(err)
+            # A bad value names the lines of its chunk; an unknown model is the whole stream's.
+            where = f"lines {numbers[0]}-{numbers[-1]}: " if isinstance(err, DataError) else ""
+            raise LineError(f"{where}{text}", status.http) from None
 
     @app.post(
         PATH,

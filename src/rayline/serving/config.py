@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rayline.serving._statuses import OVERLOADED
 from rayline.spec import ServeSpec
 
 
@@ -19,7 +20,7 @@ def overload_options(serve: ServeSpec) -> dict[str, Any]:
     """
     return {
         "max_queued_requests": serve.max_queued_requests,
-        "backpressure_config": {"status_code": 429, "retry_after_s": serve.retry_after_s},
+        "backpressure_config": {"status_code": OVERLOADED.http, "retry_after_s": serve.retry_after_s},
     }
 
 

@@ -9,7 +9,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from rayline.data.tensors import NUMPY
-from rayline.errors import DataError, RegistryError
+from rayline.errors import DataError, RaylineError
+from rayline.serving._statuses import ANSWERED, answer
 from rayline.serving.oip.codec import encode_rest, parse_rest
 from rayline.serving.oip.service import SERVER, OIPModel
 
@@ -57,10 +58,9 @@ INFER_BODY = {
 }
 
 
-def _error(err: Exception) -> JSONResponse:
-    if isinstance(err, DataError):
-        return JSONResponse({"error": err.message}, 400)
-    return JSONResponse({"error": str(err)}, 404)
+def _error(err: RaylineError) -> JSONResponse:
+    status, text = answer(err)
+    return JSONResponse({"error": text}, status.oip_rest)
 
 
 def add_routes(app: FastAPI, oip: OIPModel, errors: dict[int | str, dict[str, Any]]) -> None:
@@ -82,13 +82,13 @@ def add_routes(app: FastAPI, oip: OIPModel, errors: dict[int | str, dict[str, An
     async def metadata(name: str, version: str | None) -> Any:
         try:
             return await oip.metadata(name, version)
-        except (DataError, RegistryError) as err:
+        except ANSWERED as err:
             return _error(err)
 
     async def model_ready(name: str, version: str | None) -> Any:
         try:
             return {"name": name, "ready": await oip.ready(name, version)}
-        except (DataError, RegistryError) as err:
+        except ANSWERED as err:
             return _error(err)
 
     async def infer(request: Request, name: str, version: str | None) -> Any:
@@ -100,7 +100,7 @@ def add_routes(app: FastAPI, oip: OIPModel, errors: dict[int | str, dict[str, An
                 raise DataError(f"{HEADER_LENGTH} must be a number of bytes, got {raw[:40]!r}")
             inference = parse_rest(await request.body(), int(raw) if raw is not None else None)
             outputs = await oip.infer_run(run_id, inference)
-        except (DataError, RegistryError) as err:
+        except ANSWERED as err:
             return _error(err)
         body, head = encode_rest(oip.name, run_id, inference, outputs)
         if head is None:

@@ -16,9 +16,10 @@ import numpy as np
 
 from rayline._version import __version__
 from rayline.data import tensors
-from rayline.errors import DataError, RegistryError
+from rayline.errors import RegistryError
 from rayline.serving._auth import Access, presented_key
 from rayline.serving._models import Served
+from rayline.serving._statuses import ANSWERED, answer
 from rayline.serving.oip.codec import Inference, encode_grpc, parse_grpc, selected
 
 PredictItems = Callable[[list[Any], str], Awaitable[list[dict[str, Any]]]]
@@ -108,12 +109,10 @@ class GRPCInference:
             return empty
         try:
             return await work()
-        except DataError as err:
-            grpc_context.set_code(grpc.StatusCode.INVALID_ARGUMENT)
-            grpc_context.set_details(err.message)
-        except RegistryError as err:
-            grpc_context.set_code(grpc.StatusCode.NOT_FOUND)
-            grpc_context.set_details(str(err))
+        except ANSWERED as err:
+            status, text = answer(err)
+            grpc_context.set_code(getattr(grpc.StatusCode, status.grpc))
+            grpc_context.set_details(text)
         return empty
 
     async def ServerLive(self, request: Any, grpc_context: Any = None) -> Any:
