@@ -90,7 +90,7 @@ def serving(
                 break
         except (urllib.error.URLError, ConnectionError):
             pass
-        time.sleep(1)
+        time.sleep(0.25)
     else:
         if not idle:
             _kill_all(proc)

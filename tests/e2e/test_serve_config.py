@@ -70,7 +70,7 @@ def test_serve_run_of_the_printed_config_answers_as_rayline_serve(tmp_path: Path
                 status, got = call(f"http://127.0.0.1:{port}/predict", body)
                 if status == 200:
                     break
-            time.sleep(1)
+            time.sleep(0.25)
         assert status == 200, (status, got)
         assert got == expected  # same run, same predictions, to the last digit
     finally:

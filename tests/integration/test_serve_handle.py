@@ -245,7 +245,6 @@ def test_every_image_model_replica_serves(ray_session: Any, rayline_home: Path, 
             outputs = {o["name"]: o["data"] for o in json.loads(resp.read())["outputs"]}
         assert outputs["label"] == [first[0]["label"]]
         assert outputs["probability"] == pytest.approx([first[0]["probability"]], abs=1e-6)
-        time.sleep(2)
         deadline = time.monotonic() + 30
         while serving_replicas() < 2 and time.monotonic() < deadline:
             calls = [service.handle.predict.remote([image]) for _ in range(40)]
