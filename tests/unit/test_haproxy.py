@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rayline.serving._ingress import haproxy_setup, ingress_env
+from rayline.serving._haproxy import haproxy_setup, ingress_env
 
 
 def test_proxy_and_direct_modes_turn_haproxy_off() -> None:

@@ -23,7 +23,7 @@ from rayline import runtime
 from rayline.errors import RaylineError, ServeError, map_error
 from rayline.registry import Registry, open_registry
 from rayline.serving._auth import Access
-from rayline.serving._ingress import ingress_env, stop_haproxy
+from rayline.serving._haproxy import ingress_env, stop_haproxy
 from rayline.serving.app import application, resolve
 from rayline.serving.oip import stubs
 from rayline.serving.ports import free_port
@@ -156,7 +156,7 @@ def start(
         else:
             added = {name: value for name, value in RAY_ONLY.items() if name not in os.environ}  # a user's own wins
             os.environ.update({**ONE_LOOP, **added, **ingress_env(spec.serve.ingress, host, port)})
-            hook = "rayline.serving._ingress.haproxy_setup"
+            hook = "rayline.serving._haproxy.haproxy_setup"
     elif port == 0 or grpc_port == 0:  # the proxies listen on the cluster's nodes, where no port can be checked here
         which = "serve.port" if port == 0 else "serve.grpc_port"
         raise ServeError(f"{which} 0 (any free port) works on embedded Ray only", hint="set a port for a cluster")
