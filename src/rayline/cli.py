@@ -467,6 +467,47 @@ def evaluate_cmd(
     out.print(f"stored on run {result.model_run_id} as {where_stored}{result.stored_as}")
 
 
+@app.command("verify")
+def verify_cmd(
+    spec: SpecArg,
+    model: ModelOpt = "best",
+    rows: Annotated[int, typer.Option("--rows", min=1, help="validation rows sent down every path")] = 200,
+    path: Annotated[
+        list[str] | None,
+        typer.Option("--path", help="only these paths (repeatable): local, pool, http, rest, grpc, mlflow"),
+    ] = None,
+    set_: SetOpt = None,
+) -> None:
+    """The same rows through every way of asking the model; exit 1 naming the first row that differs."""
+    import ray
+
+    from rayline.serving.runner import shutdown
+    from rayline.spec import load_spec
+    from rayline.verify import verify
+
+    loaded = load_spec(spec, set_ or [])
+    ours = not ray.is_initialized()  # a caller's own Ray (a notebook, the tests) is left running
+    try:
+        with progress_status(err, f"verifying {loaded.name} model {model}") as status:
+            result = verify(
+                loaded, model=model, rows=rows, paths=path, on_path=lambda name: status.update(name, stage=True)
+            )
+    finally:
+        if ours:
+            shutdown()  # the embedded Ray this command started, and the service's ingress
+    table = Table("path", "rows", "max |diff|", "seconds", "", show_edge=False)
+    for p in result.paths:
+        diff = "-" if p.max_diff is None else f"{p.max_diff:.2e}"
+        table.add_row(p.path, str(p.rows), diff, f"{p.seconds:.1f}", p.note)
+    out.print(table)
+    if result.skipped_images:
+        out.print(f"{result.skipped_images} undecodable validation images left out (data.on_bad_file: skip)")
+    if not result.ok:
+        err.print(f"error: {result.failure or result.difference}", markup=False)
+        raise typer.Exit(1)
+    out.print(f"{result.rows} rows agree to {result.tolerance:g} on every path (model {result.model_run_id})")
+
+
 @app.command("serve")
 def serve_cmd(
     spec: SpecArg,
