@@ -30,11 +30,14 @@ def prepare(spec: Spec, family: Family, kind: DataKind, *, in_process: bool) -> 
     return data
 
 
-def predicts_in_process(spec: Spec, kind: DataKind, source: str | None) -> bool:
-    """``predict.engine``: local/ray as set; auto is local for modest local inputs on the embedded Ray."""
+def predicts_in_process(spec: Spec, kind: DataKind, source: str | None, *, streaming: bool = False) -> bool:
+    """``predict.engine``: local/ray as set; auto is local on the embedded Ray for modest local
+    inputs, and for any input that is predicted part by part (``streaming``: memory holds a
+    batch). On one machine the pool's actors share the same cores and the pool pays for Ray's
+    start (5-10 s here): in process was faster at every size measured (docs/benchmarks.md)."""
     engine = spec.predict.engine
     if engine != "auto":
         return engine == "local"
     if runtime.cluster_address() is not None or spec.predict.num_gpus > 0:
         return False
-    return kind.modest(spec, source)
+    return streaming or kind.modest(spec, source)

@@ -35,8 +35,19 @@ from rayline.errors import DataError, RaylineError, map_error
 from rayline.families import get_family
 from rayline.registry import Registry, open_registry
 from rayline.spec import Spec
+from rayline.stages import parts
 from rayline.stages.engine import predicts_in_process
-from rayline.stages.predict import Model, local_predictions, pool_predictions, require_gpus, resolve_model, run_pipeline
+from rayline.stages.predict import (
+    Model,
+    local_predictions,
+    part_settings,
+    pool_over_parts,
+    pool_predictions,
+    require_gpus,
+    resolve_model,
+    run_pipeline,
+)
+from rayline.stages.tally import Tally, metrics_of, unknown_label
 
 _BINS = 10_000
 _EPS = 1e-15
@@ -74,18 +85,7 @@ class RowTerms:
         out["correct"] = (batch["predicted_label"].astype(str) == truth.astype(str)).astype(np.float64)
         index = pd.Categorical(truth, categories=lay.classes).codes
         if (index < 0).any():
-            unknown = truth[index < 0].iloc[0]
-            if pd.isna(unknown):
-                raise DataError(
-                    f"label column {lay.label!r} has missing values", hint="drop those rows or fill them in"
-                )
-            value = unknown.item() if isinstance(unknown, np.generic) else unknown
-            classes = ", ".join(repr(c.item() if isinstance(c, np.generic) else c) for c in lay.classes)
-            kinds = {type(c.item() if isinstance(c, np.generic) else c).__name__ for c in lay.classes}
-            raise DataError(
-                f"label {value!r} ({type(value).__name__}) is not one of the model's classes "
-                f"({classes}: {'/'.join(sorted(kinds))})"
-            )
+            raise unknown_label(truth[index < 0].iloc[0], lay)
         if lay.task == "binary":
             p1 = batch["probability"].to_numpy(dtype=np.float64)
             p_true = np.where(index == 1, p1, 1.0 - p1)
@@ -213,12 +213,33 @@ def evaluate(
     require_gpus(spec)
     registry = registry or open_registry()
     source = input or spec.predict.input
-    kind = get_kind(get_family(spec.model.family).data_kind)
-    local = predicts_in_process(spec, kind, source)
+    family = get_family(spec.model.family)
+    kind = get_kind(family.data_kind)
+    by_parts = parts.supports_parts(kind, family)
+    local = predicts_in_process(spec, kind, source, streaming=by_parts)
     resolve = partial(resolve_model, spec, model, registry)
     m: Model = resolve() if local else runtime.init_while(resolve)
     target = m.kind.target(m.meta)
     to_terms = RowTerms(target)
+
+    def tallied(progress: Any = None) -> tuple[int, Reduced]:
+        """By parts (tables): each batch reduced as it is predicted, on either engine."""
+        plan = m.kind.plan_parts(spec, m.meta, source, label=target.label)  # type: ignore[attr-defined]
+        settings = {**part_settings(spec, m, plan, None), "on_bad_row": "fail", "target": target}
+        total = Tally()
+        if local:
+            predictor = parts.PartPredictor(checkpoint=str(m.checkpoint), cpus=runtime.local_cpus(), **settings)
+            for part in plan:
+                total.add(predictor.tally(part.index, target))
+        else:
+            for row in pool_over_parts(spec, m, [p.index for p in plan], settings, progress):
+                total.add(Tally(**json.loads(row["tally"])))
+        if total.rows == 0:
+            raise DataError("evaluation input has no rows")
+        reduced = Reduced(*metrics_of(total, target))
+        if target.task == "binary":
+            _add_auc(reduced, np.asarray(total.pos), np.asarray(total.neg), target)
+        return total.rows, reduced
 
     def in_process() -> tuple[int, Reduced]:
         frames = [to_terms(chunk) for chunk in local_predictions(spec, m, source, label=target.label)]
@@ -232,7 +253,9 @@ def evaluate(
         return _reduce_ray(terms, target)
 
     try:
-        if local:
+        if by_parts:
+            rows, reduced = run_pipeline(tallied, spec, "evaluation", watched=not local)
+        elif local:
             rows, reduced = run_pipeline(in_process, spec, "evaluation")
         else:
             rows, reduced = run_pipeline(on_ray, spec, "evaluation", watched=True)

@@ -36,6 +36,7 @@ from rayline import checkpoints
 from rayline.errors import DataError
 from rayline.families import get_family
 from rayline.stages.progress import Pulse
+from rayline.stages.tally import Tally, tally_batch
 
 MANIFEST = "_parts.jsonl"
 QUARANTINE = "quarantine"
@@ -160,12 +161,14 @@ class PartPredictor:
         on_bad_row: str,
         drop: tuple[str, ...] = (),
         progress: Any | None = None,
+        target: Any | None = None,
     ) -> None:
         self.pulse = Pulse(progress)
         self.pulse.beat("an actor loading the model")
         self.predictor: Any = get_family(family).load(checkpoints.local_folder(checkpoint), cpus=cpus)
         self.kind, self.meta, self.parts, self.folder = kind, meta, parts, Path(folder)
         self.batch_rows, self.on_bad_row, self.drop = batch_rows, on_bad_row, list(drop)
+        self.target = target  # set: the pool evaluates (``tally``) instead of writing parts
 
     def run(self, index: int) -> Done:
         part = self.parts[index]
@@ -200,6 +203,14 @@ class PartPredictor:
             tmp.rename(self.folder / name)
         return Done(index, rows, bad)
 
+    def tally(self, index: int, target: Any) -> Tally:
+        """Evaluation's pass over a part: its predictions reduced against ``target.label``, nothing written."""
+        total = Tally()
+        for batch, _ in self.kind.read_part(self.parts[index], self.batch_rows):
+            self.pulse.beat("a batch predicted")
+            total.add(tally_batch(batch.column(target.label), self.predictor.predict_arrow(batch), target))
+        return total
+
     def _aside(self, screened: Any, numbers: np.ndarray, part: Any) -> pa.Table:
         """A batch's bad rows as given, with where they were and why."""
         table = pa.Table.from_batches([screened.bad])
@@ -208,7 +219,10 @@ class PartPredictor:
         return table.append_column("_reason", pa.array(screened.bad_reasons, type=pa.string()))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Ray Data's batch function: part numbers in, what each gave out."""
+        """Ray Data's batch function: part numbers in, what each gave out (evaluation: its tally)."""
+        if self.target is not None:
+            tallies = [json.dumps(asdict(self.tally(int(i), self.target))) for i in batch["part"]]
+            return {"part": batch["part"], "tally": np.array(tallies, dtype=object)}
         done = [self.run(int(i)) for i in batch["part"]]
         return {
             "part": np.array([d.part for d in done]),

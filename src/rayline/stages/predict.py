@@ -249,7 +249,7 @@ def predict(
     if not by_parts and (resume or spec.predict.on_bad_row != "fail"):
         what = "--resume" if resume else f"predict.on_bad_row={spec.predict.on_bad_row}"
         raise SpecError(f"{what} applies to tables; {family.name} predicts {family.data_kind} data")
-    local = predicts_in_process(spec, kind, source)
+    local = predicts_in_process(spec, kind, source, streaming=by_parts)
     resolve = partial(resolve_model, spec, model, registry)
     m = resolve() if local else runtime.init_while(resolve)
     target = Path(output or spec.predict.output or default_output(spec, m.record.run_id)).expanduser().resolve()
@@ -298,16 +298,7 @@ def _predict_parts(
     key = parts.job_key(m.record.run_id, plan, policy)
     folder, finished = parts.open_folder(target, key, resume)
     todo = [p.index for p in plan if p.index not in finished]
-    settings = {
-        "family": m.family.name,
-        "kind": m.kind,
-        "meta": m.meta,
-        "parts": plan,
-        "folder": str(folder),
-        "batch_rows": max(_batch_size(spec, m), MIN_ARROW_BATCH),
-        "on_bad_row": policy,
-        "drop": m.kind.output_drop,
-    }
+    settings = part_settings(spec, m, plan, folder)
     try:
         if local:
             predictor = parts.PartPredictor(checkpoint=str(m.checkpoint), cpus=runtime.local_cpus(), **settings)
@@ -331,15 +322,30 @@ def _predict_parts(
 def _pool_parts(
     spec: Spec, m: Model, todo: list[int], folder: Path, settings: dict[str, Any], progress: Any
 ) -> list[parts.Done]:
-    """The parts in ``todo`` on a Ray Data actor pool: the actors are handed part numbers, read
-    their rows, predict and write them; only the numbers and counts cross the object store."""
+    """The parts in ``todo`` predicted and written on the actor pool, each recorded as it ends."""
+    done = []
+    for row in pool_over_parts(spec, m, todo, settings, progress):
+        finished = parts.Done(int(row["part"]), int(row["rows"]), int(row["bad"]))
+        parts.record(folder, finished)
+        done.append(finished)
+    return done
+
+
+def pool_over_parts(
+    spec: Spec, m: Model, todo: list[int], settings: dict[str, Any], progress: Any
+) -> Iterator[dict[str, Any]]:
+    """``parts.PartPredictor`` over the parts in ``todo`` on a Ray Data actor pool: the actors are
+    handed part numbers, read their rows, predict and write (or tally) them; only the numbers
+    and counts cross the object store. Yields what each part gave, as it ends."""
     import ray
     import ray.data
 
     if not todo:
-        return []
+        return
     pool = spec.predict.concurrency
     largest = pool if isinstance(pool, int) else pool[1]
+    # Size by what is free now (a Serve app may hold CPUs). No read task needs a CPU here: the
+    # actors read their parts themselves.
     free = min(ray.cluster_resources().get("CPU", 1.0), ray.available_resources().get("CPU", 0.0))
     num_cpus = runtime.cpus_per_actor(free, spec.predict.num_cpus, largest)
     threads = max(1, round(num_cpus))
@@ -365,12 +371,21 @@ def _pool_parts(
         num_gpus=spec.predict.num_gpus or None,
         batch_format="numpy",
     )
-    done = []
-    for row in predicted.iter_rows():
-        finished = parts.Done(int(row["part"]), int(row["rows"]), int(row["bad"]))
-        parts.record(folder, finished)
-        done.append(finished)
-    return done
+    yield from predicted.iter_rows()
+
+
+def part_settings(spec: Spec, m: Model, plan: list[Any], folder: Path | None) -> dict[str, Any]:
+    """``parts.PartPredictor``'s arguments but the checkpoint and threads (they differ by engine)."""
+    return {
+        "family": m.family.name,
+        "kind": m.kind,
+        "meta": m.meta,
+        "parts": plan,
+        "folder": str(folder or ""),
+        "batch_rows": max(_batch_size(spec, m), MIN_ARROW_BATCH),
+        "on_bad_row": spec.predict.on_bad_row,
+        "drop": m.kind.output_drop,
+    }
 
 
 def run_pipeline(fn: Callable[..., T], spec: Spec, what: str, *, watched: bool = False) -> T:
