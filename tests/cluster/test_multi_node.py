@@ -182,13 +182,13 @@ def test_train_workers_spread_over_both_nodes(spread_run: tuple[str, set[str]]) 
 def test_prediction_pool_spans_both_nodes(
     cluster: LocalCluster, env: dict[str, str], spread_run: tuple[str, set[str]]
 ) -> None:
-    before = actors(cluster, "BatchPredictor")
+    before = actors(cluster, "PartPredictor")
     out = rayline(
         env, "predict", TAXI, "--set", "data.rows=20000", "--set", "predict.engine=ray",
         "--set", "predict.concurrency=2",
     )  # fmt: skip
     assert "Ray actor pool" in out, out
-    assert len(new_nodes(cluster, "BatchPredictor", before)) == 2
+    assert len(new_nodes(cluster, "PartPredictor", before)) == 2
 
 
 def test_trials_share_the_cluster_and_keep_their_results_on_s3(
