@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
 from rayline.errors import DataError, RegistryError
-from rayline.serving._app import build_api
+from rayline.serving._http import build_api
 
 
 class Body(BaseModel):

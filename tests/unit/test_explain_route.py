@@ -10,8 +10,8 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
 from rayline.errors import DataError, RegistryError
-from rayline.serving._app import build_api
 from rayline.serving._explain import NotExplainable, can_explain, explain_checked
+from rayline.serving._http import build_api
 
 
 class Body(BaseModel):

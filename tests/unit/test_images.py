@@ -90,7 +90,7 @@ def test_a_predict_body_with_an_undecodable_image_is_a_422_without_a_python_repr
     from fastapi.testclient import TestClient
 
     from rayline.data import get_kind
-    from rayline.serving._app import build_api
+    from rayline.serving._http import build_api
 
     kind = get_kind("images")
     meta = {"family": "resnet", "data_kind": "images", "layout": GRAY.to_dict()}

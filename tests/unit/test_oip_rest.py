@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from rayline.data import get_kind
 from rayline.errors import RegistryError
-from rayline.serving._app import build_api
+from rayline.serving._http import build_api
 from rayline.serving.oip.service import OIPModel
 
 META = {

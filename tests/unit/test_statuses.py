@@ -13,9 +13,9 @@ from pydantic import BaseModel
 
 from rayline.data import get_kind
 from rayline.errors import DataError, RaylineError, RegistryError, StoreError, TrainError
-from rayline.serving._app import build_api
 from rayline.serving._auth import Access
 from rayline.serving._explain import NotExplainable
+from rayline.serving._http import build_api
 from rayline.serving._statuses import OVERLOADED, status_of
 from rayline.serving.config import overload_options
 from rayline.serving.oip.service import GRPCInference, OIPModel

@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
-from rayline.serving._app import build_api
+from rayline.serving._http import build_api
 from rayline.serving._stream import LineError, _chunks, _lines
 
 

@@ -22,11 +22,11 @@ from ray import serve
 from rayline.data import get_kind
 from rayline.errors import DataError
 from rayline.registry import Registry
-from rayline.serving._app import count_batch
 from rayline.serving._auth import Access
 from rayline.serving._drift import LiveDrift
 from rayline.serving._edge import HTTPEdge
 from rayline.serving._explain import NotExplainable, explain_checked
+from rayline.serving._http import count_batch
 from rayline.serving._models import MAX_MODELS_PER_REPLICA, Served, predict_checked, split_back
 from rayline.serving._routing import Router, Traffic
 from rayline.serving.oip import stubs

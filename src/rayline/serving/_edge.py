@@ -12,8 +12,8 @@ import inspect
 from typing import Any
 
 from rayline._version import __version__
-from rayline.serving._app import ingress_app
 from rayline.serving._auth import Access
+from rayline.serving._http import ingress_app
 from rayline.serving._models import Served
 from rayline.serving._routing import Router
 from rayline.serving.oip.service import GRPCInference
