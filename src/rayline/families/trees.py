@@ -37,7 +37,7 @@ from rayline.data.table_schema import TableLayout
 from rayline.data.tables import features_frame, output_frame, output_records, record_matrix, records_frame
 from rayline.errors import RaylineError, map_error
 from rayline.families.base import LoopContext
-from rayline.families.resume import finished, report_again, report_checkpoint, resume_point
+from rayline.families.loop_checkpoints import finished, report_again, report_checkpoint, resume_point
 from rayline.families.treeshap import explanation_frame, explanation_records, predicted_class
 from rayline.spec import Spec
 

@@ -21,7 +21,7 @@ from rayline.checkpoints import checked_meta
 from rayline.data.table_schema import TableLayout
 from rayline.data.tables import encode_label, features_frame, output_frame, output_records
 from rayline.families.base import LoopContext
-from rayline.families.resume import report_again, report_checkpoint, resume_point
+from rayline.families.loop_checkpoints import report_again, report_checkpoint, resume_point
 from rayline.spec import Spec
 from rayline.testing.tiny_spec import TinyModelSpec
 

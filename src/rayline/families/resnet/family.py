@@ -24,8 +24,8 @@ from rayline.checkpoints import checked_meta, write_meta
 from rayline.data.image_codec import ImageLayout, normalize
 from rayline.errors import DataError, TrainError
 from rayline.families.base import LoopContext
+from rayline.families.loop_checkpoints import finished, report_again, report_checkpoint, resume_point
 from rayline.families.resnet.spec import ResNetModelSpec
-from rayline.families.resume import finished, report_again, report_checkpoint, resume_point
 from rayline.spec import Spec
 
 MODEL_FILE = "model.pt"
