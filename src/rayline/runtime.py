@@ -133,6 +133,13 @@ def check_listening(address: str) -> None:
 def _object_store_bytes(total_memory: int) -> int:
     # Ray's default takes 30% of RAM; on a small box that competes with xgboost/torch for memory.
     # Keep it between 512 MiB and 4 GiB and within /dev/shm, where Ray puts the store.
+    # RAYLINE_OBJECT_STORE_MB sets it (Ray's least is 75 MiB): a small store shows what streams.
+    raw = os.environ.get("RAYLINE_OBJECT_STORE_MB")
+    if raw:
+        try:
+            return max(75 * 1024**2, int(float(raw) * 1024**2))
+        except ValueError:
+            raise RuntimeStartError(f"RAYLINE_OBJECT_STORE_MB={raw!r} is not a number of MiB") from None
     want = int(total_memory * 0.2)
     try:
         stat = os.statvfs("/dev/shm")

@@ -1,11 +1,14 @@
 """Batch inference: the family's predictor over the data kind's rows, written as parquet.
 
-Two engines, one predictor. Modest local inputs are predicted in this process (starting Ray
-and an actor pool would cost more than the work); the rest on a Ray Data actor pool, where the
-model loads once per actor (``__init__``) and is reused for every batch (``__call__``), the
-course's lesson-4 pattern. The output keeps the input columns (less the pixels) and adds the
-family's columns (probability, predicted_label, ...); it is written to a temporary folder and
-renamed when done.
+Two engines, one predictor. A table is predicted part by part (``rayline.stages.parts``): read
+as Arrow batches, predicted on the scaled matrix, written one part file at a time, so memory
+holds a batch, a killed job resumes (``--resume``) and bad rows can be set aside
+(``predict.on_bad_row``); in this process, or on a Ray Data actor pool whose actors read and
+write their parts. Other data (image folders) goes through pandas batches: in this process for
+modest local inputs, else through a Ray Data pipeline whose actor pool loads the model once per
+actor (``__init__``) and reuses it for every batch (``__call__``), the course's lesson-4
+pattern. The output keeps the input columns (less the pixels) and adds the family's columns
+(probability, predicted_label, ...); it is renamed into place when done.
 """
 
 from __future__ import annotations
