@@ -41,7 +41,9 @@ def _frame(m: Model, labels: Sequence[Any] | None, probability: Any, each: Any, 
     assert labels is not None
     out = pd.DataFrame({"label": [str(v) for v in labels], "probability": np.asarray(probability, dtype=np.float64)})
     if each is not None:
-        matrix = np.asarray([list(row) for row in each], dtype=np.float64).reshape(len(out), -1)
+        # A cell may be a list, an array or Ray Data's tensor element (the pool's parquet, read back).
+        cells = [row.to_numpy() if hasattr(row, "to_numpy") else row for row in each]
+        matrix = np.asarray([np.asarray(c, dtype=np.float64).reshape(-1) for c in cells]).reshape(len(out), -1)
         for j, name in enumerate(_classes(m)):
             out[f"p[{name}]"] = matrix[:, j]
     return out
