@@ -31,7 +31,7 @@ import yaml
 
 from rayline.registry import open_registry
 from rayline.spec import Spec, load_spec
-from rayline.stages.resume import local_state, search_key, train_key
+from rayline.stages.resume_state import local_state, search_key, train_key
 from rayline.stages.train import TrainResult, train
 
 pytestmark = pytest.mark.slow

@@ -11,7 +11,7 @@ import pytest
 from rayline.errors import SpecError
 from rayline.spec import spec_from_dict
 from rayline.stages.contexts import LocalContext, saved_state
-from rayline.stages.resume import local_state, search_key, train_key
+from rayline.stages.resume_state import local_state, search_key, train_key
 
 FRAMES = {"train": pd.DataFrame({"x": [1.0]}), "valid": pd.DataFrame({"x": [2.0]})}
 

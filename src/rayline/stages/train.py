@@ -8,7 +8,7 @@ Execution path by size (``scaling.num_workers``):
 Both paths write the same checkpoint format and the same registry entry.
 
 Resuming (``resume=True``, ``rayline train --resume``): both paths keep their latest checkpoint
-where running the same spec again finds it (``rayline.stages.resume``). A run without ``resume``
+where running the same spec again finds it (``rayline.stages.resume_state``). A run without ``resume``
 clears that state and starts from the beginning; a registered run clears it too, so resuming
 never registers a run twice. The registry entry is only written at the end: an interrupted run
 leaves none, and the resumed one is the single run, its history going on from the checkpoint's
@@ -37,7 +37,7 @@ from rayline.stages import progress
 from rayline.stages.contexts import LocalContext, saved_state, split_for_workers, train_worker
 from rayline.stages.engine import plugs, prepare, trains_in_process
 from rayline.stages.profiling import profiled_rows, store_profile
-from rayline.stages.resume import clear_local, clear_storage, local_state, train_key, train_resumable
+from rayline.stages.resume_state import clear_local, clear_storage, local_state, train_key, train_resumable
 
 ProgressFn = Callable[[Mapping[str, float]], None]
 NoticeFn = Callable[[str], None]
