@@ -23,7 +23,7 @@ import oip
 import rayline
 import tablesets
 from inprocess import own_home
-from rayline.data.profile import OTHER
+from rayline.data.drift_profile import OTHER
 from rayline.errors import DataError
 from rayline.spec import Spec, spec_from_dict
 from service import call, free_port

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from inprocess import own_home, rayline_here
-from rayline.data.profile import EPSILON, PROFILE_FILE
+from rayline.data.drift_profile import EPSILON, PROFILE_FILE
 from rayline.datasets import write_taxi
 from rayline.errors import RegistryError
 from rayline.registry import open_registry

@@ -12,8 +12,7 @@ import pandas as pd
 import pytest
 
 from rayline.data import get_kind
-from rayline.data.image_codec import ImageLayout
-from rayline.data.profile import (
+from rayline.data.drift_profile import (
     EPSILON,
     MISSING,
     OTHER,
@@ -26,6 +25,7 @@ from rayline.data.profile import (
     numeric_bins,
     psi,
 )
+from rayline.data.image_codec import ImageLayout
 from rayline.data.table_schema import TableLayout
 from rayline.datasets.taxi import generate_taxi
 from rayline.errors import DataError

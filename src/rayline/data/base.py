@@ -118,7 +118,7 @@ class DataKind(Protocol):
 
     # -------------------------------------------------------------------------------- drift
     def profile(self, frame: pd.DataFrame, meta: Mapping[str, Any]) -> dict[str, Any]:
-        """The drift profile of training rows (``rayline.data.profile.Profile``, as a dict):
+        """The drift profile of training rows (``rayline.data.drift_profile.Profile``, as a dict):
         stored as the checkpoint's ``profile.json``."""
 
     def drift_values(self, items: list[Any], meta: Mapping[str, Any]) -> dict[str, np.ndarray]:

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from rayline.data.drift_profile import BinKind, build_profile
 from rayline.data.image_codec import ImageLayout
-from rayline.data.profile import BinKind, build_profile
 from rayline.errors import DataError
 
 FEATURES: dict[str, BinKind] = {"mean_intensity": "numeric", "ink_fraction": "numeric"}

@@ -1,7 +1,7 @@
 """A table's drift profile: each model feature bucketed as the model types it, and the label.
 
 Numbers (ints, floats) are cut at quantiles; categorical features, text and booleans are
-counted by value (``rayline.data.profile``). The same values come from a training frame, a
+counted by value (``rayline.data.drift_profile``). The same values come from a training frame, a
 frame read offline and the records of a serving request, so the three are counted alike.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rayline.data.profile import BinKind, build_profile
+from rayline.data.drift_profile import BinKind, build_profile
 from rayline.data.table_schema import TableLayout
 from rayline.errors import DataError
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from rayline.data import DataKind
-from rayline.data.profile import (
+from rayline.data.drift_profile import (
     DEFAULT_THRESHOLD,
     MIN_ROWS,
     PROFILE_FILE,

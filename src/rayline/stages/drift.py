@@ -3,7 +3,7 @@
 ``drift(run_id, input=...)`` reads the rows with the model's data kind in this process (in
 batches, as batch prediction's local engine does), counts each profiled feature into the
 training buckets, predicts with the family's predictor for the prediction distribution, and
-computes the PSI per feature and of the predictions (``rayline.data.profile``). It writes
+computes the PSI per feature and of the predictions (``rayline.data.drift_profile``). It writes
 ``drift.json`` and ``drift.png`` (PSI per feature against the threshold, and the training vs
 new bucket shares of the most drifted) to ``RAYLINE_HOME/drift/RUN`` or ``out``. A live service
 counts the same buckets (``rayline.serving`` builds its monitor from the same profile).
@@ -20,7 +20,7 @@ from typing import Any
 from rayline import checkpoints, runtime
 from rayline.atomic import atomic_output
 from rayline.data import get_kind
-from rayline.data.profile import (
+from rayline.data.drift_profile import (
     DEFAULT_THRESHOLD,
     MIN_ROWS,
     PROFILE_FILE,

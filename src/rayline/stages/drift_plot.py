@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from rayline.data.profile import DriftResult
+from rayline.data.drift_profile import DriftResult
 
 DETAIL_PANELS = 3
 PREDICTION = "(predictions)"

@@ -23,7 +23,7 @@ import pandas as pd
 from rayline import runtime
 from rayline.checkpoints import read_meta
 from rayline.data import Prepared, get_kind
-from rayline.data.profile import Profile, frame_predictions
+from rayline.data.drift_profile import Profile, frame_predictions
 from rayline.errors import first_line
 from rayline.families import Family
 
