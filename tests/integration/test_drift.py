@@ -163,13 +163,13 @@ def test_the_ray_path_profiles_a_random_bounded_sample(ray_session: object, monk
     import ray.data
 
     from rayline.data import Prepared
-    from rayline.stages import profiling
+    from rayline.stages import training_profile
 
     frame = pd.DataFrame({"i": np.arange(4_000), "x": np.random.default_rng(0).normal(size=4_000)})
     data = Prepared(
         config={}, fingerprint={}, rows=4_000, datasets={"train": ray.data.from_pandas(frame).materialize()}
     )
-    monkeypatch.setattr(profiling, "SAMPLE_ROWS", 500)
-    sample = profiling.training_sample(data)
+    monkeypatch.setattr(training_profile, "SAMPLE_ROWS", 500)
+    sample = training_profile.training_sample(data)
     assert len(sample) == 500 and list(sample.columns) == ["i", "x"]
     assert sample["i"].max() > 1_000  # drawn from the whole split, not its first rows

@@ -36,8 +36,8 @@ from rayline.spec import Spec
 from rayline.stages import progress
 from rayline.stages.contexts import LocalContext, saved_state, split_for_workers, train_worker
 from rayline.stages.engine import plugs, prepare, trains_in_process
-from rayline.stages.profiling import profiled_rows, store_profile
 from rayline.stages.resume_state import clear_local, clear_storage, local_state, train_key, train_resumable
+from rayline.stages.training_profile import profiled_rows, store_profile
 
 ProgressFn = Callable[[Mapping[str, float]], None]
 NoticeFn = Callable[[str], None]
