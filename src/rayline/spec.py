@@ -233,8 +233,8 @@ class PredictSpec(_Strict):
     )
     part_rows: Annotated[int, Field(gt=0)] = Field(
         default=1_000_000,
-        description="tables: rows per output part file (row groups are kept whole); a killed job resumes "
-        "(--resume) from its last finished part",
+        description="tables: the most rows per output part file (row groups are kept whole; a sixteenth of the "
+        "table when that is less); a killed job resumes (--resume) from its last finished part",
     )
 
     @field_validator("concurrency")
