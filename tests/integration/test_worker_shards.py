@@ -13,7 +13,7 @@ import pytest
 
 from rayline.errors import RuntimeStartError
 from rayline.stages.contexts import TrainWorkerContext, split_for_workers
-from rayline.stages.progress import Pulse
+from rayline.stages.heartbeat import Pulse
 
 pytestmark = pytest.mark.slow
 TRAIN_ROWS, VALID_ROWS, EPOCHS = 60, 20, 2

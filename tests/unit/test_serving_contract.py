@@ -11,8 +11,8 @@ import pytest
 from rayline.serving._models import predict_checked, split_back
 from rayline.serving.config import topology
 from rayline.spec import ServeSpec
+from rayline.stages.heartbeat import Pulse
 from rayline.stages.predict import BatchPredictor
-from rayline.stages.progress import Pulse
 
 
 class Echo:

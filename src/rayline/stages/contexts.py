@@ -20,7 +20,7 @@ import pandas as pd
 
 from rayline import runtime
 from rayline.families import get_family
-from rayline.stages.progress import Pulse
+from rayline.stages.heartbeat import Pulse
 
 Split = Literal["train", "valid"]
 

@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 from rayline import checkpoints
 from rayline.errors import DataError
 from rayline.families import get_family
-from rayline.stages.progress import Pulse
+from rayline.stages.heartbeat import Pulse
 from rayline.stages.tally import Tally, tally_batch
 
 MANIFEST = "_parts.jsonl"

@@ -34,7 +34,7 @@ from rayline.registry import Registry, RunRecord, open_registry
 from rayline.spec import Spec
 from rayline.stages import parts
 from rayline.stages.engine import predicts_in_process
-from rayline.stages.progress import Pulse, watch
+from rayline.stages.heartbeat import Pulse, watch
 
 if TYPE_CHECKING:
     import ray.data

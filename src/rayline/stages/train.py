@@ -33,7 +33,7 @@ from rayline.errors import RaylineError, TrainError, first_line, map_error
 from rayline.families import Family
 from rayline.registry import ActiveRun, Registry, open_registry
 from rayline.spec import Spec
-from rayline.stages import progress
+from rayline.stages import heartbeat
 from rayline.stages.contexts import LocalContext, saved_state, split_for_workers, train_worker
 from rayline.stages.engine import plugs, prepare, trains_in_process
 from rayline.stages.resume_state import clear_local, clear_storage, local_state, train_key, train_resumable
@@ -137,7 +137,7 @@ def run_ray_train(
     import ray.train
 
     workers, cpus_each = worker_resources(spec, total_cpus)
-    with progress.watch("the Ray Train run", spec.train.stall_timeout_s, "train.stall_timeout_s") as stall:
+    with heartbeat.watch("the Ray Train run", spec.train.stall_timeout_s, "train.stall_timeout_s") as stall:
         held, streamed = split_for_workers(data.datasets, workers)
         config = {**data.config, "worker_cpus": max(1, int(cpus_each)), "progress": stall.board, "held_splits": held}
         trainer = family.trainer(

@@ -35,7 +35,7 @@ from rayline.registry import Registry, open_registry
 from rayline.spec import SearchDomain, Spec
 from rayline.stages.contexts import TuneTrialContext, split_for_workers, train_worker
 from rayline.stages.engine import plugs, prepare, trains_in_process
-from rayline.stages.progress import Pulse, watch
+from rayline.stages.heartbeat import Pulse, watch
 from rayline.stages.resume_state import clear_storage, search_key, storage_folder
 from rayline.stages.train import NoticeFn, ProgressFn, failure_config, require_gpus, scaling_config, worker_resources
 from rayline.stages.trials import FailedTrial as FailedTrial  # re-exported: the stage's results
