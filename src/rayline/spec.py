@@ -278,6 +278,25 @@ class CanarySpec(_Strict):
     )
 
 
+class CaptureSpec(_Strict):
+    """Requests and answers written to storage as parquet (``serve.capture``; docs/serving.md)."""
+
+    path: str = Field(description="a folder, or an object store URI (s3://bucket/prefix), the files go to")
+    fraction: Annotated[float, Field(gt=0, le=1)] = Field(
+        default=0.1, description="share of requests captured (by request id: a shadow answer with its request)"
+    )
+    max_file_mb: Annotated[float, Field(gt=0)] = Field(
+        default=64.0, description="a file is written once the rows held pass this size"
+    )
+    max_file_s: Annotated[float, Field(gt=0)] = Field(
+        default=60.0, description="... or once the oldest row held is this old (seconds)"
+    )
+    max_queue_mb: Annotated[float, Field(gt=0)] = Field(
+        default=64.0,
+        description="requests waiting to be written, per replica; past it a request is not captured (counted)",
+    )
+
+
 class ServeSpec(_Strict):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = Field(default=8000, description="0 picks a free port")
@@ -337,6 +356,11 @@ class ServeSpec(_Strict):
     )
     alias_poll_s: Annotated[float, Field(gt=0)] = Field(
         default=10.0, description="how often a service started with aliases checks where they point now"
+    )
+    capture: CaptureSpec | None = Field(
+        default=None,
+        description="write a share of the requests and answers to parquet files (off by default): "
+        "--set serve.capture.fraction=1.0 --set serve.capture.path=DIR",
     )
     access_log: bool = Field(
         default=False,
@@ -435,6 +459,9 @@ def _absolutize(raw: dict[str, Any]) -> None:
         src = data["source"].strip()
         if src and not src.startswith("builtin:") and not _URI.match(src):
             data["source"] = str(Path(os.path.expanduser(src)).resolve())
+    capture = raw.get("serve", {}).get("capture") if isinstance(raw.get("serve"), dict) else None
+    if isinstance(capture, dict) and isinstance(capture.get("path"), str) and not _URI.match(capture["path"]):
+        capture["path"] = str(Path(os.path.expanduser(capture["path"])).resolve())
     predict = raw.get("predict")
     if isinstance(predict, dict):
         for key in ("input", "output"):
