@@ -72,9 +72,9 @@ def test_lightgbm_with_a_text_column_every_path_agrees_and_a_differing_path_is_n
     verified(capsys, spec, tmp_path, run_id, rows=50)
 
     # MLflow's answer for row 7 made to differ by 1e-3: exit 1, the path, the row, the column, both values.
-    from rayline.verify import _paths
+    from rayline.verify import paths
 
-    real = _paths.mlflow_pyfunc
+    real = paths.mlflow_pyfunc
 
     def off_at_row_7(*args: object) -> pd.DataFrame:
         frame = real(*args)
@@ -82,7 +82,7 @@ def test_lightgbm_with_a_text_column_every_path_agrees_and_a_differing_path_is_n
         frame.loc[7, "probability"] += 1e-3
         return frame
 
-    monkeypatch.setattr(_paths, "mlflow_pyfunc", off_at_row_7)
+    monkeypatch.setattr(paths, "mlflow_pyfunc", off_at_row_7)
     args = ["verify", str(tmp_path / "verify-lgb.yaml"), "--model", run_id, "--rows", "20", "--path", "mlflow"]
     code, out, err = rayline_here(capsys, *args)
     assert code == 1, out + err

@@ -4,7 +4,7 @@ first row that differs.
 The paths: batch prediction in this process (the reference) and on a Ray Data actor pool,
 ``POST /predict``, the Open Inference Protocol over REST and gRPC (a real service, started here
 on the embedded Ray with a free port for each) and the run's MLflow model through
-``mlflow.pyfunc.load_model``. Each path's answer is brought to one shape (``_paths``) and
+``mlflow.pyfunc.load_model``. Each path's answer is brought to one shape (``verify.paths``) and
 compared with the reference: labels exactly, probabilities and predictions to ``tolerance``.
 """
 
@@ -26,7 +26,8 @@ from rayline.errors import RaylineError, SpecError
 from rayline.registry import Registry, open_registry
 from rayline.spec import Spec
 from rayline.stages.predict import Model, resolve_model
-from rayline.verify import _paths, _rows
+from rayline.verify import paths as ways
+from rayline.verify import rows as sample
 
 __all__ = ["PATHS", "Difference", "PathResult", "Verification", "verify"]
 
@@ -182,7 +183,7 @@ def verify(
     m = resolve_model(spec, model, registry)
     folder = Path(tempfile.mkdtemp(prefix="rayline-verify-"))
     try:
-        chosen_rows = _rows.select(spec, m, rows, folder)
+        chosen_rows = sample.select(spec, m, rows, folder)
         answers, results = _run_paths(spec, m, chosen_rows, chosen, folder, registry, on_path or (lambda _: None))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -192,7 +193,7 @@ def verify(
 def _run_paths(
     spec: Spec,
     m: Model,
-    rows: _rows.Rows,
+    rows: sample.Rows,
     chosen: list[str],
     folder: Path,
     registry: Registry,
@@ -214,20 +215,20 @@ def _run_paths(
             answers[key], note = None, f"failed: {err}"
         results[key] = (time.perf_counter() - start, note)
 
-    run("local", lambda: _paths.batch(spec, m, rows, "local", folder / "local.parquet", registry))
+    run("local", lambda: ways.batch(spec, m, rows, "local", folder / "local.parquet", registry))
     if "pool" in chosen:
-        run("pool", lambda: _paths.batch(spec, m, rows, "ray", folder / "pool.parquet", registry))
+        run("pool", lambda: ways.batch(spec, m, rows, "ray", folder / "pool.parquet", registry))
     if any(p in chosen for p in SERVED):
         _run_served(spec, m, rows, chosen, registry, run)
     if "mlflow" in chosen:
-        run("mlflow", lambda: _paths.mlflow_pyfunc(m, rows))
+        run("mlflow", lambda: ways.mlflow_pyfunc(m, rows))
     return answers, results
 
 
 def _run_served(
     spec: Spec,
     m: Model,
-    rows: _rows.Rows,
+    rows: sample.Rows,
     chosen: list[str],
     registry: Registry,
     run: Callable[[str, Callable[[], pd.DataFrame | None]], None],
@@ -241,12 +242,12 @@ def _run_served(
     service = start(_serving_spec(spec), model=m.record.run_id, registry=registry)
     try:
         if "http" in chosen:
-            run("http", lambda: _paths.predict_http(service.url, m, rows))
+            run("http", lambda: ways.predict_http(service.url, m, rows))
         if "rest" in chosen:
-            run("rest", lambda: _paths.oip_rest(service.url, spec.name, m, rows))
+            run("rest", lambda: ways.oip_rest(service.url, spec.name, m, rows))
         if "grpc" in chosen:
             assert service.grpc_address is not None
-            run("grpc", lambda: _paths.oip_grpc(service.grpc_address or "", spec.name, m, rows))
+            run("grpc", lambda: ways.oip_grpc(service.grpc_address or "", spec.name, m, rows))
     finally:
         service.stop()
         if not serving:
@@ -255,7 +256,7 @@ def _run_served(
 
 def _judge(
     m: Model,
-    rows: _rows.Rows,
+    rows: sample.Rows,
     answers: dict[str, pd.DataFrame | None],
     results: dict[str, tuple[float, str]],
     tolerance: float,

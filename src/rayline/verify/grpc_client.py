@@ -20,7 +20,7 @@ import numpy as np
 
 from rayline.serving.oip import stubs
 from rayline.serving.oip.codec import to_bytes
-from rayline.verify._rows import PathFailed
+from rayline.verify.rows import PathFailed
 
 METHOD = "/inference.GRPCInferenceService/ModelInfer"
 TIMEOUT_S = 120.0

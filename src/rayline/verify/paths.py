@@ -23,8 +23,8 @@ from rayline.registry import MODEL_PATH, Registry
 from rayline.serving.oip.codec import from_bytes, to_bytes
 from rayline.spec import Spec
 from rayline.stages.predict import Model
-from rayline.verify import _grpc
-from rayline.verify._rows import ROW, PathFailed, Rows, pyfunc_input, request_body, tensor_inputs
+from rayline.verify import grpc_client
+from rayline.verify.rows import ROW, PathFailed, Rows, pyfunc_input, request_body, tensor_inputs
 
 CHUNK = 64  # rows per request: under every service's per-request limits (256 images, 10,000 records)
 HTTP_TIMEOUT_S = 120.0
@@ -157,7 +157,7 @@ def oip_rest(url: str, name: str, m: Model, rows: Rows) -> pd.DataFrame:
 def oip_grpc(address: str, name: str, m: Model, rows: Rows) -> pd.DataFrame:
     """The Open Inference Protocol over gRPC (``ModelInfer``, raw tensor contents)."""
     parts = []
-    with _grpc.Client(address, application=name) as client:
+    with grpc_client.Client(address, application=name) as client:
         for start, stop in _chunks(rows):
             answer = client.infer(name, tensor_inputs(rows, m, start, stop))
             parts.append(
