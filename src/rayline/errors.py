@@ -125,9 +125,10 @@ def read_error(source: str, err: BaseException, what: str) -> DataError:
 def map_error(err: BaseException, *, during: str) -> RaylineError:
     """``err`` as a rayline error that carries only text (no frames, so no Ray Dataset kept alive).
 
-    ``during`` names the work in a few words ("training", "batch inference", "serving",
-    "starting Ray"); it picks the class of a failure (``ServeError`` while serving,
-    ``RuntimeStartError`` while starting Ray, else ``TrainError``) and words the message.
+    ``during`` names the work in a few words ("training", "batch inference", "evaluation",
+    "explaining", "drift", "serving", "starting Ray"); it picks the class of a failure
+    (``failure_type``: ``PredictError`` for batch inference, ..., else ``TrainError``) and words
+    the message.
     Raise the result after the ``except`` block when the failed frames must be freed: inside it,
     even ``raise ... from None`` keeps the foreign error as ``__context__``.
     """
@@ -145,7 +146,7 @@ def map_error(err: BaseException, *, during: str) -> RaylineError:
         for _, rule in _known(inner):
             if (mapped := rule(inner, err, during)) is not None:
                 return mapped
-    return _failed(during)(f"{during} failed: {_detail(causes)}"[:400])
+    return failure_type(during)(f"{during} failed: {_detail(causes)}"[:400])
 
 
 def _causes(err: BaseException) -> list[BaseException]:
@@ -208,9 +209,6 @@ def failure_type(during: str) -> type[RaylineError]:
     return _BY_WORK.get(during, TrainError)
 
 
-_failed = failure_type
-
-
 def _known(err: BaseException) -> Iterator[tuple[str, _Rule]]:
     """The ``KNOWN_FOREIGN`` entries ``err`` is an instance of, with their rules, in table order."""
     for name, rule in _RULES:
@@ -265,13 +263,13 @@ def _arrow(inner: BaseException, err: BaseException, during: str) -> RaylineErro
 
 
 def _library(label: str) -> _Rule:
-    return lambda inner, err, during: _failed(during)(f"{label} failed: {first_line(inner)}")
+    return lambda inner, err, during: failure_type(during)(f"{label} failed: {first_line(inner)}")
 
 
 def _out_of_memory(hint: str) -> _Rule:
     def rule(inner: BaseException, err: BaseException, during: str) -> RaylineError:
         detail = f": {first_line(inner)}" if str(inner).strip() else ""
-        return _failed(during)(f"out of memory during {during}{detail}", hint=hint)
+        return failure_type(during)(f"out of memory during {during}{detail}", hint=hint)
 
     return rule
 
@@ -280,13 +278,13 @@ def _ray(hint: str | None) -> _Rule:
     def rule(inner: BaseException, err: BaseException, during: str) -> RaylineError:
         # An actor whose __init__ raised did not die of anything the hint is about.
         why = None if getattr(inner, "actor_init_failed", False) else hint
-        return _failed(during)(f"{during} failed: {_detail(_causes(err))}"[:400], hint=why)
+        return failure_type(during)(f"{during} failed: {_detail(_causes(err))}"[:400], hint=why)
 
     return rule
 
 
 def _timeout(inner: BaseException, err: BaseException, during: str) -> RaylineError:
-    return _failed(during)(f"{during} timed out", hint="raise the spec's timeout_s")
+    return failure_type(during)(f"{during} timed out", hint="raise the spec's timeout_s")
 
 
 def _joining(inner: BaseException, err: BaseException, during: str) -> RaylineError | None:
