@@ -14,6 +14,7 @@ of decoding requests must scale apart from them:
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -147,17 +148,32 @@ class Ingress(HTTPEdge):
         self._batched.set_max_batch_size(max_batch_size)  # type: ignore[attr-defined]
         self._batched.set_batch_wait_timeout_s(batch_wait_timeout_s)  # type: ignore[attr-defined]
         self.oip = OIPModel(spec_name, self.served, self._predict_items)
-        # The ingress routes bodies (the preprocessor decodes them): the router's payload is a body.
+        # The ingress routes bodies (the preprocessor decodes them): the router's payload is a body,
+        # which the capture decodes in its own thread.
         self.router = Router(
-            self.served, Traffic.model_validate(traffic or {"primary": self.served.run_id}), self._predict_payload
+            self.served,
+            Traffic.model_validate(traffic or {"primary": self.served.run_id}),
+            self._predict_payload,
+            decode_body=self._decode_body,
         )
         self.router.on_switch = lambda run_id: self.info.update(model_run_id=run_id)
         await self.router.start()
 
     async def _predict_items(self, items: list[Any], run_id: str) -> list[dict[str, Any]]:
         """Tensors arrive decoded (arrays): straight to the model, batched there with other calls."""
+        started = time.perf_counter()
         results: list[dict[str, Any]] = await self.model.options(multiplexed_model_id=run_id).remote(items)
+        self.router.captured(items, results, run_id, time.perf_counter() - started)
         return results
+
+    def _decode_body(self, body: Any) -> list[Any]:
+        return self.served.kind.decode_request(self.body_model.model_validate(body), self.served.meta)
+
+    def __del__(self) -> None:
+        """Serve's graceful stop: the capture writes what it holds."""
+        router = getattr(self, "router", None)
+        if router is not None:
+            router.close()
 
     async def _predict_body(self, body: Any, header_id: str | None = None) -> tuple[str, list[dict[str, Any]]]:
         run_id = await self.router.route(getattr(body, "model", None) or header_id)

@@ -26,7 +26,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from rayline.data.capture_writer import Decode
 from rayline.registry import Registry
+from rayline.serving._capture import Capture
 from rayline.serving._models import Served
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,7 @@ class Traffic(BaseModel):
     canary_percent: float = 0.0
     shadow: str | None = None
     poll_s: float = 10.0
+    capture: dict[str, Any] | None = None  # serve.capture (CaptureSpec), or off
 
 
 @dataclass
@@ -163,6 +166,9 @@ class Router:
     shadow_run: str | None = None
     aliases: dict[str, str] = field(default_factory=dict)  # alias -> run id, as last looked up
     on_switch: Callable[[str], None] | None = None  # told the new primary run id
+    # The composed ingress routes bodies: the capture decodes them (off the request path).
+    decode_body: Decode | None = None
+    capture: Capture | None = None
     _metrics: _Metrics = field(default_factory=_Metrics)
     _mirrors: set[asyncio.Task[None]] = field(default_factory=set)
     _poller: asyncio.Task[None] | None = None
@@ -172,6 +178,8 @@ class Router:
         self._metrics = _Metrics.create(self.served.spec_name)
         self.served.alias_ttl_s = self.traffic.poll_s
         self.stats[self.served.run_id] = ModelStats("primary")
+        if self.traffic.capture:
+            self.capture = Capture(self.traffic.capture, self.decode_body)
         if self.traffic.canary:
             self.canary_run = await self.served.resolve(self.traffic.canary)
             self.stats.setdefault(self.canary_run, ModelStats("canary"))
@@ -264,6 +272,9 @@ class Router:
             stat.latency_s += took
             stat.latency_max_s = max(stat.latency_max_s, took)
             self._metrics.record(run_id, stat.role, took, failed)
+        if self.capture is not None:
+            is_body = self.decode_body is not None
+            self.capture.record(items, results, model=run_id, role=stat.role, took_s=took, is_body=is_body)
         if self.shadow_run and run_id == self.served.run_id and self.shadow_run != run_id:
             self._mirror(items, results)
         return results
@@ -295,10 +306,26 @@ class Router:
         stat.latency_s += took
         stat.latency_max_s = max(stat.latency_max_s, took)
         self._metrics.record(shadow, "shadow", took, False)
+        if self.capture is not None:
+            is_body = self.decode_body is not None
+            self.capture.record(items, answers, model=shadow, role="shadow", took_s=took, is_body=is_body)
         self.agreement.add(primary, answers)
         if self._metrics.agreement is not None and self.agreement.compared:
             tags = {"spec": self.served.spec_name, "model": shadow, "role": "shadow"}
             self._metrics.agreement.set(self.agreement.same_label / self.agreement.compared, tags=tags)
+
+    def captured(self, items: list[Any], results: list[dict[str, Any]], run_id: str, took_s: float) -> None:
+        """Decoded items answered past ``predict`` (the composed ingress's tensors): captured alike."""
+        if self.capture is not None:
+            role = self.stats[run_id].role if run_id in self.stats else "named"
+            self.capture.record(items, results, model=run_id, role=role, took_s=took_s)
+
+    def close(self) -> None:
+        """The replica stops (Serve's graceful shutdown): the capture writes what it holds."""
+        if self._poller is not None:
+            self._poller.cancel()
+        if self.capture is not None:
+            self.capture.close()
 
     def summary(self) -> dict[str, Any]:
         """What ``/healthz`` shows: the roles, the aliases, per-model counts, the shadow's agreement."""
@@ -313,4 +340,6 @@ class Router:
             calls = self.shadow_stats.as_dict()
             del calls["role"]
             out["shadow"] = {"model": self.shadow_run, **calls, "agreement": self.agreement.as_dict()}
+        if self.capture is not None:
+            out["capture"] = self.capture.summary()
         return out

@@ -94,6 +94,12 @@ class ModelServer(HTTPEdge):
         self.drift = LiveDrift.from_checkpoint(self.served.kind, self.served.meta, self.served.folder)
         self.drift_gauges = DriftGauges(spec_name)
 
+    def __del__(self) -> None:
+        """Serve's graceful stop (SIGTERM, a scale-down, a redeploy): the capture writes what it holds."""
+        router = getattr(self, "router", None)  # the constructor may not have got that far
+        if router is not None:
+            router.close()
+
     def _switched(self, run_id: str) -> None:
         """An alias moved the primary: /healthz names it, drift compares with its training profile."""
         self.info["model_run_id"] = run_id

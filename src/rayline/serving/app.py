@@ -42,6 +42,7 @@ def traffic(spec: Spec, model: str) -> dict[str, Any]:
         canary_percent=canary.percent if canary else 0.0,
         shadow=spec.serve.shadow,
         poll_s=spec.serve.alias_poll_s,
+        capture=spec.serve.capture.model_dump() if spec.serve.capture else None,
     ).model_dump()
 
 
