@@ -218,17 +218,11 @@ class PartPredictor:
         table = table.append_column("_row", pa.array(numbers[screened.bad_positions]))
         return table.append_column("_reason", pa.array(screened.bad_reasons, type=pa.string()))
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Ray Data's batch function: part numbers in, what each gave out (evaluation: its tally)."""
+    def run_or_tally(self, index: int) -> Done | dict[str, Any]:
+        """An actor's call: the part written (``Done``), or, evaluating, its tally (a JSON line)."""
         if self.target is not None:
-            tallies = [json.dumps(asdict(self.tally(int(i), self.target))) for i in batch["part"]]
-            return {"part": batch["part"], "tally": np.array(tallies, dtype=object)}
-        done = [self.run(int(i)) for i in batch["part"]]
-        return {
-            "part": np.array([d.part for d in done]),
-            "rows": np.array([d.rows for d in done]),
-            "bad": np.array([d.bad for d in done]),
-        }
+            return {"part": index, "tally": json.dumps(asdict(self.tally(index, self.target)))}
+        return self.run(index)
 
 
 def run_local(predictor: PartPredictor, todo: list[int], folder: Path) -> list[Done]:
