@@ -371,7 +371,18 @@ DRIFT_EXIT = 3  # drift found: not an error of the command, a result a script ca
 @app.command("drift")
 def drift_cmd(
     run_id: Annotated[str, typer.Argument(help="run id (or a unique prefix of 6+ characters)")],
-    input_path: Annotated[str, typer.Option("--input", help="new rows: a table or image set the model reads")],
+    input_path: Annotated[
+        str,
+        typer.Option(
+            "--input", help="new rows: a table or image set the model reads, or a capture folder (serve.capture)"
+        ),
+    ],
+    against: Annotated[
+        str | None,
+        typer.Option(
+            "--against", help="another capture folder: compare --input with this window, not the training profile"
+        ),
+    ] = None,
     threshold: Annotated[
         float, typer.Option("--threshold", help="PSI over this is drift (<0.1 none, 0.1-0.2 moderate)")
     ] = 0.2,
@@ -380,8 +391,11 @@ def drift_cmd(
     """Compare new rows with the model's training profile (PSI); exit 3 when any passes the threshold."""
     from rayline.stages.drift import drift
 
-    with progress_status(err, f"comparing {input_path} with the training profile of run {run_id}"):
-        report = drift(run_id, input=input_path, threshold=threshold, out=Path(out_path) if out_path else None)
+    reference = against or f"the training profile of run {run_id}"
+    with progress_status(err, f"comparing {input_path} with {reference}"):
+        report = drift(
+            run_id, input=input_path, threshold=threshold, out=Path(out_path) if out_path else None, against=against
+        )
     result = report.result
     table = Table("feature", "PSI", "flag", show_edge=False)
     for name, value in sorted(result.features.items(), key=lambda kv: -kv[1]):
@@ -390,7 +404,8 @@ def drift_cmd(
     if result.prediction is not None:
         flag = "  DRIFT" if result.prediction_flagged else ""
         out.print(f"predictions PSI {result.prediction:.4f} (against the {result.prediction_source}){flag}")
-    out.print(f"{result.rows:,} rows against run {report.run_id}  ({report.seconds:.1f} s)")
+    compared = f"the capture {against}" if against else f"run {report.run_id}"
+    out.print(f"{result.rows:,} rows against {compared}  ({report.seconds:.1f} s)")
     out.print(f"wrote {report.plot} and {report.json_path.name}")
     if report.drifted:
         named = [f"{n} (PSI {result.features[n]:.2f})" for n in result.flagged]

@@ -149,10 +149,18 @@ def capture_files(path: str) -> list[str]:
     if info.type == fs.FileType.NotFound:
         raise DataError(f"{path}: no such capture folder")
     if info.type == fs.FileType.File:
-        return [root]
+        return [root] if _finished(root.rsplit("/", 1)[-1]) else []
     found = filesystem.get_file_info(fs.FileSelector(root, recursive=True))
     names = [f.path for f in found if f.type == fs.FileType.File and _finished(f.base_name)]
     return sorted(names, key=lambda p: p.rsplit("/", 1)[-1])
+
+
+def is_capture(path: str) -> bool:
+    """Whether ``path`` holds capture files (a folder ``serve.capture.path`` named, or one such file)."""
+    try:
+        return bool(capture_files(path))
+    except DataError:
+        return False
 
 
 def _finished(name: str) -> bool:
