@@ -279,7 +279,7 @@ class CanarySpec(_Strict):
 
 
 class CaptureSpec(_Strict):
-    """Requests and answers written to storage as parquet (``serve.capture``; docs/serving.md)."""
+    """Requests and answers written to storage as parquet files (docs/serving.md, Capture)."""
 
     path: str = Field(description="a folder, or an object store URI (s3://bucket/prefix), the files go to")
     fraction: Annotated[float, Field(gt=0, le=1)] = Field(
@@ -289,7 +289,7 @@ class CaptureSpec(_Strict):
         default=64.0, description="a file is written once the rows held pass this size"
     )
     max_file_s: Annotated[float, Field(gt=0)] = Field(
-        default=60.0, description="... or once the oldest row held is this old (seconds)"
+        default=60.0, description="a file is also written once the oldest row held is this old (seconds)"
     )
     max_queue_mb: Annotated[float, Field(gt=0)] = Field(
         default=64.0,
