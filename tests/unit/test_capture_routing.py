@@ -34,7 +34,10 @@ async def _traffic(folder: Path) -> Router:
     traffic = Traffic(
         primary="primary-run", canary="canary-run", canary_percent=50.0, shadow="shadow-run", capture=capture
     )
-    router = Router(_Served(), traffic, _answer)  # type: ignore[arg-type]
+    served = _Served()
+    # start() looks the aliases up: a store in the test's folder, not a file in the working directory.
+    served.home, served.tracking_uri = str(folder.parent), f"sqlite:///{folder.parent / 'mlflow.db'}"
+    router = Router(served, traffic, _answer)  # type: ignore[arg-type]
     await router.start()
     for i in range(20):
         run_id = await router.route(None)
