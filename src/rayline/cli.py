@@ -415,6 +415,56 @@ def drift_cmd(
         raise typer.Exit(DRIFT_EXIT)
 
 
+@app.command("replay")
+def replay_cmd(
+    spec: SpecArg,
+    capture: Annotated[str, typer.Option("--capture", help="a capture folder (serve.capture.path) or URI")],
+    model: Annotated[str, typer.Option("--model", help="the candidate: an alias, best, latest or a run id")],
+    role: Annotated[
+        str, typer.Option("--role", help="replay the rows answered in this role (primary, canary, shadow, named)")
+    ] = "primary",
+    labels: Annotated[
+        str | None, typer.Option("--labels", help="parquet/CSV with the key column and the label (data.label)")
+    ] = None,
+    key: Annotated[
+        str | None, typer.Option("--key", help="column joining --labels to the capture, e.g. request_id")
+    ] = None,
+    out_path: Annotated[str | None, typer.Option("--out", help="folder (default RAYLINE_HOME/replays/RUN)")] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Score captured traffic with a candidate; agreement, shift and (with labels) metric differences."""
+    from rayline.spec import load_spec
+    from rayline.stages.replay import replay
+
+    loaded = load_spec(spec, set_ or [])
+    with progress_status(err, f"replaying {capture} with {loaded.name} model {model}"):
+        result = replay(
+            loaded,
+            capture=capture,
+            model=model,
+            role=role,
+            labels=labels,
+            key=key,
+            out=Path(out_path) if out_path else None,
+        )
+    where = "in process" if result.engine == "local" else "Ray actor pool"
+    out.print(
+        f"replayed {result.rows:,} {role} rows with run {result.candidate} against "
+        f"{', '.join(result.recorded)}  ({result.seconds:.1f} s, {where})"
+    )
+    for name, value in result.agreement.items():
+        out.print(f"  {name:>15}  {value:.6g}")
+    for name, shifted in result.shift.items():
+        out.print(f"  {'PSI ' + name:>15}  {shifted.psi:.4f}")
+    if result.differences:
+        out.print(f"on {result.labelled:,} labelled rows (candidate - recorded, 95% bootstrap interval):")
+    for name, d in result.differences.items():
+        out.print(
+            f"  {name:>15}  {d.candidate:.4f} vs {d.recorded:.4f}  {d.difference:+.4f}  [{d.low:+.4f}, {d.high:+.4f}]"
+        )
+    out.print(f"replay run {result.run_id}; wrote {result.report}")
+
+
 @app.command("predict")
 def predict_cmd(
     spec: SpecArg,
@@ -802,6 +852,13 @@ def promote_cmd(
     spec: Annotated[
         Path | None, typer.Option("--spec", help="spec file to evaluate with (default: the run's own spec.yaml)")
     ] = None,
+    evidence: Annotated[
+        str | None,
+        typer.Option(
+            "--evidence",
+            help="a replay run of this run with labels (rayline replay): refuse when its interval says worse",
+        ),
+    ] = None,
 ) -> None:
     """Point an alias of the spec's registered model at a run; refuses a worse one unless --force."""
     from rayline.spec import load_spec
@@ -809,9 +866,16 @@ def promote_cmd(
 
     loaded = load_spec(spec) if spec is not None else None
     with progress_status(err, f"promoting run {run_id} to {alias}"):
-        done = promote(run_id, alias, force=force, spec=loaded)
+        done = promote(run_id, alias, force=force, spec=loaded, evidence=evidence)
     version = done.version
     out.print(f"{version.model} version {version.version} (run {version.run_id}) is now {alias}")
+    if done.evidence is not None:
+        ev = done.evidence
+        note = "  (worse: forced)" if ev.worse else ""
+        out.print(
+            f"  replayed traffic (run {ev.run_id}): {ev.metric} {ev.difference:+.4f}, "
+            f"interval [{ev.low:+.4f}, {ev.high:+.4f}]{note}"
+        )
     if done.metric is not None:
         note = "  (worse: forced)" if done.forced else ""
         out.print(f"  {done.metric}: {done.candidate:.4f} vs {done.holder:.4f} for run {done.previous_run_id}{note}")
