@@ -189,3 +189,31 @@ def test_the_actor_pool_scores_the_same(
     assert "Ray actor pool" in out
     report = json.loads((tmp_path / "pool" / "replay.json").read_text())
     assert report["agreement"]["agreement"] == 1.0 and report["agreement"]["max_abs_diff"] < 1e-6
+
+
+@pytest.mark.slow  # a resnet trained in process
+def test_an_image_capture_replayed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import imagesets
+
+    with own_home(tmp_path):
+        source = imagesets.digits(tmp_path / "digits", per_class=6, classes=[1, 4])
+        spec = imagesets.spec_for(source, name="replay-digits")
+        (tmp_path / "digits.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json")))
+        run_id = train(spec).run_id
+        predictor = get_family("resnet18").load(open_registry().checkpoint_dir(run_id), cpus=1)
+        images = [imagesets.digit_array(d, n).reshape(1, 28, 28) for d in (1, 4) for n in range(6)]
+        writer = CaptureWriter(str(tmp_path / "capture"), replica="test")
+        for i in range(0, len(images), 3):
+            batch = images[i : i + 3]
+            writer.offer(
+                Answered(f"q{i}", 0.0, 0.01, run_id, "canary", "/predict", batch, predictor.predict_items(batch))
+            )
+        writer.close()
+        args = ["--capture", str(tmp_path / "capture"), "--model", run_id, "--role", "canary"]
+        code, out, err = rayline_here(
+            capsys, "replay", str(tmp_path / "digits.yaml"), *args, "--out", str(tmp_path / "r")
+        )
+        assert code == 0, out + err
+        report = json.loads((tmp_path / "r" / "replay.json").read_text())
+        assert report["rows"] == 12 and report["agreement"]["agreement"] == 1.0
+        assert report["agreement"]["max_abs_diff"] < 1e-5 and report["shift"]["labels"]["psi"] < 1e-9
