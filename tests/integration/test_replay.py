@@ -86,7 +86,8 @@ def home(setup: Setup, monkeypatch: pytest.MonkeyPatch) -> Setup:
 
 def _replay(capsys: pytest.CaptureFixture[str], s: Setup, model: str, out: Path, *extra: str) -> tuple[int, str, str]:
     args = ["replay", str(s.spec), "--capture", str(s.capture), "--model", model, "--out", str(out), *extra]
-    return rayline_here(capsys, *args)
+    code, printed, errors = rayline_here(capsys, *args)
+    return code, printed, errors
 
 
 def _run_of(out: str) -> str:
