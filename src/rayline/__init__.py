@@ -13,6 +13,8 @@ The Python API mirrors the CLI::
     everything = rayline.run(spec)         # rayline run: train, tune, predict, evaluate
     draft = rayline.init_spec("data.csv", label="churned")  # rayline init: a spec from the data
     draft.write("churn.yaml"); rayline.run(draft.spec)
+    check = rayline.verify(spec, model="champion")   # rayline verify: every path gives the same answers
+    replayed = rayline.replay(spec, capture="captured/", model=run.run_id)  # rayline replay
 
 Heavy dependencies (ray, torch, mlflow) load on first use, not on ``import rayline``.
 """
@@ -51,8 +53,10 @@ if TYPE_CHECKING:
     from rayline.stages.pipeline import LifecycleResult
     from rayline.stages.predict import PredictResult
     from rayline.stages.promote import Promotion
+    from rayline.stages.replay import ReplayResult
     from rayline.stages.train import TrainResult
     from rayline.stages.tune import TuneResult
+    from rayline.verify import Verification
 
 __all__ = [
     "DataError",
@@ -79,11 +83,13 @@ __all__ = [
     "open_registry",
     "predict",
     "promote",
+    "replay",
     "run",
     "serve",
     "spec_from_dict",
     "train",
     "tune",
+    "verify",
 ]
 
 
@@ -209,3 +215,21 @@ def init_spec(source: str | os.PathLike[str], **kwargs: Any) -> Draft:
     from rayline.autospec import init_spec as _init_spec
 
     return _init_spec(source, **kwargs)
+
+
+def verify(spec: Spec, **kwargs: Any) -> Verification:
+    """The same validation rows through every path (in process, the Ray Data pool, /predict, the Open
+    Inference Protocol over REST and gRPC, MLflow's pyfunc), compared (see ``rayline.verify.verify``)."""
+    spec, kwargs = _spec_arg("verify", spec), _checked("verify", kwargs)
+    from rayline.verify import verify as _verify
+
+    return _verify(spec, **kwargs)
+
+
+def replay(spec: Spec, **kwargs: Any) -> ReplayResult:
+    """Captured traffic scored by another run: agreement, prediction shift and, with labels, each
+    metric's difference with a bootstrap interval (see ``rayline.stages.replay.replay``)."""
+    spec, kwargs = _spec_arg("replay", spec), _checked("replay", kwargs)
+    from rayline.stages.replay import replay as _replay
+
+    return _replay(spec, **kwargs)

@@ -124,14 +124,12 @@ def submit(
     """
     if command not in COMMANDS:
         raise SpecError(f"cannot submit {command!r}: one of {', '.join(COMMANDS)}")
-    import rayline
-
     client = _client(address)
     with tempfile.TemporaryDirectory(prefix="rayline-job-") as tmp:
         package(spec, Path(tmp))
         runtime_env = {
             "working_dir": tmp,
-            "py_modules": [str(Path(rayline.__file__).parent)],
+            "py_modules": [str(Path(__file__).resolve().parent)],  # this package's folder
             "env_vars": {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ},
         }
         try:

@@ -59,11 +59,11 @@ def from_batch(m: Model, frame: pd.DataFrame) -> pd.DataFrame:
 
 # ------------------------------------------------------------------------- batch prediction
 def batch(spec: Spec, m: Model, rows: Rows, engine: str, out: Path, registry: Registry) -> pd.DataFrame:
-    """``rayline.predict`` of the rows on ``engine`` (local: in this process; ray: the actor pool)."""
-    import rayline
+    """``rayline predict`` of the rows on ``engine`` (local: in this process; ray: the actor pool)."""
+    from rayline.stages.predict import predict as predict_stage
 
     predict = spec.predict.model_copy(update={"engine": engine, "on_bad_row": "fail", "output": None})
-    result = rayline.predict(
+    result = predict_stage(
         spec.model_copy(update={"predict": predict}),
         model=m.record.run_id,
         input=str(rows.input),
