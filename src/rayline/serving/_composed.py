@@ -23,14 +23,12 @@ from ray import serve
 from rayline.data import get_kind
 from rayline.errors import DataError
 from rayline.registry import Registry
-from rayline.serving._auth import Access
 from rayline.serving._drift import LiveDrift
-from rayline.serving._edge import HTTPEdge
-from rayline.serving._explain import NotExplainable, explain_checked
+from rayline.serving._edge import EdgeOptions, HTTPEdge
+from rayline.serving._explain import NotExplainable, explain_run
 from rayline.serving._http import count_batch
 from rayline.serving._models import MAX_MODELS_PER_REPLICA, Served, predict_checked, split_back
-from rayline.serving._routing import Router, Traffic
-from rayline.serving.oip import stubs
+from rayline.serving._routing import Router
 from rayline.serving.oip.service import OIPModel
 
 
@@ -102,10 +100,8 @@ class Model:
         """``/explain`` for decoded items (not batched), or why this model cannot explain: the
         reason as text, since an exception of rayline's own would arrive wrapped by Ray."""
         run_id = serve.get_multiplexed_model_id() or self.served.run_id
-        predictor = await self.get_model(run_id)
-        family = str((await self.served.meta_of(run_id)).get("family", self.served.family.name))
         try:
-            return await asyncio.to_thread(explain_checked, predictor, items, run_id=run_id, family=family)
+            return await explain_run(self.served, await self.get_model(run_id), items, run_id)
         except NotExplainable as err:
             return err.message
 
@@ -115,44 +111,19 @@ class Model:
 class Ingress(HTTPEdge):
     """HTTP edge: /predict, /healthz, /docs; validates requests and picks the model."""
 
-    async def __init__(  # type: ignore[misc]  # Serve awaits an async constructor
-        self,
-        preprocessor: Any,
-        model: Any,
-        *,
-        spec_name: str,
-        max_batch_size: int,
-        batch_wait_timeout_s: float,
-        access: Access,
-        max_request_bytes: int,
-        grpc: bool = False,
-        scales_to_zero: bool = False,
-        traffic: dict[str, Any] | None = None,
-        **served: Any,
-    ) -> None:
-        if grpc:  # requests arrive pickled: their message classes must import here
-            stubs.modules()
+    async def __init__(self, preprocessor: Any, model: Any, edge: EdgeOptions, served: dict[str, Any]) -> None:  # type: ignore[misc]  # Serve awaits an async constructor
         self.preprocessor, self.model = preprocessor, model
-        self.served = Served(spec_name=spec_name, **served)  # resolves model ids; never loads a model here
         # How well dynamic batching groups concurrent requests (requests per ingress batch).
         batching = {"batches": 0, "requests": 0, "largest": 0}
-        self._edge_setup(
-            topology="composed",
-            spec_name=spec_name,
-            family=served["family"],
-            access=access,
-            max_request_bytes=max_request_bytes,
-            scales_to_zero=scales_to_zero,
-            batching=batching,
-        )
-        self._batched.set_max_batch_size(max_batch_size)  # type: ignore[attr-defined]
-        self._batched.set_batch_wait_timeout_s(batch_wait_timeout_s)  # type: ignore[attr-defined]
-        self.oip = OIPModel(spec_name, self.served, self._predict_items)
+        self._edge_setup(edge, served, topology="composed", batching=batching)
+        self._batched.set_max_batch_size(edge.max_batch_size)  # type: ignore[attr-defined]
+        self._batched.set_batch_wait_timeout_s(edge.batch_wait_timeout_s)  # type: ignore[attr-defined]
+        self.oip = OIPModel(self.served.spec_name, self.served, self._predict_items)
         # The ingress routes bodies (the preprocessor decodes them): the router's payload is a body,
         # which the capture decodes in its own thread.
         self.router = Router(
             self.served,
-            Traffic.model_validate(traffic or {"primary": self.served.run_id}),
+            edge.routes(self.served.run_id),
             self._predict_payload,
             decode_body=self._decode_body,
         )
@@ -239,18 +210,7 @@ def _light(model_options: dict[str, Any]) -> dict[str, Any]:
 
 
 def composed_app(
-    *,
-    spec_name: str,
-    served: dict[str, Any],
-    meta: dict[str, Any],
-    model_options: dict[str, Any],
-    max_batch_size: int,
-    batch_wait_timeout_s: float,
-    access: Access,
-    max_request_bytes: int,
-    grpc: bool = False,
-    scales_to_zero: bool = False,
-    traffic: dict[str, Any] | None = None,
+    *, edge: EdgeOptions, served: dict[str, Any], meta: dict[str, Any], model_options: dict[str, Any]
 ) -> Any:
     """The composed application, ready for ``serve.run``; ``served`` are ``Served``'s arguments.
 
@@ -259,19 +219,7 @@ def composed_app(
     an error inside a request rather than a 429 at the door."""
     overload = {k: model_options[k] for k in EDGE_ONLY if k in model_options}
     inner = {k: v for k, v in model_options.items() if k not in EDGE_ONLY}
-    model = Model.options(**inner).bind(max_batch_size=max_batch_size, spec_name=spec_name, **served)  # type: ignore[attr-defined]
+    model = Model.options(**inner).bind(max_batch_size=edge.max_batch_size, **served)  # type: ignore[attr-defined]
     light = _light(model_options)
     preprocessor = Preprocessor.options(**light).bind(meta)  # type: ignore[attr-defined]
-    return Ingress.options(**light, **overload).bind(  # type: ignore[attr-defined]
-        preprocessor,
-        model,
-        spec_name=spec_name,
-        max_batch_size=max_batch_size,
-        batch_wait_timeout_s=batch_wait_timeout_s,
-        access=access,
-        max_request_bytes=max_request_bytes,
-        grpc=grpc,
-        scales_to_zero=scales_to_zero,
-        traffic=traffic,
-        **served,
-    )
+    return Ingress.options(**light, **overload).bind(preprocessor, model, edge, served)  # type: ignore[attr-defined]

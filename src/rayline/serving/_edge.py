@@ -9,14 +9,32 @@ defines ``_predict_body``, ``_explain_body`` and ``_live``; the rest is here.
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 from typing import Any
 
 from rayline._version import __version__
 from rayline.serving._auth import Access
 from rayline.serving._http import ingress_app
 from rayline.serving._models import Served
-from rayline.serving._routing import Router
+from rayline.serving._routing import Router, Traffic
+from rayline.serving.oip import stubs
 from rayline.serving.oip.service import GRPCInference
+
+
+@dataclass(frozen=True)
+class EdgeOptions:
+    """How either edge serves, whatever the model: built once from the spec (``app.application``)."""
+
+    max_batch_size: int
+    batch_wait_timeout_s: float
+    access: Access
+    max_request_bytes: int
+    grpc: bool = False
+    scales_to_zero: bool = False
+    traffic: dict[str, Any] | None = None  # ``Traffic``'s fields; None: the default run takes all
+
+    def routes(self, run_id: str) -> Traffic:
+        return Traffic.model_validate(self.traffic or {"primary": run_id})
 
 
 class HTTPEdge(GRPCInference):
@@ -28,30 +46,26 @@ class HTTPEdge(GRPCInference):
     max_request_bytes: int
 
     def _edge_setup(
-        self,
-        *,
-        topology: str,
-        spec_name: str,
-        family: str,
-        access: Access,
-        max_request_bytes: int,
-        scales_to_zero: bool,
-        batching: dict[str, int],
+        self, edge: EdgeOptions, served: dict[str, Any], *, topology: str, batching: dict[str, int]
     ) -> None:
-        """The request model and what ``/healthz`` says of this service (``self.served`` is set)."""
+        """``self.served`` (``served``: ``Served``'s arguments; never loads a model here), the
+        request model and what ``/healthz`` says of this service."""
+        if edge.grpc:  # requests arrive pickled: their message classes must import here
+            stubs.modules()
+        self.served = Served(**served)
         kind, meta = self.served.kind, self.served.meta
         self.body_model = kind.request_model(meta)
         self.info = {
-            "spec": spec_name,
-            "family": family,
+            "spec": served["spec_name"],
+            "family": served["family"],
             "model_run_id": self.served.run_id,
             "topology": topology,
-            "scales_to_zero": scales_to_zero,
+            "scales_to_zero": edge.scales_to_zero,
             **kind.describe(meta),
             "rayline_version": __version__,
             "batching": batching,
         }
-        self.access, self.max_request_bytes = access, max_request_bytes
+        self.access, self.max_request_bytes = edge.access, edge.max_request_bytes
 
     async def _predict_body(self, body: Any, header_id: str | None = None) -> tuple[str, list[dict[str, Any]]]:
         """A validated body and the model header -> (the run that answered, one result per item)."""

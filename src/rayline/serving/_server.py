@@ -16,16 +16,13 @@ from typing import Any
 
 from ray import serve
 
-from rayline import checkpoints
 from rayline.registry import Registry
-from rayline.serving._auth import Access
 from rayline.serving._drift import DriftGauges, LiveDrift
-from rayline.serving._edge import HTTPEdge
-from rayline.serving._explain import explain_checked
+from rayline.serving._edge import EdgeOptions, HTTPEdge
+from rayline.serving._explain import explain_run
 from rayline.serving._http import count_batch
-from rayline.serving._models import MAX_MODELS_PER_REPLICA, Served, predict_checked, split_back
-from rayline.serving._routing import Router, Traffic
-from rayline.serving.oip import stubs
+from rayline.serving._models import MAX_MODELS_PER_REPLICA, predict_checked, split_back
+from rayline.serving._routing import Router
 from rayline.serving.oip.service import OIPModel
 
 
@@ -34,65 +31,25 @@ from rayline.serving.oip.service import OIPModel
 class ModelServer(HTTPEdge):
     """Loads one registered model; serves it (and compatible ones) over HTTP and to Python handles."""
 
-    async def __init__(  # type: ignore[misc]  # Serve awaits an async constructor
-        self,
-        *,
-        family: str,
-        checkpoint: checkpoints.Portable,
-        model_run_id: str,
-        spec_name: str,
-        home: str,
-        tracking_uri: str,
-        max_batch_size: int,
-        batch_wait_timeout_s: float,
-        access: Access,
-        max_request_bytes: int,
-        cpus: int = 1,
-        precision: str = "float32",
-        grpc: bool = False,
-        scales_to_zero: bool = False,
-        traffic: dict[str, Any] | None = None,
-    ) -> None:
-        if grpc:  # requests arrive pickled: their message classes must import here
-            stubs.modules()
-        self.served = Served(
-            family=family,
-            checkpoint=checkpoint,
-            run_id=model_run_id,
-            spec_name=spec_name,
-            home=home,
-            tracking_uri=tracking_uri,
-            cpus=cpus,
-            precision=precision,
-        )
+    async def __init__(self, edge: EdgeOptions, served: dict[str, Any]) -> None:  # type: ignore[misc]  # Serve awaits an async constructor
         # Per replica: batches formed, requests they held, the largest, and requests that came
         # alone and were predicted without the batch queue.
         batching = {"batches": 0, "requests": 0, "largest": 0, "alone": 0}
-        self._edge_setup(
-            topology="fused",
-            spec_name=spec_name,
-            family=family,
-            access=access,
-            max_request_bytes=max_request_bytes,
-            scales_to_zero=scales_to_zero,
-            batching=batching,
-        )
+        self._edge_setup(edge, served, topology="fused", batching=batching)
         self._in_flight = 0
-        self._lone_shortcut = batch_wait_timeout_s == 0  # a set wait means: wait for company
-        self._predict_batch.set_max_batch_size(max_batch_size)  # type: ignore[attr-defined]
-        self._predict_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)  # type: ignore[attr-defined]
+        self._lone_shortcut = edge.batch_wait_timeout_s == 0  # a set wait means: wait for company
+        self._predict_batch.set_max_batch_size(edge.max_batch_size)  # type: ignore[attr-defined]
+        self._predict_batch.set_batch_wait_timeout_s(edge.batch_wait_timeout_s)  # type: ignore[attr-defined]
         # Serve routes a request naming a model to the replicas that report it loaded; each
         # replica reports the default at start, so a replica added by autoscaling gets traffic.
-        await self.get_model(model_run_id)
-        self.oip = OIPModel(spec_name, self.served, self._answer_items)
-        self.router = Router(
-            self.served, Traffic.model_validate(traffic or {"primary": model_run_id}), self._predict_items
-        )
+        await self.get_model(self.served.run_id)
+        self.oip = OIPModel(self.served.spec_name, self.served, self._answer_items)
+        self.router = Router(self.served, edge.routes(self.served.run_id), self._predict_items)
         self.router.on_switch = self._switched
         await self.router.start()
         # None: a model trained before checkpoints held a training profile.
         self.drift = LiveDrift.from_checkpoint(self.served.kind, self.served.meta, self.served.folder)
-        self.drift_gauges = DriftGauges(spec_name)
+        self.drift_gauges = DriftGauges(self.served.spec_name)
 
     def __del__(self) -> None:
         """Serve's graceful stop (SIGTERM, a scale-down, a redeploy): the capture writes what it holds."""
@@ -162,8 +119,4 @@ class ModelServer(HTTPEdge):
     async def _explain_body(self, body: Any, header_id: str | None = None) -> tuple[str, list[dict[str, Any]]]:
         run_id = await self.served.resolve(getattr(body, "model", None) or header_id)
         items = self.served.kind.decode_request(body, self.served.meta)
-        predictor = await self.get_model(run_id)
-        family = str((await self.served.meta_of(run_id)).get("family", self.served.family.name))
-        # TreeSHAP on a big body, or a saliency map's backward pass, takes longer than the event
-        # loop should stand still: other requests keep being answered meanwhile.
-        return run_id, await asyncio.to_thread(explain_checked, predictor, items, run_id=run_id, family=family)
+        return run_id, await explain_run(self.served, await self.get_model(run_id), items, run_id)

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from rayline import checkpoints
 from rayline.registry import Registry, RunRecord, open_registry
 from rayline.serving._auth import Access
+from rayline.serving._edge import EdgeOptions
 from rayline.serving._routing import Traffic
 from rayline.serving.config import deployment_options, topology
 from rayline.spec import Spec, spec_from_dict
@@ -64,52 +65,32 @@ def application(
     from rayline.serving._composed import composed_app
     from rayline.serving._server import ModelServer
 
-    access = Access.of(spec.serve)
     auto = spec.serve.autoscaling
-    scales_to_zero = auto is not None and auto.min_replicas == 0
-    portable = checkpoints.pack(checkpoint) if pack else checkpoints.portable(checkpoint)
-    routes = traffic(spec, model or record.run_id)
+    edge = EdgeOptions(
+        max_batch_size=spec.serve.max_batch_size,
+        batch_wait_timeout_s=spec.serve.batch_wait_timeout_s,
+        access=Access.of(spec.serve),
+        max_request_bytes=spec.serve.max_request_bytes,
+        grpc=spec.serve.grpc_port is not None,
+        scales_to_zero=auto is not None and auto.min_replicas == 0,
+        traffic=traffic(spec, model or record.run_id),
+    )
     served = {
         "family": record.family,
-        "checkpoint": portable,
+        "checkpoint": checkpoints.pack(checkpoint) if pack else checkpoints.portable(checkpoint),
         "run_id": record.run_id,
+        "spec_name": spec.name,
         "home": str(registry.home),
         "tracking_uri": registry.tracking_uri,
         "cpus": max(1, round(spec.serve.num_cpus)),
         "precision": spec.serve.precision,
     }
+    options = deployment_options(spec.serve)
     if topology(spec.serve) == "composed":
-        return composed_app(
-            spec_name=spec.name,
-            served=served,
-            meta=checkpoints.read_meta(checkpoint),
-            model_options=deployment_options(spec.serve),
-            max_batch_size=spec.serve.max_batch_size,
-            batch_wait_timeout_s=spec.serve.batch_wait_timeout_s,
-            access=access,
-            max_request_bytes=spec.serve.max_request_bytes,
-            grpc=spec.serve.grpc_port is not None,
-            scales_to_zero=scales_to_zero,
-            traffic=routes,
-        )
+        meta = checkpoints.read_meta(checkpoint)
+        return composed_app(edge=edge, served=served, meta=meta, model_options=options)
     deployment: Any = ModelServer
-    return deployment.options(**deployment_options(spec.serve)).bind(
-        family=record.family,
-        checkpoint=portable,
-        model_run_id=record.run_id,
-        spec_name=spec.name,
-        home=served["home"],
-        tracking_uri=served["tracking_uri"],
-        max_batch_size=spec.serve.max_batch_size,
-        batch_wait_timeout_s=spec.serve.batch_wait_timeout_s,
-        access=access,
-        max_request_bytes=spec.serve.max_request_bytes,
-        cpus=served["cpus"],
-        precision=spec.serve.precision,
-        grpc=spec.serve.grpc_port is not None,
-        scales_to_zero=scales_to_zero,
-        traffic=routes,
-    )
+    return deployment.options(**options).bind(edge, served)
 
 
 def resolve(spec: Spec, model: str, registry: Registry) -> tuple[RunRecord, Path]:
