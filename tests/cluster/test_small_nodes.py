@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -50,3 +51,27 @@ def test_the_prediction_pool_runs_on_one_cpu_nodes(small: LocalCluster, env: dic
     )  # fmt: skip
     assert "Ray actor pool" in out, out
     assert len(new_nodes(small, "PartPredictor", before)) == 1
+
+
+def test_the_prediction_pool_spans_two_one_cpu_nodes(small: LocalCluster, env: dict[str, str], tmp_path: Path) -> None:
+    """Two actors of 1 CPU, one on each node; rows/s on two nodes against one is printed (the
+    nodes share this machine's cores: a record, not a claim)."""
+    import pyarrow.parquet as pq
+
+    out = rayline(env, "train", TAXI, "--set", "data.rows=5000")
+    run_id = out.split()[1]
+    rayline(env, "data", "taxi", "--rows", "400000", "--out", str(tmp_path / "taxi.parquet"))
+    source = tmp_path / "groups.parquet"  # 20 row groups: parts for two actors
+    pq.write_table(pq.read_table(tmp_path / "taxi.parquet"), source, row_group_size=20_000)
+    rates = {}
+    for pool in (1, 2):
+        before = actors(small, "PartPredictor")
+        out = rayline(
+            env, "predict", TAXI, "--model", run_id, "--input", str(source), "--out", str(tmp_path / f"{pool}.parquet"),
+            "--set", "predict.engine=ray", "--set", f"predict.concurrency={pool}",
+        )  # fmt: skip
+        found = re.search(r"wrote ([\d,]+) rows .*\(([\d.]+) s, Ray actor pool", out)
+        assert found is not None, out
+        rates[pool] = int(found.group(1).replace(",", "")) / float(found.group(2))
+        assert len(new_nodes(small, "PartPredictor", before)) == pool
+    print(f"pool rows/s: 1 actor on 1 node {rates[1]:,.0f}; 2 actors on 2 nodes {rates[2]:,.0f}")
