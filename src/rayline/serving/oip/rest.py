@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from enum import Enum
+from functools import partial
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -79,13 +81,13 @@ def add_routes(app: FastAPI, oip: OIPModel, errors: dict[int | str, dict[str, An
     async def ready() -> dict[str, Any]:
         return {"ready": True}
 
-    async def metadata(name: str, version: str | None) -> Any:
+    async def metadata(request: Request, name: str, version: str | None) -> Any:
         try:
             return await oip.metadata(name, version)
         except ANSWERED as err:
             return _error(err)
 
-    async def model_ready(name: str, version: str | None) -> Any:
+    async def model_ready(request: Request, name: str, version: str | None) -> Any:
         try:
             return {"name": name, "ready": await oip.ready(name, version)}
         except ANSWERED as err:
@@ -107,32 +109,34 @@ def add_routes(app: FastAPI, oip: OIPModel, errors: dict[int | str, dict[str, An
             return Response(body, media_type="application/json")
         return Response(body, media_type="application/octet-stream", headers={HEADER_LENGTH: str(head)})
 
-    @app.get("/v2/models/{name}", tags=TAG, summary="Model metadata", responses=failing)
-    async def model_metadata(name: str) -> Any:
-        return await metadata(name, None)
+    # Each model route stands twice: for the model's default version and for a version named.
+    for tail, method, answer_fn, summaries, extra in (
+        ("", "GET", metadata, ("Model metadata", "Model version metadata"), None),
+        ("/ready", "GET", model_ready, ("Model ready", "Model version ready"), None),
+        ("/infer", "POST", infer, ("Infer", "Infer with a version"), INFER_BODY),
+    ):
+        add = partial(app.add_api_route, methods=[method], tags=TAG, responses=failing, openapi_extra=extra)
+        default, versioned = _both_versions(answer_fn)
+        add(f"/v2/models/{{name}}{tail}", default, summary=summaries[0], operation_id=answer_fn.__name__)
+        add(
+            f"/v2/models/{{name}}/versions/{{version}}{tail}",
+            versioned,
+            summary=summaries[1],
+            operation_id=f"{answer_fn.__name__}_version",
+        )
 
-    @app.get("/v2/models/{name}/versions/{version}", tags=TAG, summary="Model version metadata", responses=failing)
-    async def version_metadata(name: str, version: str) -> Any:
-        return await metadata(name, version)
 
-    @app.get("/v2/models/{name}/ready", tags=TAG, summary="Model ready", responses=failing)
-    async def ready_model(name: str) -> Any:
-        return await model_ready(name, None)
+Answer = Callable[[Request, str, str | None], Awaitable[Any]]
 
-    @app.get("/v2/models/{name}/versions/{version}/ready", tags=TAG, summary="Model version ready", responses=failing)
-    async def ready_version(name: str, version: str) -> Any:
-        return await model_ready(name, version)
 
-    @app.post("/v2/models/{name}/infer", tags=TAG, summary="Infer", responses=failing, openapi_extra=INFER_BODY)
-    async def infer_model(request: Request, name: str) -> Any:
-        return await infer(request, name, None)
+def _both_versions(answer_fn: Answer) -> tuple[Callable[..., Awaitable[Any]], Callable[..., Awaitable[Any]]]:
+    """FastAPI endpoints for a route without and with ``/versions/{version}`` (FastAPI reads
+    path parameters from the signature, so each needs its own)."""
 
-    @app.post(
-        "/v2/models/{name}/versions/{version}/infer",
-        tags=TAG,
-        summary="Infer with a version",
-        responses=failing,
-        openapi_extra=INFER_BODY,
-    )
-    async def infer_version(request: Request, name: str, version: str) -> Any:
-        return await infer(request, name, version)
+    async def default(request: Request, name: str) -> Any:
+        return await answer_fn(request, name, None)
+
+    async def versioned(request: Request, name: str, version: str) -> Any:
+        return await answer_fn(request, name, version)
+
+    return default, versioned
