@@ -22,7 +22,6 @@ import math
 import re
 import time
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -30,15 +29,13 @@ import numpy as np
 import pandas as pd
 
 from rayline import runtime
-from rayline.data import Target, get_kind
+from rayline.data import Target
 from rayline.errors import DataError, RaylineError, map_error
-from rayline.families import get_family
 from rayline.registry import Registry, open_registry
 from rayline.spec import Spec
 from rayline.stages import parts
-from rayline.stages.engine import predicts_in_process
+from rayline.stages.engine import plugs, predicts_in_process
 from rayline.stages.predict import (
-    Model,
     local_predictions,
     part_settings,
     pool_over_parts,
@@ -213,12 +210,10 @@ def evaluate(
     require_gpus(spec)
     registry = registry or open_registry()
     source = input or spec.predict.input
-    family = get_family(spec.model.family)
-    kind = get_kind(family.data_kind)
+    family, kind = plugs(spec)
     by_parts = parts.supports_parts(kind, family)
     local = predicts_in_process(spec, kind, source, streaming=by_parts)
-    resolve = partial(resolve_model, spec, model, registry)
-    m: Model = resolve() if local else runtime.init_while(resolve)
+    m = resolve_model(spec, model, registry, local=local)
     target = m.kind.target(m.meta)
     to_terms = RowTerms(target)
 

@@ -33,7 +33,7 @@ from rayline.families import Family, get_family
 from rayline.registry import Registry, RunRecord, open_registry
 from rayline.spec import Spec
 from rayline.stages import parts
-from rayline.stages.engine import predicts_in_process
+from rayline.stages.engine import plugs, predicts_in_process
 from rayline.stages.heartbeat import Pulse, watch
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ class PredictResult:
 
 
 @dataclass(frozen=True)
-class Model:
+class ResolvedModel:
     """A registered model, resolved: its run, plugs, local checkpoint folder and ``meta.json``."""
 
     record: RunRecord
@@ -93,16 +93,32 @@ class Model:
     checkpoint: Path
     meta: dict[str, Any]
 
+    def local_predictor(self, precision: str) -> BatchPredictor:
+        """The model loaded in this process, on the cores this process may use."""
+        return BatchPredictor(
+            self.family.name,
+            str(self.checkpoint),
+            cpus=runtime.local_cpus(),
+            drop=self.kind.output_drop,
+            precision=precision,
+        )
 
-def model_of(record: RunRecord, registry: Registry) -> Model:
+
+def model_of(record: RunRecord, registry: Registry) -> ResolvedModel:
     """A registered run's model, with its checkpoint fetched to a local folder."""
     family = get_family(record.family)
     folder = registry.checkpoint_dir(record.run_id)
-    return Model(record, family, get_kind(family.data_kind), folder, checkpoints.read_meta(folder))
+    return ResolvedModel(record, family, get_kind(family.data_kind), folder, checkpoints.read_meta(folder))
 
 
-def resolve_model(spec: Spec, model: str, registry: Registry) -> Model:
-    return model_of(registry.resolve(spec.name, model, metric=spec.metric, mode=spec.mode), registry)
+def resolve_model(spec: Spec, model: str, registry: Registry, *, local: bool) -> ResolvedModel:
+    """``model`` (best, latest, a run id...) of the spec, resolved; unless the job runs in this
+    process (``local``), Ray starts meanwhile (see ``runtime.init_while``)."""
+
+    def resolve() -> ResolvedModel:
+        return model_of(registry.resolve(spec.name, model, metric=spec.metric, mode=spec.mode), registry)
+
+    return resolve() if local else runtime.init_while(resolve)
 
 
 def require_gpus(spec: Spec) -> None:
@@ -112,26 +128,22 @@ def require_gpus(spec: Spec) -> None:
     runtime.require_gpus(actors * share, f"predict.num_gpus={share:g} x {actors} actor(s)")
 
 
-def _batch_size(spec: Spec, m: Model) -> int:
+def _batch_size(spec: Spec, m: ResolvedModel) -> int:
     # What bounds the model's memory per call, on either engine.
     return spec.predict.batch_size or m.family.predict_batch_size
 
 
-def local_predictions(spec: Spec, m: Model, source: str | None, *, label: str | None = None) -> Iterator[pd.DataFrame]:
+def local_predictions(
+    spec: Spec, m: ResolvedModel, source: str | None, *, label: str | None = None
+) -> Iterator[pd.DataFrame]:
     """The input's rows in batches, each with the family's prediction columns, computed here."""
-    predictor = BatchPredictor(
-        m.family.name,
-        str(m.checkpoint),
-        cpus=runtime.local_cpus(),
-        drop=m.kind.output_drop,
-        precision=spec.predict.precision,
-    )
+    predictor = m.local_predictor(spec.predict.precision)
     for chunk in m.kind.local_batches(spec, m.meta, source, _batch_size(spec, m), label=label):
         if not chunk.empty:
             yield predictor(chunk.reset_index(drop=True))
 
 
-def pool_predictions(spec: Spec, m: Model, ds: ray.data.Dataset, progress: Any | None) -> ray.data.Dataset:
+def pool_predictions(spec: Spec, m: ResolvedModel, ds: ray.data.Dataset, progress: Any | None) -> ray.data.Dataset:
     """``ds`` with the family's prediction columns, computed on a Ray Data actor pool whose actors
     beat ``progress`` (a ``watch`` board)."""
     import ray
@@ -185,7 +197,7 @@ def default_output(spec: Spec, run_id: str) -> Path:
     return runtime.home() / "predictions" / spec.name / f"{run_id}.parquet"
 
 
-def write_local(spec: Spec, m: Model, source: str | None, target: Path) -> int:
+def write_local(spec: Spec, m: ResolvedModel, source: str | None, target: Path) -> int:
     """Predict every input row in this process; write ``target/part-00000.parquet``; return the row count."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -208,7 +220,7 @@ def write_local(spec: Spec, m: Model, source: str | None, target: Path) -> int:
     return rows
 
 
-def write_on_pool(spec: Spec, m: Model, source: str | None, target: Path, progress: Any) -> None:
+def write_on_pool(spec: Spec, m: ResolvedModel, source: str | None, target: Path, progress: Any) -> None:
     pool_predictions(spec, m, m.kind.ray_input(spec, m.meta, source), progress).write_parquet(str(target))
 
 
@@ -246,15 +258,13 @@ def predict(
     require_gpus(spec)
     registry = registry or open_registry()
     source = input or spec.predict.input
-    family = get_family(spec.model.family)
-    kind = get_kind(family.data_kind)
+    family, kind = plugs(spec)
     by_parts = parts.supports_parts(kind, family)
     if not by_parts and (resume or spec.predict.on_bad_row != "fail"):
         what = "--resume" if resume else f"predict.on_bad_row={spec.predict.on_bad_row}"
         raise SpecError(f"{what} applies to tables; {family.name} predicts {family.data_kind} data")
     local = predicts_in_process(spec, kind, source, streaming=by_parts)
-    resolve = partial(resolve_model, spec, model, registry)
-    m = resolve() if local else runtime.init_while(resolve)
+    m = resolve_model(spec, model, registry, local=local)
     target = Path(output or spec.predict.output or default_output(spec, m.record.run_id)).expanduser().resolve()
     bad = 0
     aside: Path | None = None
@@ -291,7 +301,7 @@ MIN_ARROW_BATCH = 65_536
 
 
 def _predict_parts(
-    spec: Spec, m: Model, source: str | None, target: Path, *, local: bool, resume: bool
+    spec: Spec, m: ResolvedModel, source: str | None, target: Path, *, local: bool, resume: bool
 ) -> tuple[int, int, Path | None]:
     """Predict part by part into ``.<out>.partial``; rename it into place when every part is
     written. Returns (rows predicted, bad rows, the quarantine file)."""
@@ -323,7 +333,7 @@ def _predict_parts(
 
 
 def _pool_parts(
-    spec: Spec, m: Model, todo: list[int], folder: Path, settings: dict[str, Any], progress: Any
+    spec: Spec, m: ResolvedModel, todo: list[int], folder: Path, settings: dict[str, Any], progress: Any
 ) -> list[parts.Done]:
     """The parts in ``todo`` predicted and written on the actor pool, each recorded as it ends."""
     done = []
@@ -335,7 +345,7 @@ def _pool_parts(
 
 
 def pool_over_parts(
-    spec: Spec, m: Model, todo: list[int], settings: dict[str, Any], progress: Any
+    spec: Spec, m: ResolvedModel, todo: list[int], settings: dict[str, Any], progress: Any
 ) -> Iterator[dict[str, Any]]:
     """``parts.PartPredictor`` over the parts in ``todo`` on a pool of Ray actors: the actors are
     handed part numbers, read their rows, predict and write (or tally) them; only the numbers
@@ -379,7 +389,7 @@ def pool_over_parts(
             ray.kill(actor)
 
 
-def part_settings(spec: Spec, m: Model, plan: list[Any], folder: Path | None) -> dict[str, Any]:
+def part_settings(spec: Spec, m: ResolvedModel, plan: list[Any], folder: Path | None) -> dict[str, Any]:
     """``parts.PartPredictor``'s arguments but the checkpoint and threads (they differ by engine)."""
     return {
         "family": m.family.name,

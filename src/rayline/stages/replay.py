@@ -17,7 +17,6 @@ import html
 import json
 import time
 from dataclasses import asdict, dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,7 @@ from rayline.errors import DataError, SpecError
 from rayline.registry import Registry, open_registry
 from rayline.spec import Spec
 from rayline.stages import replay_stats as stats
-from rayline.stages.predict import BatchPredictor, Model, pool_predictions, resolve_model, run_pipeline
+from rayline.stages.predict import ResolvedModel, pool_predictions, resolve_model, run_pipeline
 from rayline.stages.report_plots import Drawn, figure
 
 ROLES = ("primary", "canary", "shadow", "named", "previous")
@@ -86,15 +85,9 @@ def _frames(table: pa.Table) -> list[pd.DataFrame]:
     return [_frame(items_of(table.slice(s, _CHUNK)), s) for s in range(0, table.num_rows, _CHUNK)]
 
 
-def _predict(spec: Spec, m: Model, table: pa.Table, local: bool) -> pd.DataFrame:
+def _predict(spec: Spec, m: ResolvedModel, table: pa.Table, local: bool) -> pd.DataFrame:
     def here() -> pd.DataFrame:
-        predictor = BatchPredictor(
-            m.family.name,
-            str(m.checkpoint),
-            cpus=runtime.local_cpus(),
-            drop=m.kind.output_drop,
-            precision=spec.predict.precision,
-        )
+        predictor = m.local_predictor(spec.predict.precision)
         return pd.concat([predictor(f) for f in _frames(table)], ignore_index=True)
 
     def on_pool(progress: Any) -> pd.DataFrame:  # the Dataset lives only in this frame (see run_pipeline)
@@ -211,8 +204,7 @@ def replay(
         raise DataError(f"{capture}: no rows answered as {role} (roles captured: {', '.join(present)})")
     registry = registry or open_registry()
     local = _in_process(spec, table.num_rows, table.column("image").null_count < table.num_rows)
-    resolve = partial(resolve_model, spec, model, registry)
-    m = resolve() if local else runtime.init_while(resolve)
+    m = resolve_model(spec, model, registry, local=local)
     target = m.kind.target(m.meta)
     predicted = _predict(spec, m, table, local)
     candidate = stats.frame_answers(predicted, target.task)

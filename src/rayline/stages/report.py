@@ -34,7 +34,7 @@ from rayline.families import Explainer, get_family
 from rayline.registry import Registry, RunRecord, open_registry
 from rayline.spec import Spec
 from rayline.stages.engine import predicts_in_process
-from rayline.stages.predict import Model, local_predictions, model_of
+from rayline.stages.predict import ResolvedModel, local_predictions, model_of
 from rayline.stages.report_plots import Drawn, explanations, figure
 
 History = list[tuple[int, float]]
@@ -208,7 +208,7 @@ def _evaluation(folder: Path, evaluation: dict[str, Any]) -> list[Drawn]:
     return figures
 
 
-def _importance(folder: Path, model: Model) -> list[Drawn]:
+def _importance(folder: Path, model: ResolvedModel) -> list[Drawn]:
     gain = model.family.importance(model.checkpoint)
     if not gain:
         return []
@@ -222,7 +222,7 @@ def _importance(folder: Path, model: Model) -> list[Drawn]:
     return [figure(folder, "feature_importance.png", draw_importance)]
 
 
-def _validation(spec: Spec | None, model: Model) -> pd.DataFrame | None:
+def _validation(spec: Spec | None, model: ResolvedModel) -> pd.DataFrame | None:
     """The validation split with the model's predictions, when it is local and modest.
 
     None for a remote or huge input: the evaluation metrics stand in for the plots drawn from it.
@@ -266,7 +266,7 @@ def _binary_curves(folder: Path, valid: pd.DataFrame, target: Target) -> list[Dr
     return [figure(folder, "roc.png", draw_roc), figure(folder, "calibration.png", draw_calibration)]
 
 
-def _explainer(model: Model) -> Explainer | None:
+def _explainer(model: ResolvedModel) -> Explainer | None:
     predictor = model.family.load(model.checkpoint, cpus=runtime.local_cpus())
     return predictor if isinstance(predictor, Explainer) else None
 

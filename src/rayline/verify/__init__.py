@@ -25,7 +25,7 @@ from rayline import runtime
 from rayline.errors import RaylineError, SpecError
 from rayline.registry import Registry, open_registry
 from rayline.spec import Spec
-from rayline.stages.predict import Model, resolve_model
+from rayline.stages.predict import ResolvedModel, resolve_model
 from rayline.verify import paths as ways
 from rayline.verify import rows as sample
 
@@ -180,7 +180,7 @@ def verify(
         )
     spec = spec.model_copy(update={"predict": spec.predict.model_copy(update={"precision": "float32"})})
     registry = registry or open_registry()
-    m = resolve_model(spec, model, registry)
+    m = resolve_model(spec, model, registry, local=True)  # the lookup alone starts no Ray
     folder = Path(tempfile.mkdtemp(prefix="rayline-verify-"))
     try:
         chosen_rows = sample.select(spec, m, rows, folder)
@@ -192,7 +192,7 @@ def verify(
 
 def _run_paths(
     spec: Spec,
-    m: Model,
+    m: ResolvedModel,
     rows: sample.Rows,
     chosen: list[str],
     folder: Path,
@@ -227,7 +227,7 @@ def _run_paths(
 
 def _run_served(
     spec: Spec,
-    m: Model,
+    m: ResolvedModel,
     rows: sample.Rows,
     chosen: list[str],
     registry: Registry,
@@ -255,7 +255,7 @@ def _run_served(
 
 
 def _judge(
-    m: Model,
+    m: ResolvedModel,
     rows: sample.Rows,
     answers: dict[str, pd.DataFrame | None],
     results: dict[str, tuple[float, str]],

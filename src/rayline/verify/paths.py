@@ -22,7 +22,7 @@ import pandas as pd
 from rayline.registry import MODEL_PATH, Registry
 from rayline.serving.oip.codec import from_bytes, to_bytes
 from rayline.spec import Spec
-from rayline.stages.predict import Model
+from rayline.stages.predict import ResolvedModel
 from rayline.verify import grpc_client
 from rayline.verify.rows import ROW, PathFailed, Rows, pyfunc_input, request_body, tensor_inputs
 
@@ -30,11 +30,13 @@ CHUNK = 64  # rows per request: under every service's per-request limits (256 im
 HTTP_TIMEOUT_S = 120.0
 
 
-def _classes(m: Model) -> list[str]:
+def _classes(m: ResolvedModel) -> list[str]:
     return [str(c) for c in m.meta["layout"].get("classes") or []]
 
 
-def _frame(m: Model, labels: Sequence[Any] | None, probability: Any, each: Any, prediction: Any) -> pd.DataFrame:
+def _frame(
+    m: ResolvedModel, labels: Sequence[Any] | None, probability: Any, each: Any, prediction: Any
+) -> pd.DataFrame:
     """The common shape. ``each``: one row of class probabilities per example (class order), or None."""
     if prediction is not None:
         return pd.DataFrame({"prediction": np.asarray(prediction, dtype=np.float64)})
@@ -49,7 +51,7 @@ def _frame(m: Model, labels: Sequence[Any] | None, probability: Any, each: Any, 
     return out
 
 
-def from_batch(m: Model, frame: pd.DataFrame) -> pd.DataFrame:
+def from_batch(m: ResolvedModel, frame: pd.DataFrame) -> pd.DataFrame:
     """Batch prediction's (and the pyfunc's) columns: predicted_label, probability, probabilities."""
     if "prediction" in frame.columns:
         return _frame(m, None, None, None, frame["prediction"])
@@ -58,7 +60,7 @@ def from_batch(m: Model, frame: pd.DataFrame) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------- batch prediction
-def batch(spec: Spec, m: Model, rows: Rows, engine: str, out: Path, registry: Registry) -> pd.DataFrame:
+def batch(spec: Spec, m: ResolvedModel, rows: Rows, engine: str, out: Path, registry: Registry) -> pd.DataFrame:
     """``rayline predict`` of the rows on ``engine`` (local: in this process; ray: the actor pool)."""
     from rayline.stages.predict import predict as predict_stage
 
@@ -96,7 +98,7 @@ def _chunks(rows: Rows) -> list[tuple[int, int]]:
     return [(start, min(start + CHUNK, len(rows))) for start in range(0, len(rows), CHUNK)]
 
 
-def predict_http(url: str, m: Model, rows: Rows) -> pd.DataFrame:
+def predict_http(url: str, m: ResolvedModel, rows: Rows) -> pd.DataFrame:
     """``POST /predict``: records (or base64 images) in, ``predictions`` out."""
     answers: list[dict[str, Any]] = []
     for start, stop in _chunks(rows):
@@ -111,7 +113,7 @@ def predict_http(url: str, m: Model, rows: Rows) -> pd.DataFrame:
     return _frame(m, [a["label"] for a in answers], [a["probability"] for a in answers], each, None)
 
 
-def _from_tensors(m: Model, outputs: Mapping[str, np.ndarray]) -> pd.DataFrame:
+def _from_tensors(m: ResolvedModel, outputs: Mapping[str, np.ndarray]) -> pd.DataFrame:
     if "prediction" in outputs:
         return _frame(m, None, None, None, outputs["prediction"].reshape(-1))
     labels = [v.decode() if isinstance(v, bytes) else v for v in outputs["label"].reshape(-1).tolist()]
@@ -122,7 +124,7 @@ def _joined(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]} if parts else {}
 
 
-def oip_rest(url: str, name: str, m: Model, rows: Rows) -> pd.DataFrame:
+def oip_rest(url: str, name: str, m: ResolvedModel, rows: Rows) -> pd.DataFrame:
     """The Open Inference Protocol over REST: binary input tensors (the protocol's extension, which
     also carries NaN), JSON answers."""
     parts = []
@@ -154,7 +156,7 @@ def oip_rest(url: str, name: str, m: Model, rows: Rows) -> pd.DataFrame:
     return _from_tensors(m, _joined(parts))
 
 
-def oip_grpc(address: str, name: str, m: Model, rows: Rows) -> pd.DataFrame:
+def oip_grpc(address: str, name: str, m: ResolvedModel, rows: Rows) -> pd.DataFrame:
     """The Open Inference Protocol over gRPC (``ModelInfer``, raw tensor contents)."""
     parts = []
     with grpc_client.Client(address, application=name) as client:
@@ -170,7 +172,7 @@ def oip_grpc(address: str, name: str, m: Model, rows: Rows) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------- MLflow
-def mlflow_pyfunc(m: Model, rows: Rows) -> pd.DataFrame | None:
+def mlflow_pyfunc(m: ResolvedModel, rows: Rows) -> pd.DataFrame | None:
     """``mlflow.pyfunc.load_model`` on the run's ``model/`` artifact; None for a run logged before
     runs were MLflow models (a bare ``checkpoint/``)."""
     if m.record.model_path != MODEL_PATH:

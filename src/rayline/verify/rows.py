@@ -22,7 +22,7 @@ from rayline.data.image_codec import decode
 from rayline.data.split import key_mask
 from rayline.errors import DataError, RaylineError
 from rayline.spec import Spec
-from rayline.stages.predict import Model
+from rayline.stages.predict import ResolvedModel
 
 ROW = "_verify_row"  # the row number column of a table's verify input
 IMAGE_FOLDER = "rows"  # images go to <folder>/rows/<row number><ext>: one class folder, as a DIR/<class>/<file> set
@@ -46,7 +46,7 @@ class Rows:
         return len(self.frame)
 
 
-def select(spec: Spec, m: Model, n: int, folder: Path) -> Rows:
+def select(spec: Spec, m: ResolvedModel, n: int, folder: Path) -> Rows:
     """The first ``n`` rows of the validation split, written under ``folder`` for batch prediction."""
     rows = _images(spec, m, n, folder) if m.kind.name == "images" else _table(spec, m, n, folder)
     if len(rows) == 0:
@@ -54,7 +54,7 @@ def select(spec: Spec, m: Model, n: int, folder: Path) -> Rows:
     return rows
 
 
-def _table(spec: Spec, m: Model, n: int, folder: Path) -> Rows:
+def _table(spec: Spec, m: ResolvedModel, n: int, folder: Path) -> Rows:
     taken: list[pd.DataFrame] = []
     count = 0
     for chunk in m.kind.local_batches(spec, m.meta, None, max(n, 4096)):
@@ -69,7 +69,7 @@ def _table(spec: Spec, m: Model, n: int, folder: Path) -> Rows:
     return Rows(images=False, frame=frame, input=target)
 
 
-def _images(spec: Spec, m: Model, n: int, folder: Path) -> Rows:
+def _images(spec: Spec, m: ResolvedModel, n: int, folder: Path) -> Rows:
     path, declared = input_source(spec, None)
     if "://" in path:
         raise DataError(f"{path}: rayline verify reads local images (copy a sample here)")
@@ -116,7 +116,7 @@ def _json_value(value: Any) -> Any:
     return value
 
 
-def request_body(rows: Rows, m: Model, start: int, stop: int) -> Any:
+def request_body(rows: Rows, m: ResolvedModel, start: int, stop: int) -> Any:
     """``POST /predict``'s body for rows ``start:stop``: feature records, or base64 images."""
     import base64
 
@@ -127,7 +127,7 @@ def request_body(rows: Rows, m: Model, start: int, stop: int) -> Any:
     return [{k: _json_value(v) for k, v in record.items()} for record in chunk.to_dict("records")]
 
 
-def tensor_inputs(rows: Rows, m: Model, start: int, stop: int) -> list[tuple[str, str, np.ndarray]]:
+def tensor_inputs(rows: Rows, m: ResolvedModel, start: int, stop: int) -> list[tuple[str, str, np.ndarray]]:
     """The protocol's input tensors for rows ``start:stop``: (name, datatype, array)."""
     if rows.images:
         return [("image", "UINT8", np.stack(list(rows.frame["pixels"][start:stop])).astype(np.uint8))]
@@ -148,7 +148,7 @@ def tensor_inputs(rows: Rows, m: Model, start: int, stop: int) -> list[tuple[str
     return out
 
 
-def pyfunc_input(rows: Rows, m: Model) -> pd.DataFrame:
+def pyfunc_input(rows: Rows, m: ResolvedModel) -> pd.DataFrame:
     """What the MLflow model takes: the feature columns, or an ``image`` column of encoded bytes."""
     if rows.images:
         return pd.DataFrame({"image": list(rows.frame["bytes"])})
