@@ -8,7 +8,7 @@ of decoding requests must scale apart from them:
   the preprocessor and one per model, not two hops per request.
 - ``Preprocessor``: the data kind's ``decode_request`` (base64 PNG/JPEG or 0-255 arrays to
   uint8 arrays; table records to plain dicts).
-- ``Model``: replicas with dynamic request batching and model multiplexing.
+- ``ModelReplica``: replicas with dynamic request batching and model multiplexing.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class Preprocessor:
 
 
 @serve.deployment(name="model")
-class Model:
+class ModelReplica:
     """Model replicas: batches across calls, serves any compatible registered run."""
 
     async def __init__(self, *, max_batch_size: int, **served: Any) -> None:  # type: ignore[misc]
@@ -219,7 +219,7 @@ def composed_app(
     an error inside a request rather than a 429 at the door."""
     overload = {k: model_options[k] for k in EDGE_ONLY if k in model_options}
     inner = {k: v for k, v in model_options.items() if k not in EDGE_ONLY}
-    model = Model.options(**inner).bind(max_batch_size=edge.max_batch_size, **served)  # type: ignore[attr-defined]
+    model = ModelReplica.options(**inner).bind(max_batch_size=edge.max_batch_size, **served)  # type: ignore[attr-defined]
     light = _light(model_options)
     preprocessor = Preprocessor.options(**light).bind(meta)  # type: ignore[attr-defined]
     return Ingress.options(**light, **overload).bind(preprocessor, model, edge, served)  # type: ignore[attr-defined]
