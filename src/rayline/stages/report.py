@@ -116,13 +116,18 @@ def _learning_curves(folder: Path, record: RunRecord, registry: Registry) -> lis
                 label = key + (f" (= {', '.join(kept[key])})" if kept[key] else "")
                 style = "--" if key.startswith("train_") else "-"
                 ax.plot(xs, ys, style, color=colours[_quantity(key)], marker="o" if len(xs) < 30 else None, label=label)
-            ax.set_xlabel(step)
-            ax.set_title(f"learning curve: {title}")
-            ax.legend()
-            ax.grid(alpha=0.3)
+            _finish(ax, xlabel=step, title=f"learning curve: {title}", grid=True)
 
         figures.append(figure(folder, f"learning_{title}.png", draw))
     return figures
+
+
+def _finish(ax: Any, *, grid: bool = False, **labels: str) -> None:
+    """What every curve and scatter ends with: its labels and title, the legend (and a faint grid)."""
+    ax.set(**labels)
+    ax.legend()
+    if grid:
+        ax.grid(alpha=0.3)
 
 
 def _log_scaled(spec: Spec | None) -> set[str]:
@@ -155,11 +160,13 @@ def _tuning(folder: Path, record: RunRecord, registry: Registry, metric: str, sp
             ax.scatter([p[0] for p in points if p[2]], [p[1] for p in points if p[2]], s=160, marker="*", label="best")
             if name in log_scaled:
                 ax.set_xscale("log")  # sampled log-uniformly: a linear axis crowds the small values
-            ax.set_xlabel(name + (" (log scale)" if name in log_scaled else ""))
-            ax.set_ylabel(metric)
-            ax.set_title(f"tuning: {name} vs {metric} ({len(points)} trials)")
-            ax.legend()
-            ax.grid(alpha=0.3)
+            _finish(
+                ax,
+                xlabel=name + (" (log scale)" if name in log_scaled else ""),
+                ylabel=metric,
+                title=f"tuning: {name} vs {metric} ({len(points)} trials)",
+                grid=True,
+            )
 
         figures.append(figure(folder, f"tuning_{name}.png", draw))
     return figures
@@ -245,10 +252,7 @@ def _binary_curves(folder: Path, valid: pd.DataFrame, target: Target) -> list[Dr
     def draw_roc(ax: Any) -> None:
         ax.plot(fpr, tpr, label=f"AUC {auc:.3f}")
         ax.plot([0, 1], [0, 1], linestyle="--", color="grey")
-        ax.set_xlabel("false positive rate")
-        ax.set_ylabel("true positive rate")
-        ax.set_title("ROC (validation split)")
-        ax.legend()
+        _finish(ax, xlabel="false positive rate", ylabel="true positive rate", title="ROC (validation split)")
 
     bins = np.minimum((scores * 10).astype(int), 9)
     filled = [b for b in range(10) if (bins == b).any()]
@@ -258,10 +262,12 @@ def _binary_curves(folder: Path, valid: pd.DataFrame, target: Target) -> list[Dr
     def draw_calibration(ax: Any) -> None:
         ax.plot(mean_score, observed, marker="o", label="model")
         ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect")
-        ax.set_xlabel("mean predicted probability")
-        ax.set_ylabel("observed positive rate")
-        ax.set_title("calibration (validation split, 10 bins)")
-        ax.legend()
+        _finish(
+            ax,
+            xlabel="mean predicted probability",
+            ylabel="observed positive rate",
+            title="calibration (validation split, 10 bins)",
+        )
 
     return [figure(folder, "roc.png", draw_roc), figure(folder, "calibration.png", draw_calibration)]
 
