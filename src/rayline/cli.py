@@ -12,7 +12,8 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -150,6 +151,14 @@ def _notice(line: str) -> None:
     err.print(line, markup=False)
 
 
+@contextmanager
+def _timed_status(text: str) -> Iterator[Callable[[str], None]]:
+    """A progress status whose updates end with the seconds since it opened."""
+    started = time.perf_counter()
+    with progress_status(err, text) as status:
+        yield lambda line: status.update(f"{line}  [{time.perf_counter() - started:.0f} s]")
+
+
 @app.command("train")
 def train_cmd(spec: SpecArg, set_: SetOpt = None, resume: ResumeOpt = False) -> None:
     """Train the spec's model once and register it."""
@@ -157,12 +166,10 @@ def train_cmd(spec: SpecArg, set_: SetOpt = None, resume: ResumeOpt = False) -> 
     from rayline.stages.train import train
 
     loaded = load_spec(spec, set_ or [])
-    started = time.perf_counter()
-    with progress_status(err, f"training {loaded.name} ({loaded.model.family})") as status:
+    with _timed_status(f"training {loaded.name} ({loaded.model.family})") as say:
 
         def progress(metrics: Mapping[str, float]) -> None:
-            elapsed = time.perf_counter() - started
-            status.update(f"training {loaded.name}: {_metric_line(metrics)}  [{elapsed:.0f} s]")
+            say(f"training {loaded.name}: {_metric_line(metrics)}")
 
         result = train(loaded, on_report=progress, resume=resume, notice=_notice)
     if result.skipped:
@@ -178,16 +185,11 @@ def tune_cmd(spec: SpecArg, set_: SetOpt = None, resume: ResumeOpt = False) -> N
     from rayline.stages.tune import tune
 
     loaded = load_spec(spec, set_ or [])
-    started = time.perf_counter()
-    with progress_status(err, f"tuning {loaded.name}: {loaded.tune.num_samples} trials") as status:
+    with _timed_status(f"tuning {loaded.name}: {loaded.tune.num_samples} trials") as say:
 
         def progress(metrics: Mapping[str, float]) -> None:
             done = int(metrics.get("trials_done", 0))
-            elapsed = time.perf_counter() - started
-            status.update(
-                f"tuning {loaded.name}: {done}/{loaded.tune.num_samples} trials done; latest {_metric_line(metrics)}"
-                f"  [{elapsed:.0f} s]"
-            )
+            say(f"tuning {loaded.name}: {done}/{loaded.tune.num_samples} trials done; latest {_metric_line(metrics)}")
 
         result = tune(loaded, on_report=progress, resume=resume, notice=_notice)
     out.print(f"tune run {result.run_id}: {result.trials} trials in {result.seconds:.1f} s")
