@@ -53,7 +53,8 @@ class Done:
 
 def supports_parts(kind: Any, predictor_family: Any) -> bool:
     """Whether the kind cuts its input into parts and the family predicts Arrow batches."""
-    return hasattr(kind, "plan_parts") and hasattr(predictor_family.predictor, "predict_arrow")
+    predictor = getattr(predictor_family, "predictor", None)  # a family's predictor class, where it names one
+    return hasattr(kind, "plan_parts") and hasattr(predictor, "predict_arrow")
 
 
 # ------------------------------------------------------------------------------ the folder
