@@ -100,10 +100,10 @@ def test_table_on_s3_trains_in_process_and_predicts(tmp_path: Path, s3_env: None
     assert len(frame) == 600 and {"x1", "color", "probability", "predicted_label"} <= set(frame.columns)
     assert (frame["predicted_label"] == frame["clicked"]).mean() > 0.85
 
-    # A remote CSV has no size until it is read: Ray Data reads it for the actor pool.
+    # A remote CSV is streamed part by part in process too (auto: a table of any size on the embedded Ray).
     out = tmp_path / "from-csv.parquet"
     pooled = rayline("predict", str(spec), "--model", "latest", "--input", uri("tables/clicks.csv"), "--out", str(out))
-    assert "actor pool" in pooled.stdout
+    assert "in process" in pooled.stdout
     from_csv = pd.read_parquet(out).sort_values("x1")["probability"].round(6).tolist()
     assert from_csv == frame.sort_values("x1")["probability"].round(6).tolist()  # same rows, same model
 
