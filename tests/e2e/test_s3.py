@@ -13,7 +13,8 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from test_cli import assert_one_line_error, rayline
+from test_cli import assert_one_line_error
+from test_cli import rayline_process as rayline
 
 import imagesets
 import tablesets

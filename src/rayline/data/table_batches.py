@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rayline.data.split import SplitFilter, valid_mask
-from rayline.data.table_schema import TableFormat, TableLayout, _dataset_format, is_text, is_text_dtype
+from rayline.data.table_schema import TableFormat, TableLayout, dataset_format, is_text, is_text_dtype
 from rayline.errors import read_error
 
 
@@ -51,7 +51,7 @@ def _dataset(source: str, fmt: TableFormat) -> Any:
     import pyarrow.dataset as pads
 
     try:
-        return pads.dataset(source, format=_dataset_format(fmt))
+        return pads.dataset(source, format=dataset_format(fmt))
     except (pa.ArrowException, OSError, ValueError) as err:
         raise read_error(source, err, "the table") from None
 

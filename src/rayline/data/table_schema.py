@@ -202,7 +202,7 @@ def _csv_convert_options() -> Any:
     return pacsv.ConvertOptions(strings_can_be_null=True)
 
 
-def _dataset_format(fmt: TableFormat) -> Any:
+def dataset_format(fmt: TableFormat) -> Any:
     import pyarrow.dataset as pads
 
     return pads.CsvFileFormat(convert_options=_csv_convert_options()) if fmt == "csv" else fmt
@@ -213,7 +213,7 @@ def read_local(source: str, fmt: TableFormat, columns: list[str] | None = None) 
     import pyarrow.dataset as pads
 
     try:
-        dataset = pads.dataset(source, format=_dataset_format(fmt), exclude_invalid_files=False)
+        dataset = pads.dataset(source, format=dataset_format(fmt), exclude_invalid_files=False)
         table = dataset.to_table(columns=columns)
     except (pa.ArrowException, OSError, ValueError) as err:
         raise read_error(source, err, "the table") from None
@@ -225,7 +225,7 @@ def local_schema(source: str, fmt: TableFormat) -> tuple[pa.Schema, int | None]:
     import pyarrow.dataset as pads
 
     try:
-        dataset = pads.dataset(source, format=_dataset_format(fmt))
+        dataset = pads.dataset(source, format=dataset_format(fmt))
         schema = dataset.schema
         rows = dataset.count_rows() if fmt == "parquet" else None
     except (pa.ArrowException, OSError, ValueError) as err:
