@@ -13,7 +13,8 @@ The Python API mirrors the CLI::
     everything = rayline.run(spec)         # rayline run: train, tune, predict, evaluate
     draft = rayline.init_spec("data.csv", label="churned")  # rayline init: a spec from the data
     draft.write("churn.yaml"); rayline.run(draft.spec)
-    check = rayline.verify(spec, model="champion")   # rayline verify: every path gives the same answers
+    from rayline.verify import verify      # rayline verify: every path gives the same answers
+    check = verify(spec, model="champion")
     replayed = rayline.replay(spec, capture="captured/", model=run.run_id)  # rayline replay
 
 Heavy dependencies (ray, torch, mlflow) load on first use, not on ``import rayline``.
@@ -56,7 +57,6 @@ if TYPE_CHECKING:
     from rayline.stages.replay import ReplayResult
     from rayline.stages.train import TrainResult
     from rayline.stages.tune import TuneResult
-    from rayline.verify import Verification
 
 __all__ = [
     "DataError",
@@ -89,7 +89,6 @@ __all__ = [
     "spec_from_dict",
     "train",
     "tune",
-    "verify",
 ]
 
 
@@ -215,15 +214,6 @@ def init_spec(source: str | os.PathLike[str], **kwargs: Any) -> Draft:
     from rayline.autospec import init_spec as _init_spec
 
     return _init_spec(source, **kwargs)
-
-
-def verify(spec: Spec, **kwargs: Any) -> Verification:
-    """The same validation rows through every path (in process, the Ray Data pool, /predict, the Open
-    Inference Protocol over REST and gRPC, MLflow's pyfunc), compared (see ``rayline.verify.verify``)."""
-    spec, kwargs = _spec_arg("verify", spec), _checked("verify", kwargs)
-    from rayline.verify import verify as _verify
-
-    return _verify(spec, **kwargs)
 
 
 def replay(spec: Spec, **kwargs: Any) -> ReplayResult:

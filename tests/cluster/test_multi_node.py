@@ -183,8 +183,9 @@ def test_prediction_pool_spans_both_nodes(
     cluster: LocalCluster, env: dict[str, str], spread_run: tuple[str, set[str]]
 ) -> None:
     before = actors(cluster, "PartPredictor")
+    # 600,000 trips are 3 row groups, so 3 parts: enough for both actors of the pool.
     out = rayline(
-        env, "predict", TAXI, "--set", "data.rows=20000", "--set", "predict.engine=ray",
+        env, "predict", TAXI, "--set", "data.rows=600000", "--set", "predict.engine=ray",
         "--set", "predict.concurrency=2",
     )  # fmt: skip
     assert "Ray actor pool" in out, out

@@ -369,7 +369,10 @@ def pool_over_parts(
     if runtime.cluster_address() is None:
         threads = max(threads, runtime.local_cpus() // largest)
     kwargs = {**settings, "checkpoint": checkpoints.stored(m.checkpoint), "cpus": threads, "progress": progress}
-    remote = ray.remote(parts.PartPredictor).options(num_cpus=num_cpus, num_gpus=spec.predict.num_gpus or None)
+    # SPREAD: on a cluster the pool's actors go to different nodes (their reads and writes too).
+    remote = ray.remote(parts.PartPredictor).options(
+        num_cpus=num_cpus, num_gpus=spec.predict.num_gpus or None, scheduling_strategy="SPREAD"
+    )
     actors: list[Any] = [remote.remote(**kwargs) for _ in range(min(largest, len(todo)))]
     waiting = list(todo)
     running: dict[Any, Any] = {actor.__ray_ready__.remote(): actor for actor in actors}  # ref -> its actor
