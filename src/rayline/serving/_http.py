@@ -41,6 +41,8 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+# A validated body and the model header (or None) -> the run that answered, one result per input.
+Answerer = Callable[[Any, str | None], Awaitable[tuple[str, list[dict[str, Any]]]]]
 
 
 class FastJSON(JSONResponse):
@@ -245,7 +247,7 @@ def build_api(
     *,
     title: str,
     body_model: type[Any],
-    predict: Callable[[Any, str | None], Awaitable[tuple[str, list[dict[str, Any]]]]],
+    predict: Answerer,
     info: dict[str, Any],
     api_key: str | None,
     max_request_bytes: int,
@@ -255,7 +257,7 @@ def build_api(
     oip: OIPModel | None = None,
     stream: tuple[PredictChunk, int] | None = None,
     live: Callable[[], dict[str, Any] | Awaitable[dict[str, Any]]] | None = None,
-    explain: Callable[[Any, str | None], Awaitable[tuple[str, list[dict[str, Any]]]]] | None = None,
+    explain: Answerer | None = None,
 ) -> Any:
     """The ingress app (with the Open Inference Protocol's ``/v2`` routes when ``oip`` is given).
 
@@ -314,26 +316,14 @@ def build_api(
     if api_key is not None:
         extra["security"] = [{"apiKey": []}]
 
-    @app.post(
+    app.post(
         "/predict",
         summary="Predict",
         operation_id="predict",
         response_model=None,
         openapi_extra=extra,
         responses={200: {"model": answer, "description": "one prediction per input"}, **_errors(*codes)},
-    )
-    async def predict_route(request: Request) -> Any:
-        # pydantic parses and validates the raw bytes in one pass (faster than FastAPI's
-        # json.loads + validate), and any content type is accepted: curl -d sends form-encoded.
-        try:
-            body = body_model.model_validate_json(await request.body())
-        except ValidationError as err:
-            return error_response(list(err.errors(include_url=False)))
-        try:
-            model, results = await predict(body, request.headers.get(MODEL_HEADER))
-        except ANSWERED as err:
-            return _answered(err)
-        return {"model": model, "predictions": results}
+    )(_body_route(body_model, predict, "predictions"))
 
     if explain is not None:
         _add_explain_route(app, explain, body_model, extra, codes)
@@ -372,7 +362,7 @@ def build_api(
 
 def _add_explain_route(
     app: FastAPI,
-    explain: Callable[[Any, str | None], Awaitable[tuple[str, list[dict[str, Any]]]]],
+    explain: Answerer,
     body_model: type[Any],
     extra: dict[str, Any],
     codes: tuple[int, ...],
@@ -381,7 +371,7 @@ def _add_explain_route(
     errors = _errors(*codes)
     errors[400] = {"model": ErrorBody, "description": "the body is not JSON, or the model has no explanations"}
 
-    @app.post(
+    app.post(
         EXPLAIN_PATH,
         summary="Explain",
         operation_id="explain",
@@ -390,24 +380,35 @@ def _add_explain_route(
         response_model=None,
         openapi_extra=extra,
         responses={200: {"model": ExplainResponse, "description": "one explanation per input"}, **errors},
-    )
-    async def explain_route(request: Request) -> Any:
+    )(_body_route(body_model, explain, "explanations"))
+
+
+def _body_route(body_model: type[Any], call: Answerer, key: str) -> Callable[[Request], Awaitable[Any]]:
+    """The handler of ``/predict`` and ``/explain``: the body validated, then ``call(body, model
+    header)`` as ``{"model": <run>, key: <one result per input>}``, or the status of its error."""
+
+    # No docstring: FastAPI would publish it as the operation's description.
+    async def route(request: Request) -> Any:
+        # pydantic parses and validates the raw bytes in one pass (faster than FastAPI's
+        # json.loads + validate), and any content type is accepted: curl -d sends form-encoded.
         try:
             body = body_model.model_validate_json(await request.body())
         except ValidationError as err:
             return error_response(list(err.errors(include_url=False)))
         try:
-            model, results = await explain(body, request.headers.get(MODEL_HEADER))
+            model, results = await call(body, request.headers.get(MODEL_HEADER))
         except ANSWERED as err:
             return _answered(err)
-        return {"model": model, "explanations": results}
+        return {"model": model, key: results}
+
+    return route
 
 
 def ingress_app(
     *,
     info: dict[str, Any],
     body_model: type[Any],
-    predict: Callable[[Any, str | None], Awaitable[tuple[str, list[dict[str, Any]]]]],
+    predict: Answerer,
     access: Access,
     max_request_bytes: int,
     fields: list[dict[str, Any]] | None,
@@ -415,7 +416,7 @@ def ingress_app(
     oip: OIPModel | None = None,
     stream_chunk: int | None = None,
     live: Callable[[], dict[str, Any] | Awaitable[dict[str, Any]]] | None = None,
-    explain: Callable[[Any, str | None], Awaitable[tuple[str, list[dict[str, Any]]]]] | None = None,
+    explain: Answerer | None = None,
 ) -> Any:
     """``build_api`` as a serving replica calls it: title, the API key, the page at /.
 
