@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -263,12 +263,15 @@ def report_cmd(
     out.print(f"wrote {folder / 'report.html'}")
 
 
+def _input_opt(rows: str) -> Any:
+    """``--input`` of predict and evaluate: other rows than the spec's validation split."""
+    return typer.Option("--input", help=f"{rows} (default: the validation split)")
+
+
 def predict_cmd(
     spec: SpecArg,
     model: ModelOpt = "best",
-    input_path: Annotated[
-        str | None, typer.Option("--input", help="rows to predict (default: the validation split)")
-    ] = None,
+    input_path: Annotated[str | None, _input_opt("rows to predict")] = None,
     out_path: Annotated[str | None, typer.Option("--out", help="output parquet (a folder of part files)")] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="go on from the parts a killed run of this job finished (tables)")
@@ -295,9 +298,7 @@ def predict_cmd(
 def evaluate_cmd(
     spec: SpecArg,
     model: ModelOpt = "best",
-    input_path: Annotated[
-        str | None, typer.Option("--input", help="labelled rows (default: the validation split)")
-    ] = None,
+    input_path: Annotated[str | None, _input_opt("labelled rows")] = None,
     set_: SetOpt = None,
 ) -> None:
     """Metrics, per-class accuracy and confusion matrix of a model; stored on its run."""
