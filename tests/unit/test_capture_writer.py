@@ -91,6 +91,27 @@ def test_memory_is_bounded_past_it_requests_are_dropped_and_counted(tmp_path: Pa
     assert stats["queued_bytes"] == 0
 
 
+def test_the_request_only_hands_references_over_the_thread_encodes(tmp_path: Path) -> None:
+    """Off the request path: the caller of ``put`` encodes nothing; the writer's thread does."""
+    import threading
+
+    encoded_on: list[str] = []
+
+    class Probe:
+        def __str__(self) -> str:  # JSON encodes an unknown value with str(): called where it is encoded
+            encoded_on.append(threading.current_thread().name)
+            return "probe"
+
+    writer = CaptureWriter(str(tmp_path), replica="r1", max_file_s=3600)
+    with writer._lock:  # the thread cannot take anything meanwhile: what is encoded now, put encoded
+        for i in range(50):
+            assert writer.put(f"q{i}", time.time(), 0.001, "run1", "primary", "/predict", [{"x": Probe()}], [{}])
+    assert encoded_on == []
+    writer.close()
+    assert encoded_on == ["rayline-capture"] * 50
+    assert items_of(read_capture(str(tmp_path)))[0] == {"x": "probe"}
+
+
 def test_images_are_stored_as_png_and_come_back_the_same(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     gray = rng.integers(0, 256, (1, 8, 8), dtype=np.uint8)

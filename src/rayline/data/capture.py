@@ -74,10 +74,6 @@ def _unpng(data: bytes) -> np.ndarray:
     return a[np.newaxis] if a.ndim == 2 else np.moveaxis(a, -1, 0)
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), default=_plain, allow_nan=True)
-
-
 def _plain(value: Any) -> Any:
     """numpy scalars and arrays (in answers or records) as plain JSON values."""
     if isinstance(value, np.generic):
@@ -87,8 +83,18 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+# Made once: json.dumps with any option set builds a new encoder on every call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=_plain, allow_nan=True)
+
+
+def _json(value: Any) -> str:
+    return _ENCODER.encode(value)
+
+
 def encode_item(item: Any) -> tuple[str | None, bytes | None]:
     """An item as the service decoded it -> (``input``, ``image``): a record as JSON, an image as PNG."""
+    if isinstance(item, dict):  # a record (the common case): encoded as it is, not copied
+        return _json(item), None
     if isinstance(item, np.ndarray) and item.dtype == np.uint8 and item.ndim in (2, 3):
         return None, _png(item)
     if isinstance(item, Mapping):
@@ -96,7 +102,12 @@ def encode_item(item: Any) -> tuple[str | None, bytes | None]:
     return _json(item), None
 
 
-def rows(
+# One captured row as the writer holds it: SCHEMA's columns but ``replica`` (the same in a file):
+# request_id, item, time (epoch microseconds), latency_ms, model, role, route, input, image, output.
+Row = tuple[str, int, int, float, str, str, str, str | None, bytes | None, str]
+
+
+def encode_rows(
     *,
     request_id: str,
     time_us: int,
@@ -104,26 +115,28 @@ def rows(
     model: str,
     role: str,
     route: str,
-    replica: str,
-    items: list[Any],
+    items: Iterable[Any],
     results: list[dict[str, Any]],
-) -> dict[str, list[Any]]:
-    """One answered request as columns of ``SCHEMA`` (one row per item)."""
-    encoded = [encode_item(item) for item in items]
-    n = len(encoded)
-    return {
-        "request_id": [request_id] * n,
-        "item": list(range(n)),
-        "time": [time_us] * n,
-        "latency_ms": [latency_ms] * n,
-        "model": [model] * n,
-        "role": [role] * n,
-        "route": [route] * n,
-        "replica": [replica] * n,
-        "input": [e[0] for e in encoded],
-        "image": [e[1] for e in encoded],
-        "output": [_json(r) for r in results],
-    }
+) -> list[Row]:
+    """One answered request as rows (one per item; ``items`` pairs with ``results``)."""
+    out: list[Row] = []
+    for i, (item, result) in enumerate(zip(items, results, strict=True)):
+        text, png = encode_item(item)
+        out.append((request_id, i, time_us, latency_ms, model, role, route, text, png, _json(result)))
+    return out
+
+
+def row_bytes(row: Row) -> int:
+    """What a row holds in memory, roughly (its encoded input, image and answer)."""
+    return len(row[7] or "") + len(row[8] or b"") + len(row[9]) + 96
+
+
+def table_of(held: list[Row], replica: str) -> pa.Table:
+    """Rows (``encode_rows``) written by ``replica`` as a table of ``SCHEMA``: built column by column."""
+    columns: list[tuple[Any, ...]] = list(zip(*held, strict=True)) if held else [() for _ in range(10)]
+    columns.insert(7, (replica,) * len(held))
+    arrays = [pa.array(values, type=field.type) for values, field in zip(columns, SCHEMA, strict=True)]
+    return pa.Table.from_arrays(arrays, schema=SCHEMA)
 
 
 def filesystem_of(path: str) -> tuple[Any, str]:

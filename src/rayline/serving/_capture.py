@@ -14,26 +14,36 @@ import contextvars
 import time
 import uuid
 import zlib
+from collections.abc import Callable
 from typing import Any
 
-from rayline.data.capture_writer import Answered, CaptureWriter, Decode
+from rayline.data.capture_writer import CaptureWriter, Decode
 
 # Outside a Serve request (a Python caller in this process): one id per task, which the shadow's
 # task inherits, so its answer is still captured under its request's id.
 _LOCAL_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("rayline_capture_id", default=None)
 
 
-def _context() -> tuple[str, str]:
-    """(request id, route) of the request being answered; a fresh id outside a Serve request."""
-    request_id, route = "", ""
+def _serve_context() -> Callable[[], Any] | None:
+    """Serve's getter of the request's context, looked up once (not imported on every request)."""
     try:
         from ray.serve.context import _get_serve_request_context
 
-        context = _get_serve_request_context()
-        request_id = context.request_id
-        route = context.route or ("grpc" if context.grpc_context is not None else "")
-    except Exception:  # outside a Serve replica (a plain app in tests)
-        pass
+        return _get_serve_request_context
+    except ImportError:  # pragma: no cover - Ray Serve is a dependency
+        return None
+
+
+def _context(get: Callable[[], Any] | None) -> tuple[str, str]:
+    """(request id, route) of the request being answered; a fresh id outside a Serve request."""
+    request_id, route = "", ""
+    if get is not None:
+        try:
+            context = get()
+            request_id = context.request_id
+            route = context.route or ("grpc" if context.grpc_context is not None else "")
+        except Exception:  # outside a Serve replica (a plain app in tests)
+            pass
     if not request_id:
         request_id = _LOCAL_ID.get() or uuid.uuid4().hex
         _LOCAL_ID.set(request_id)
@@ -54,6 +64,7 @@ class Capture:
 
     def __init__(self, config: dict[str, Any], decode: Decode | None = None) -> None:
         self.fraction = float(config.get("fraction", 0.1))
+        self._get_context = _serve_context()
         self.replica = _replica()
         self.writer = CaptureWriter(
             str(config["path"]),
@@ -72,23 +83,14 @@ class Capture:
     def record(
         self, items: Any, results: list[dict[str, Any]], *, model: str, role: str, took_s: float, is_body: bool = False
     ) -> None:
-        """Hand an answered request to the writer when it is sampled; never raises, never waits."""
-        request_id, route = _context()
-        if not self.sampled(request_id):
+        """Hand an answered request to the writer when it is sampled; never raises, never waits.
+
+        All the request pays: its id, the sampling, and a tuple of references queued (no copy,
+        no encoding: the writer's thread does that)."""
+        request_id, route = _context(self._get_context)
+        if self.fraction < 1.0 and not self.sampled(request_id):
             return
-        self.writer.offer(
-            Answered(
-                request_id=request_id,
-                time_s=time.time(),
-                latency_s=took_s,
-                model=model,
-                role=role,
-                route=route,
-                items=items,
-                results=results,
-                is_body=is_body,
-            )
-        )
+        self.writer.put(request_id, time.time(), took_s, model, role, route, items, results, is_body)
 
     def summary(self) -> dict[str, Any]:
         """What ``/healthz`` shows: requests captured, dropped (queue full), files written, errors."""
