@@ -1,9 +1,11 @@
 """predict.on_bad_row: rows POST /predict would refuse (text for a number, a non-finite number)
-fail the job, are skipped, or are quarantined with their file, row number and reason, while
-the rest are predicted. Real bad rows, parquet and CSV, on both engines."""
+fail the job (the default: one line naming the file, row and column; nothing written), are
+skipped, or are quarantined with their file, row number and reason, while the rest are
+predicted. Real bad rows, parquet and CSV, on both engines."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +40,17 @@ def _expected(run_id: str, rows: pd.DataFrame) -> np.ndarray:
     return predictor.predict(rows.reset_index(drop=True))["prediction"].to_numpy()
 
 
+def _assert_refused(code: int, err: str, source: Path, target: Path) -> None:
+    """One error line naming the file and a row, exit 1, no traceback, nothing left behind."""
+    assert code == 1, err
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and lines[0].startswith(f"error: {source}: row "), err
+    assert "on_bad_row=skip or quarantine" in lines[0]  # the way out
+    assert "Traceback" not in err
+    assert not target.exists()
+    assert not (target.parent / f".{target.name}.partial").exists()  # a resume would fail the same
+
+
 @pytest.mark.parametrize("engine", ["local", "ray"])
 def test_quarantine_sets_bad_rows_aside_and_predicts_the_rest(
     engine: str, model: tuple[Path, str], tmp_path: Path, ray_session: object, capsys: pytest.CaptureFixture[str]
@@ -66,15 +79,22 @@ def test_quarantine_sets_bad_rows_aside_and_predicts_the_rest(
     assert (aside["_reason"] == "column 'x2': not a finite number").all()
     pd.testing.assert_frame_equal(aside[list(frame.columns)], frame.loc[INF_ROWS].reset_index(drop=True))
 
-    # skip: the same predictions, nothing written aside; fail (the default): as before, the
-    # rows are predicted (trees take infinity), nothing is refused row by row
+    # skip: the same predictions, nothing written aside
     code, said, err = rayline_here(capsys, *args, "--set", "predict.on_bad_row=skip")
     assert code == 0, err
     assert "skipped 3 bad rows" in said
     pd.testing.assert_frame_equal(pd.read_parquet(target), out)
-    code, said, err = rayline_here(capsys, *args)
-    assert code == 0, err
-    assert "wrote 2,000 rows" in said
+
+    # fail (the default): the same policy stops the job at a bad row (trees would take infinity)
+    failed = tmp_path / "failed.parquet"
+    code, said, err = rayline_here(capsys, *args[:6], "--out", str(failed), *args[8:])
+    _assert_refused(code, err, source, failed)
+    row = int(re.findall(r"row (\d+): column 'x2': not a finite number", err)[0])
+    # in this process the first bad row; on the pool the first found (parts run side by side)
+    assert row == INF_ROWS[0] if engine == "local" else row in INF_ROWS
+    # evaluation applies fail too: no metric computed on infinity
+    code, said, err = rayline_here(capsys, "evaluate", *args[1:6], *args[8:])
+    assert code == 1 and "not a finite number" in err and f"{source}: row " in err, err
 
 
 @pytest.mark.parametrize("engine", ["local", "ray"])
@@ -92,10 +112,10 @@ def test_text_in_a_number_column_of_a_csv(
     args = ["predict", str(spec_file), "--model", run_id, "--input", str(source), "--out", str(target)]
     args += ["--set", f"predict.engine={engine}"]
 
-    code, said, err = rayline_here(capsys, *args)  # fail: refused before any work, naming the column
-    assert code == 1
-    assert "'x1'" in err and "numbers" in err
-    assert not target.exists()
+    # fail: a CSV has no types, so its cells are screened one by one: row 7 stops the job
+    code, said, err = rayline_here(capsys, *args)
+    _assert_refused(code, err, source, target)
+    assert f"error: {source}: row {TEXT_ROW}: column 'x1': text where the model reads numbers" in err
 
     code, said, err = rayline_here(capsys, *args, "--set", "predict.on_bad_row=quarantine")
     assert code == 0, err

@@ -58,3 +58,16 @@ def test_the_matrix_is_scaled_and_the_outputs_typed() -> None:
     np.testing.assert_array_equal(x, [[0.5, 0.5], [1.0, np.nan]])
     out = arrow_outputs(np.array([0.2, 0.7]), layout)
     assert out["predicted_label"].to_pylist() == [0, 1] and out["predicted_label"].type == pa.int64()
+
+
+def test_a_clean_batch_is_passed_through_and_every_float_width_is_screened() -> None:
+    """What every batch pays (``fail`` screens too): a clean batch comes back as it is; a float32
+    column's infinity and an integer column's null are found without a cast."""
+    layout = TableLayout(["a", "b"], "y", "binary", [0, 1], {}, {"a": "float", "b": "int64"}, {}, missing=False)
+    clean = pa.record_batch({"a": pa.array([1.0, 2.0], pa.float32()), "b": pa.array([1, 2], pa.int64())})
+    out = screen(clean, layout, "parquet")
+    assert out.rows is clean and out.model_input is clean and out.bad_reasons == []
+    dirty = pa.record_batch({"a": pa.array([np.inf, 2.0, 3.0], pa.float32()), "b": pa.array([1, 2, None], pa.int64())})
+    out = screen(dirty, layout, "parquet")
+    assert out.bad_positions.tolist() == [0, 2]
+    assert out.bad_reasons[0] == "column 'a': not a finite number" and "'b': a missing value" in out.bad_reasons[1]

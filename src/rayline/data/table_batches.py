@@ -165,35 +165,44 @@ class Screened:
 
 
 def screen(batch: pa.RecordBatch, layout: TableLayout, fmt: TableFormat) -> Screened:
-    """Sort a batch's rows by the request policy (see the module docstring)."""
-    n = batch.num_rows
-    reasons = np.full(n, None, dtype=object)
+    """Sort a batch's rows by the request policy (see the module docstring).
+
+    Every policy runs it on every batch (``fail`` too), so a clean batch costs a few vectorised
+    masks: no reason array is made until a row is bad, and no feature column is copied (a float
+    column is read where it lies)."""
+    reasons: np.ndarray | None = None
     model_input = batch
     for name in layout.features:
         col = batch.column(name)
         trained = layout.dtypes.get(name, "string" if name in layout.categorical else "double")
-        null = np.asarray(col.is_null(nan_is_null=pa.types.is_floating(col.type)).to_numpy(zero_copy_only=False))
+        infinite = None  # decimals and integers are always finite
+        if pa.types.is_floating(col.type):
+            values = col.to_numpy(zero_copy_only=False)  # nulls read as NaN: missing, as NaN is
+            null, infinite = np.isnan(values), np.isinf(values)
+        else:
+            null = _nulls(col)
         if is_text_dtype(trained):
             if not is_text(col.type) and not pa.types.is_null(col.type):
-                _mark(reasons, ~null, f"column {name!r}: a number where the model read text ({trained})")
+                reasons = _mark(reasons, ~null, f"column {name!r}: a number where the model read text ({trained})")
         elif name not in layout.categorical or not is_text(col.type):
             if is_text(col.type):
                 text = pd.Series(col.to_numpy(zero_copy_only=False), dtype=object)
                 numbers = pd.to_numeric(text, errors="coerce") if fmt == "csv" else pd.Series(np.nan, index=text.index)
-                _mark(
+                reasons = _mark(
                     reasons, ~null & numbers.isna().to_numpy(), f"column {name!r}: text where the model reads numbers"
                 )
                 col = pa.array(numbers.to_numpy(dtype=np.float64), type=pa.float64())
                 model_input = model_input.set_column(model_input.schema.get_field_index(name), name, col)
-            elif pa.types.is_floating(col.type) or pa.types.is_decimal(col.type):
-                finite = np.isfinite(_floats(col))
-                _mark(reasons, ~null & ~finite, f"column {name!r}: not a finite number")
+            elif infinite is not None:
+                reasons = _mark(reasons, infinite, f"column {name!r}: not a finite number")
         if not layout.missing:
-            _mark(reasons, null, f"column {name!r}: a missing value; this model does not handle missing values")
-    bad = reasons != None  # noqa: E711 (an object array: elementwise)
-    if not bad.any():
+            reasons = _mark(
+                reasons, null, f"column {name!r}: a missing value; this model does not handle missing values"
+            )
+    if reasons is None:
         empty = batch.slice(0, 0)
         return Screened(model_input, batch, empty, np.empty(0, np.int64), [])
+    bad = reasons != None  # noqa: E711 (an object array: elementwise)
     good = pa.array(~bad)
     positions = np.flatnonzero(bad)
     return Screened(
@@ -201,6 +210,19 @@ def screen(batch: pa.RecordBatch, layout: TableLayout, fmt: TableFormat) -> Scre
     )
 
 
-def _mark(reasons: np.ndarray, where: np.ndarray, why: str) -> None:
-    """``why`` for the rows ``where`` holds that have no reason yet (the first reason stays)."""
+def _nulls(col: pa.Array) -> np.ndarray:
+    """Where a (non-float) column is null; no pass over a column that has none."""
+    if col.null_count == 0:
+        return np.zeros(len(col), dtype=bool)
+    return np.asarray(col.is_null().to_numpy(zero_copy_only=False))
+
+
+def _mark(reasons: np.ndarray | None, where: np.ndarray, why: str) -> np.ndarray | None:
+    """``why`` for the rows ``where`` holds that have no reason yet (the first reason stays);
+    the reasons array is made at the first bad row."""
+    if not where.any():
+        return reasons
+    if reasons is None:
+        reasons = np.full(len(where), None, dtype=object)
     reasons[where & (reasons == None)] = why  # noqa: E711
+    return reasons

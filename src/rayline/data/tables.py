@@ -297,12 +297,14 @@ class TableKind:
         screened: bool = False,
     ) -> list[table_batches.Part]:
         """The input cut into parts for batch prediction's Arrow path (``table_batches``). Its
-        columns are checked first; ``screened``: bad values are the screen's to set aside, row by
-        row, so only a missing column is refused here."""
+        columns are checked first: a column of the wrong type is refused before any work, unless
+        ``screened`` (bad values are the screen's to set aside, row by row) or the file is a CSV,
+        whose column types are only pyarrow's guess from its cells: the screen judges each cell
+        (text that reads as a number is one), and ``on_bad_row: fail`` stops at the first bad one."""
         path, declared = input_source(spec, source)
         fmt = table_format(path, declared)
         schema, _ = local_schema(path, fmt)
-        _check_columns(schema, layout_of(meta), label, path, types=not screened)
+        _check_columns(schema, layout_of(meta), label, path, types=not screened and fmt != "csv")
         split = None
         if source is None:
             features, spec_label = check_schema(schema, spec, path)

@@ -13,9 +13,12 @@ renamed into place and a line is appended to the folder's manifest (``_parts.jso
   file), so no row is lost or written twice;
 - the output is renamed into place only when every part is written.
 
-``predict.on_bad_row``: ``fail`` (the job fails on input the model cannot read, as before),
-``skip`` or ``quarantine`` (rows the request policy refuses are left out; quarantine writes them,
-with their file, row number and reason, to ``<out>.quarantine.parquet``).
+``predict.on_bad_row``: every batch is screened by the request policy of ``POST /predict`` (the
+kind's ``screen``: vectorised masks, nothing copied for a clean batch). ``fail`` (the default)
+stops the job at the first bad row found, naming its file, row number (0-based, as the
+quarantine's ``_row``) and reason, and the job's folder is removed (a resume would fail the
+same way); ``skip`` and ``quarantine`` leave bad rows out, and quarantine writes them, with their
+file, row number and reason, to ``<out>.quarantine.parquet``. Evaluation applies ``fail``.
 """
 
 from __future__ import annotations
@@ -181,12 +184,13 @@ class PartPredictor:
         try:
             for batch, numbers in self.kind.read_part(part, self.batch_rows):
                 self.pulse.beat("a batch predicted")
-                model_input, kept = batch, batch
-                if self.on_bad_row != "fail":
-                    screened = self.kind.screen(batch, self.meta, part)
-                    model_input, kept = screened.model_input, screened.rows
+                screened = self.kind.screen(batch, self.meta, part)
+                model_input, kept = screened.model_input, screened.rows
+                if len(screened.bad_positions):
+                    if self.on_bad_row == "fail":
+                        raise self._refused(screened, numbers, part)
                     bad += len(screened.bad_positions)
-                    if self.on_bad_row == "quarantine" and len(screened.bad_positions):
+                    if self.on_bad_row == "quarantine":
                         aside.append(self._aside(screened, numbers, part))
                 table = pa.Table.from_batches([kept.drop_columns(self.drop) if self.drop else kept])
                 for column, values in self.predictor.predict_arrow(model_input).items():
@@ -207,10 +211,26 @@ class PartPredictor:
     def tally(self, index: int, target: Any) -> Tally:
         """Evaluation's pass over a part: its predictions reduced against ``target.label``, nothing written."""
         total = Tally()
-        for batch, _ in self.kind.read_part(self.parts[index], self.batch_rows):
+        part = self.parts[index]
+        for batch, numbers in self.kind.read_part(part, self.batch_rows):
             self.pulse.beat("a batch predicted")
-            total.add(tally_batch(batch.column(target.label), self.predictor.predict_arrow(batch), target))
+            screened = self.kind.screen(batch, self.meta, part)  # evaluation's policy is ``fail``
+            if len(screened.bad_positions):
+                raise self._refused(screened, numbers, part, hint="drop or fix that row: evaluation takes no bad row")
+            outputs = self.predictor.predict_arrow(screened.model_input)
+            total.add(tally_batch(batch.column(target.label), outputs, target))
         return total
+
+    def _refused(
+        self,
+        screened: Any,
+        numbers: np.ndarray,
+        part: Any,
+        hint: str = "set predict.on_bad_row=skip or quarantine to predict the other rows",
+    ) -> DataError:
+        """``on_bad_row: fail``: the batch's first bad row, as the error that stops the job."""
+        row, reason = int(numbers[screened.bad_positions[0]]), screened.bad_reasons[0]
+        return DataError(f"{self.kind.file_of(part)}: row {row}: {reason}", hint=hint)
 
     def _aside(self, screened: Any, numbers: np.ndarray, part: Any) -> pa.Table:
         """A batch's bad rows as given, with where they were and why."""

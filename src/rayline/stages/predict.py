@@ -28,7 +28,7 @@ import pandas as pd
 from rayline import checkpoints, runtime
 from rayline.atomic import atomic_output
 from rayline.data import DataKind, get_kind
-from rayline.errors import DataError, RaylineError, SpecError, map_error
+from rayline.errors import DataError, SpecError, map_error
 from rayline.families import Family, get_family
 from rayline.registry import Registry, RunRecord, open_registry
 from rayline.spec import Spec
@@ -307,6 +307,8 @@ def _predict_parts(
     written. Returns (rows predicted, bad rows, the quarantine file)."""
     policy = spec.predict.on_bad_row
     parts.check_target(target)
+    # ``fail`` refuses a column of the wrong type before any work (a CSV's cells are screened one
+    # by one); every policy screens the rows, and ``fail`` stops at the first bad one.
     plan = m.kind.plan_parts(spec, m.meta, source, screened=policy != "fail")  # type: ignore[attr-defined]
     key = parts.job_key(m.record.run_id, plan, policy)
     folder, finished = parts.open_folder(target, key, resume)
@@ -426,9 +428,9 @@ def run_pipeline(fn: Callable[..., T], spec: Spec, what: str, *, watched: bool =
         stall_s, total_s = spec.predict.stall_timeout_s, spec.predict.timeout_s
         with watch(what, stall_s, "predict.stall_timeout_s", timeout_s=total_s) as stall:
             return fn(stall.board)
-    except RaylineError as err:
-        failure: RaylineError = type(err)(err.message, hint=err.hint)
     except Exception as err:
+        # rayline's own error keeps its class and text; from a pool's actor it comes as Ray's
+        # RayTaskError(DataError), whose __init__ takes the cause only: map_error unwraps it.
         failure = map_error(err, during=what)
     gc.collect()
     raise failure
