@@ -1,5 +1,6 @@
 """`rayline serve --print-config`: a Ray Serve config that Ray's own `serve run` deploys, answering
-exactly as `rayline serve` does for the same model."""
+exactly as `rayline serve` does for the same model. The services run as processes; the train and
+the printed config come from the CLI's entry point in this process (neither starts Ray)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from inprocess import rayline_here
 from rayline.serving.ports import free_port
-from service import SCRIPT, call, serving
+from service import call, serving
 
 pytestmark = pytest.mark.slow
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -29,32 +31,28 @@ RECORDS = [
 ]
 
 
-def test_serve_run_of_the_printed_config_answers_as_rayline_serve(tmp_path: Path) -> None:
-    env = {**os.environ, "RAYLINE_HOME": str(tmp_path / "home")}
-    env.pop("RAY_ADDRESS", None)
-    done = subprocess.run([str(SCRIPT), "train", *SPEC], env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    run_id = re.search(r"run ([0-9a-f]{32})", done.stdout).group(1)  # type: ignore[union-attr]
+def test_serve_run_of_the_printed_config_answers_as_rayline_serve(
+    tmp_path: Path, rayline_home: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    env = dict(os.environ)  # RAYLINE_HOME: this test's (conftest), no RAY_ADDRESS
+    code, out, err = rayline_here(capfd, "train", *SPEC)
+    assert code == 0, err
+    run_id = re.search(r"run ([0-9a-f]{32})", out).group(1)  # type: ignore[union-attr]
     body = json.dumps(RECORDS).encode()
     with serving([*SPEC, "--model", run_id, "--set", "serve.num_replicas=1"], env) as (url, _):
         status, expected = call(f"{url}/predict", body)
         assert status == 200
 
     port = free_port()
-    printed = subprocess.run(
-        [str(SCRIPT), "serve", *SPEC, "--model", run_id, "--port", str(port), "--host", "127.0.0.1", "--print-config"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert printed.returncode == 0, printed.stderr
-    config = yaml.safe_load(printed.stdout)
+    args = ["serve", *SPEC, "--model", run_id, "--port", str(port), "--host", "127.0.0.1", "--print-config"]
+    code, printed, err = rayline_here(capfd, *args)
+    assert code == 0, err
+    config = yaml.safe_load(printed)
     assert config["applications"][0]["args"]["model"] == run_id
     # The registry it was printed from travels with it: Ray builds the application elsewhere.
-    assert config["applications"][0]["runtime_env"] == {"env_vars": {"RAYLINE_HOME": str(tmp_path / "home")}}
+    assert config["applications"][0]["runtime_env"] == {"env_vars": {"RAYLINE_HOME": str(rayline_home)}}
     path = tmp_path / "serve.yaml"
-    path.write_text(printed.stdout)
+    path.write_text(printed)
     serve_cli = Path(sys.executable).with_name("serve")
     proc = subprocess.Popen(
         [str(serve_cli), "run", str(path)],
