@@ -112,6 +112,19 @@ def test_the_request_only_hands_references_over_the_thread_encodes(tmp_path: Pat
     assert items_of(read_capture(str(tmp_path)))[0] == {"x": "probe"}
 
 
+def test_records_and_answers_are_stored_as_json_numpy_values_plain(tmp_path: Path) -> None:
+    record = {"x": np.float32(1.5), "n": np.int64(7), "v": np.arange(3), "name": 'caf\u00e9 "a"', "missing": None}
+    answer = {"label": "a", "probability": np.float64(0.25), "probabilities": {"a": 0.25, "b": float("nan")}}
+    writer = CaptureWriter(str(tmp_path), replica="r1")
+    writer.put("q", time.time(), 0.001, "run1", "primary", "/predict", [record], [answer])
+    writer.close()
+    table = read_capture(str(tmp_path))
+    assert items_of(table) == [{"x": 1.5, "n": 7, "v": [0, 1, 2], "name": 'caf\u00e9 "a"', "missing": None}]
+    (out,) = outputs_of(table)
+    assert out["label"] == "a" and out["probability"] == 0.25 and np.isnan(out["probabilities"]["b"])
+    assert table.column("output")[0].as_py().startswith('{"label":"a","probability":0.25,')  # compact JSON
+
+
 def test_images_are_stored_as_png_and_come_back_the_same(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     gray = rng.integers(0, 256, (1, 8, 8), dtype=np.uint8)
