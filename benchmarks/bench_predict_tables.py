@@ -12,11 +12,18 @@ alternate, each a fresh process:
 - Ray's start alone (``rayline.runtime.init()`` in a fresh process), reported apart: the pool's
   figure includes it.
 
+With ``--commands predict,evaluate`` evaluation is timed the same way, alternated with the
+rest: benchmarks/plain_evaluate_tables.py (the same read, scaling and booster, each batch reduced
+with numpy to accuracy, log loss, histogram AUC, per-class accuracy and the confusion matrix)
+against ``rayline evaluate SPEC --model RUN --input big.parquet`` on both engines; rayline's
+printed metrics must equal the plain script's (to the 4 decimals it prints), or the run stops.
+
 Each command's wall time and its own peak RSS (``wait4``; for the pool, the driver only: Ray's
 workers are not its children) are kept; the table gives medians and the ratio to plain.
 
     .venv/bin/python benchmarks/bench_predict_tables.py --rows 5000000,20000000 --repeats 3
     .venv/bin/python benchmarks/bench_predict_tables.py --quick      # 200k rows, xgboost, once
+    .venv/bin/python benchmarks/bench_predict_tables.py --rows 20000000 --families xgboost --commands evaluate
 """
 
 from __future__ import annotations
@@ -29,12 +36,15 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from common import BIN, REPO, median, table
 
 ENV = {"RAYLINE_NUM_CPUS": "2"}
 SPECS = {"xgboost": "examples/taxi.yaml", "lightgbm": "examples/taxi-lightgbm.yaml"}
 ENGINES = ("local", "ray")
+COMMANDS = ("predict", "evaluate")
+METRIC_LINE = re.compile(r"^\s+(accuracy|logloss|auc)\s+(-?[0-9.]+)\s*$", re.MULTILINE)
 
 
 def run(cmd: list[str], env: dict[str, str], timeout: float = 1800) -> tuple[float, float, str]:
@@ -77,7 +87,11 @@ def main() -> None:
     ap.add_argument("--families", default="xgboost,lightgbm")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="smoke run: 200k rows, xgboost, once")
+    ap.add_argument("--commands", default="predict", help="predict and/or evaluate, comma-separated")
     args = ap.parse_args()
+    commands = args.commands.split(",")
+    if not set(commands) <= set(COMMANDS):
+        ap.error(f"--commands: one or more of {', '.join(COMMANDS)}")
     if args.quick:
         args.rows, args.families, args.repeats = "200000", "xgboost", 1
     sizes = [int(n) for n in args.rows.split(",")]
@@ -91,8 +105,8 @@ def main() -> None:
         for n in sizes:
             inputs[n] = tmp / f"taxi-{n}.parquet"
             run([str(BIN / "rayline"), "data", "taxi", "--rows", str(n), "--out", str(inputs[n])], env)
-        walls: dict[tuple[str, str, int], list[float]] = {}
-        rss: dict[tuple[str, str, int], list[float]] = {}
+        walls: dict[tuple[str, str, str, int], list[float]] = {}
+        rss: dict[tuple[str, str, str, int], list[float]] = {}
         ray_start: list[float] = []
         for _ in range(args.repeats):
             start_ray = "import time; t = time.perf_counter(); from rayline import runtime; runtime.init(); "
@@ -101,49 +115,68 @@ def main() -> None:
             ray_start.append(float(said.strip().splitlines()[-1]))
             for n in sizes:
                 for family, (run_id, checkpoint) in models.items():
-                    plain = [str(BIN / "python"), str(REPO / "benchmarks" / "plain_predict_tables.py")]
-                    wall, peak, said = run(
-                        [*plain, str(checkpoint), str(inputs[n]), str(tmp / "plain.parquet"), "2"], env
-                    )
-                    assert json.loads(said.strip().splitlines()[-1])["rows"] == n, said
-                    walls.setdefault(("plain", family, n), []).append(wall)
-                    rss.setdefault(("plain", family, n), []).append(peak)
-                    for engine in ENGINES:
-                        cmd = [str(BIN / "rayline"), "predict", str(REPO / SPECS[family]), "--model", run_id]
-                        cmd += [
-                            "--input",
-                            str(inputs[n]),
-                            "--out",
-                            str(tmp / f"{engine}.parquet"),
-                            "--set",
-                            f"predict.engine={engine}",
-                        ]
-                        wall, peak, said = run(cmd, env)
-                        if f"wrote {n:,} rows" not in said:
-                            raise SystemExit(f"rayline predict did not write {n:,} rows:\n{said}")
-                        walls.setdefault((engine, family, n), []).append(wall)
-                        rss.setdefault((engine, family, n), []).append(peak)
+                    for command in commands:
+                        timed_command(command, family, run_id, checkpoint, inputs[n], n, tmp, env, walls, rss)
     rows: list[list[object]] = []
     labels = {"plain": "plain script", "local": "rayline, in process", "ray": "rayline, actor pool"}
-    for n in sizes:
-        for family in families:
-            base = median(walls[("plain", family, n)])
-            for who, label in labels.items():
-                key = (who, family, n)
-                span = f"{min(walls[key]):.1f}-{max(walls[key]):.1f}"
-                rows.append(
-                    [
-                        f"{n:,}",
-                        family,
-                        label,
-                        median(walls[key]),
-                        span,
-                        median(walls[key]) / base,
-                        median(rss[key]) / 1e9,
-                    ]
-                )
+    for command in commands:
+        for n in sizes:
+            for family in families:
+                base = median(walls[(command, "plain", family, n)])
+                for who, label in labels.items():
+                    key = (command, who, family, n)
+                    span = f"{min(walls[key]):.1f}-{max(walls[key]):.1f}"
+                    cells: list[object] = [f"{n:,}", family, label, median(walls[key]), span]
+                    rows.append([*cells, median(walls[key]) / base, median(rss[key]) / 1e9])
     print(f"{args.repeats} repeat(s) alternated; Ray's start alone: {median(ray_start):.1f} s (median)")
-    print(table(["rows", "family", "command", "median s", "range s", "x plain", "peak RSS GB (own process)"], rows))
+    header = ["rows", "family", "command", "median s", "range s", "x plain", "peak RSS GB (own process)"]
+    per_command = len(rows) // len(commands)
+    for i, command in enumerate(commands):
+        if len(commands) > 1:
+            print(f"\nrayline {command}:")
+        print(table(header, rows[i * per_command : (i + 1) * per_command]))
+
+
+def timed_command(
+    command: str,
+    family: str,
+    run_id: str,
+    checkpoint: Path,
+    source: Path,
+    n: int,
+    tmp: Path,
+    env: dict[str, str],
+    walls: dict[tuple[str, str, str, int], list[float]],
+    rss: dict[tuple[str, str, str, int], list[float]],
+) -> None:
+    """The plain script, then rayline on each engine, for one command; each checked, each timed."""
+    plain = [str(BIN / "python"), str(REPO / "benchmarks" / f"plain_{command}_tables.py"), str(checkpoint)]
+    plain += [str(source), str(tmp / "plain.parquet"), "2"] if command == "predict" else [str(source), "2"]
+    wall, peak, said = run(plain, env)
+    baseline = json.loads(said.strip().splitlines()[-1])
+    assert baseline["rows"] == n, said
+    walls.setdefault((command, "plain", family, n), []).append(wall)
+    rss.setdefault((command, "plain", family, n), []).append(peak)
+    for engine in ENGINES:
+        cmd = [str(BIN / "rayline"), command, str(REPO / SPECS[family]), "--model", run_id, "--input", str(source)]
+        if command == "predict":
+            cmd += ["--out", str(tmp / f"{engine}.parquet")]
+        wall, peak, said = run([*cmd, "--set", f"predict.engine={engine}"], env)
+        if command == "predict" and f"wrote {n:,} rows" not in said:
+            raise SystemExit(f"rayline predict did not write {n:,} rows:\n{said}")
+        if command == "evaluate":
+            check_metrics(said, baseline, n)
+        walls.setdefault((command, engine, family, n), []).append(wall)
+        rss.setdefault((command, engine, family, n), []).append(peak)
+
+
+def check_metrics(said: str, baseline: dict[str, Any], n: int) -> None:
+    """rayline evaluate's printed metrics (4 decimals) against the plain script's; stops on a difference."""
+    printed = {name: float(value) for name, value in METRIC_LINE.findall(said)}
+    expected = baseline["metrics"]
+    differ = [k for k in expected if k not in printed or abs(printed[k] - expected[k]) > 5.1e-5]
+    if f"on {n:,} rows" not in said or differ or set(printed) != set(expected):
+        raise SystemExit(f"rayline evaluate disagrees with the plain script on {differ or 'rows'}:\n{said}\n{expected}")
 
 
 if __name__ == "__main__":
