@@ -55,6 +55,17 @@ class TrainResult:
     resumed: bool = False  # went on from an interrupted run's checkpoint
 
 
+@dataclass(frozen=True)
+class Fit:
+    """What one training left for the registry (``log_run``): the final report, every report
+    (the final one last), the final checkpoint's folder, and where it ran."""
+
+    metrics: Mapping[str, float]
+    history: list[dict[str, float]]
+    checkpoint: Path
+    path: str  # "local", "ray-train:<N>" or "tune-trial"
+
+
 def model_params(spec: Spec) -> dict[str, Any]:
     """What the registry records as the run's params."""
     dumped = spec.model_dump(mode="json")
@@ -111,9 +122,7 @@ def failure_config(spec: Spec) -> Any:
     )
 
 
-def run_local(
-    spec: Spec, family: Family, data: Prepared, on_report: ProgressFn | None, *, resume: bool
-) -> LocalContext:
+def run_local(spec: Spec, family: Family, data: Prepared, on_report: ProgressFn | None, *, resume: bool) -> Fit:
     workdir = local_state(spec)
     if not resume:
         clear_local(spec)
@@ -122,13 +131,11 @@ def run_local(
     family.train_loop(data.config, ctx)
     if ctx.checkpoint is None:
         raise TrainError(f"the {family.name} loop finished without a checkpoint")
-    return ctx
+    return Fit(ctx.history[-1], ctx.history, ctx.checkpoint, "local")
 
 
-def run_ray_train(
-    spec: Spec, family: Family, data: Prepared, total_cpus: float
-) -> tuple[dict[str, float], list[dict[str, float]], Path]:
-    """Fit with Ray Train V2; returns final metrics, history and a local copy of the final checkpoint.
+def run_ray_train(spec: Spec, family: Family, data: Prepared, total_cpus: float) -> Fit:
+    """Fit with Ray Train V2; the checkpoint is a local copy of the final one.
 
     The run is named ``train_key(spec)``: a run of that name with a snapshot in storage is
     restored from its latest checkpoint (the caller clears it for a fresh start). Worker
@@ -166,39 +173,39 @@ def run_ray_train(
     # on remote storage). to_directory() copied every checkpoint into /tmp and left it there.
     with result.checkpoint.as_directory() as folder:
         shutil.copytree(folder, local)
-    return dict(result.metrics or {}), history, local
+    return Fit(dict(result.metrics or {}), history, local, f"ray-train:{workers}")
 
 
 def log_run(
     registry: Registry,
     spec: Spec,
     family: Family,
-    *,
-    metrics: Mapping[str, float],
-    history: list[dict[str, float]],
-    checkpoint: Path,
+    fit: Fit,
     data: Prepared,
-    path: str,
     seconds: Mapping[str, float],
+    *,
     kind: str = "train",
     parent_id: str | None = None,
     extra_params: Mapping[str, Any] | None = None,
     extra_tags: Mapping[str, str] | None = None,
 ) -> str:
-    step_key = family.step_key
-    tags = {"rayline.path": path, **(extra_tags or {})}
+    tags = {"rayline.path": fit.path, **(extra_tags or {})}
     with registry.start_run(spec.name, kind=kind, family=family.name, spec=spec, parent_id=parent_id, tags=tags) as run:
         run.log_params({**model_params(spec), **(extra_params or {})})
         run.set_tags({f"rayline.data.{k}": v for k, v in data.fingerprint.items()})
-        # The final report is the run's metrics, not a step; a resumed run that had already
-        # finished reports it once more (so compare by value).
-        run.log_history([h for h in history if step_key in h and h != history[-1]], step_key=step_key)
-        run.log_metrics({k: v for k, v in metrics.items() if k != step_key})
+        log_steps(run, fit.history, family.step_key)
+        run.log_metrics({k: v for k, v in fit.metrics.items() if k != family.step_key})
         run.log_metrics({f"time_{k}_s": v for k, v in seconds.items()})
         # profile.json travels with the model: serving and `rayline drift` compare new rows with it.
-        store_profile(checkpoint, data, family)
-        log_model(run, checkpoint, data, family)
+        store_profile(fit.checkpoint, data, family)
+        log_model(run, fit.checkpoint, data, family)
         return run.run_id
+
+
+def log_steps(run: ActiveRun, history: list[dict[str, float]], step_key: str) -> None:
+    """Every report but the final one as the run's steps: the final report is the run's metrics.
+    A resumed run that had already finished reports it once more (so compare by value)."""
+    run.log_history([h for h in history if step_key in h and h != history[-1]], step_key=step_key)
 
 
 def log_model(run: ActiveRun, checkpoint: Path, data: Prepared, family: Family) -> None:
@@ -245,9 +252,8 @@ def train(
             # every core slows them down as much as the overlap saves (docs/benchmarks.md).
             warm.join()
             t0 = time.perf_counter()
-            ctx = run_local(spec, family, data, on_report, resume=resume)
+            fit = run_local(spec, family, data, on_report, resume=resume)
             fit_s = time.perf_counter() - t0
-            metrics, history, checkpoint, path = ctx.history[-1], ctx.history, ctx.checkpoint, "local"
         else:
             resources = runtime.init()
             worker_resources(spec, resources.cpus)  # workers no node can hold: say so before reading data
@@ -258,30 +264,18 @@ def train(
             _say_resume(spec, resume, resumed, notice)
             data = prepare(spec, family, kind, in_process=False)
             t0 = time.perf_counter()
-            metrics, history, checkpoint = run_ray_train(spec, family, data, resources.cpus)
+            fit = run_ray_train(spec, family, data, resources.cpus)
             fit_s = time.perf_counter() - t0
-            path = f"ray-train:{worker_resources(spec, resources.cpus)[0]}"
-        assert checkpoint is not None
         seconds = {"data": data.seconds, "fit": fit_s, "total": time.perf_counter() - start}
         warm.join()
-        run_id = log_run(
-            registry,
-            spec,
-            family,
-            metrics=metrics,
-            history=history,
-            checkpoint=checkpoint,
-            data=data,
-            path=path,
-            seconds=seconds,
-            extra_tags={"rayline.resumed": "true"} if resumed else None,
-        )
+        resumed_tag = {"rayline.resumed": "true"} if resumed else None
+        run_id = log_run(registry, spec, family, fit, data, seconds, extra_tags=resumed_tag)
         # Registered: the resume state has served its purpose, and a later --resume must not
         # register this run a second time.
         if local:
             clear_local(spec)
         else:
-            shutil.rmtree(checkpoint.parent, ignore_errors=True)
+            shutil.rmtree(fit.checkpoint.parent, ignore_errors=True)
             clear_storage(key)
     except RaylineError:
         raise
@@ -289,9 +283,9 @@ def train(
         raise map_error(err, during="training") from None
     return TrainResult(
         run_id=run_id,
-        metrics=dict(metrics),
-        history=history,
-        path=path,
+        metrics=dict(fit.metrics),
+        history=fit.history,
+        path=fit.path,
         seconds=seconds,
         skipped=data.skipped,
         resumed=resumed,

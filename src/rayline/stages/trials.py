@@ -16,7 +16,7 @@ from rayline.errors import root_cause
 from rayline.families import Family
 from rayline.registry import Registry
 from rayline.spec import Spec
-from rayline.stages.train import log_run
+from rayline.stages.train import Fit, log_run, log_steps
 
 
 @dataclass
@@ -133,26 +133,16 @@ def _log_trial(
         for k, v in result.metrics.items()
         if isinstance(v, int | float) and (k.startswith("valid_") or k.startswith("resumed_from_"))
     }
+    params = {f"trial.{k}": v for k, v in config.items()}
     if checkpoint is not None:
+        fit = Fit(metrics, history, checkpoint, "tune-trial")
+        seconds = {"total": float(result.metrics.get("time_total_s", 0.0))}
         return log_run(
-            registry,
-            spec,
-            family,
-            metrics=metrics,
-            history=history,
-            checkpoint=checkpoint,
-            data=data,
-            path="tune-trial",
-            seconds={"total": float(result.metrics.get("time_total_s", 0.0))},
-            kind="trial",
-            parent_id=parent_id,
-            extra_params={f"trial.{k}": v for k, v in config.items()},
+            registry, spec, family, fit, data, seconds, kind="trial", parent_id=parent_id, extra_params=params
         )
     with registry.start_run(spec.name, kind="trial", family=family.name, parent_id=parent_id) as run:
-        run.log_params({f"trial.{k}": v for k, v in config.items()})
-        step_key = family.step_key
-        # As log_run: the last report is the trial's result (its metrics), not one more step.
-        run.log_history([h for h in history if step_key in h and h != history[-1]], step_key=step_key)
+        run.log_params(params)
+        log_steps(run, history, family.step_key)
         run.log_metrics(metrics)
         return run.run_id
 
