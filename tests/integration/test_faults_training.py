@@ -3,10 +3,14 @@
 - In process: SIGKILL ``rayline train`` mid-run, then ``rayline train --resume``: one registered
   run, its history the unfaulted run's (the same rounds, the same values), its model as good.
 - On Ray Train (2 workers): SIGKILL one worker mid-run (``scaling.max_failures`` recovers it from
-  the last checkpoint), then SIGKILL the driver and ``--resume``: one run, a history that never
+  the last checkpoint), then SIGKILL the driver and resume: one run, a history that never
   goes back to round 0, a metric within tolerance of the unfaulted run's.
-- Tune: SIGKILL ``rayline tune`` mid-search, then ``--resume``: the unfinished trials go on from
+- Tune: SIGKILL ``rayline tune`` mid-search, then resume: the unfinished trials go on from
   their checkpoints; a trial that raises is a FAILED trial run with its error, the others finish.
+
+The runs killed are ``rayline`` processes (each with its own Ray). The first test resumes with
+``rayline train --resume`` in a process; the Ray ones resume through the library
+(``resume=True``, what ``--resume`` calls) on the session's Ray, which saves a Ray start each.
 - Every family's loop resumes (xgboost, lightgbm, resnet18), here after an exception mid-run.
 
 Rounds are slowed by the data's size (200,000 trips in process), not by sleeps. The unfaulted
@@ -256,7 +260,9 @@ def test_resume_with_nothing_to_resume_says_so_and_starts_fresh(rayline_home: Pa
     assert not local_state(spec).exists()
 
 
-def test_killed_worker_and_killed_driver_on_ray_train(tmp_path: Path, rayline_home: Path, processes: list[Any]) -> None:
+def test_killed_worker_and_killed_driver_on_ray_train(
+    tmp_path: Path, rayline_home: Path, processes: list[Any], ray_session: object
+) -> None:
     path = spec_file(tmp_path, rows=20_000, rounds=RAY_ROUNDS)
     two = ("--set", "scaling.num_workers=2")
     spec = load_spec(path, ["scaling.num_workers=2"])
@@ -287,9 +293,10 @@ def test_killed_worker_and_killed_driver_on_ray_train(tmp_path: Path, rayline_ho
     assert open_registry().list_runs(spec.name) == []
 
     started = time.monotonic()
-    done = rayline("train", str(path), *two, "--resume", timeout=400)
+    said: list[str] = []
+    train(spec, resume=True, notice=said.append)  # --resume, on the session's Ray
     resumed_s = time.monotonic() - started
-    assert "resuming faults from the last checkpoint" in done.stderr
+    assert said == ["resuming faults from the last checkpoint of its interrupted run"], said
 
     run = the_one_run(spec)
     assert run.tags["rayline.path"] == "ray-train:2"
@@ -386,7 +393,11 @@ def search_saved_since(spec: Spec, home: Path, since: float) -> bool:
     return any(p.stat().st_mtime > since for p in saved)
 
 
-def test_killed_search_resumes_its_unfinished_trials(tmp_path: Path, rayline_home: Path, processes: list[Any]) -> None:
+def test_killed_search_resumes_its_unfinished_trials(
+    tmp_path: Path, rayline_home: Path, processes: list[Any], ray_session: object
+) -> None:
+    from rayline.stages.tune import tune
+
     path = spec_file(tmp_path, rows=100_000, rounds=TUNE_ROUNDS)
     raw = yaml.safe_load(path.read_text())
     raw["tune"] = {"num_samples": 4, "max_concurrent": 2, "space": {"eta": {"loguniform": [0.05, 0.3]}}}
@@ -405,9 +416,10 @@ def test_killed_search_resumes_its_unfinished_trials(tmp_path: Path, rayline_hom
     assert open_registry().list_runs(spec.name) == []
 
     started = time.monotonic()
-    done = rayline("tune", str(path), "--resume")
+    said: list[str] = []
+    tune(spec, resume=True, notice=said.append)  # --resume, on the session's Ray
     resumed_s = time.monotonic() - started
-    assert "resuming the search of faults where it was interrupted" in done.stderr
+    assert said == ["resuming the search of faults where it was interrupted"], said
     registry = open_registry()
     assert len(registry.list_runs(spec.name, kind="tune")) == 1
     trials = registry.list_runs(spec.name, kind="trial")
