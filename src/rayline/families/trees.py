@@ -260,13 +260,19 @@ class TreePredictor(ABC):
         """Batch prediction's hot path: the output columns of an Arrow batch, computed on the
         scaled float64 matrix built from its columns in one copy (a DataFrame only when a feature
         is categorical: its typed column needs pandas)."""
+        return arrow_outputs(self.raw_arrow(batch), self.layout)
+
+    def raw_arrow(self, batch: pa.RecordBatch) -> np.ndarray:
+        """The model's float64 predictions of an Arrow batch (the second class's probability,
+        every class's, or the value): ``predict_arrow``'s, and what evaluation reduces without
+        building an output column."""
         if batch.num_rows == 0:
-            return arrow_outputs(np.empty(0), self.layout)
+            return np.empty(0)
         if self.layout.categorical:
             data: Any = features_frame(batch.to_pandas(), self.layout)
         else:
             data = arrow_matrix(batch, self.layout)
-        return arrow_outputs(self._raw(data), self.layout)
+        return self._raw(data).astype(np.float64, copy=False)
 
     def predict_items(self, items: list[Any]) -> list[dict[str, Any]]:
         """Validated request records -> one result each (the serving path: no DataFrame when it can)."""

@@ -228,12 +228,12 @@ def evaluate(
                 total.add(predictor.tally(part.index, target))
         else:
             for row in pool_over_parts(spec, m, [p.index for p in plan], settings, progress):
-                total.add(Tally(**json.loads(row["tally"])))
+                total.add(Tally.from_json(row["tally"]))
         if total.rows == 0:
             raise DataError("evaluation input has no rows")
         reduced = Reduced(*metrics_of(total, target))
         if target.task == "binary":
-            _add_auc(reduced, np.asarray(total.pos), np.asarray(total.neg), target)
+            _add_auc(reduced, total.pos, total.neg, target)
         return total.rows, reduced
 
     def in_process() -> tuple[int, Reduced]:

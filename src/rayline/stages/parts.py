@@ -217,8 +217,8 @@ class PartPredictor:
             screened = self.kind.screen(batch, self.meta, part)  # evaluation's policy is ``fail``
             if len(screened.bad_positions):
                 raise self._refused(screened, numbers, part, hint="drop or fix that row: evaluation takes no bad row")
-            outputs = self.predictor.predict_arrow(screened.model_input)
-            total.add(tally_batch(batch.column(target.label), outputs, target))
+            raw = self.predictor.raw_arrow(screened.model_input)  # no output column: nothing is written
+            total.add(tally_batch(batch.column(target.label), raw, target))
         return total
 
     def _refused(
@@ -242,7 +242,7 @@ class PartPredictor:
     def run_or_tally(self, index: int) -> Done | dict[str, Any]:
         """An actor's call: the part written (``Done``), or, evaluating, its tally (a JSON line)."""
         if self.target is not None:
-            return {"part": index, "tally": json.dumps(asdict(self.tally(index, self.target)))}
+            return {"part": index, "tally": self.tally(index, self.target).to_json()}
         return self.run(index)
 
 
