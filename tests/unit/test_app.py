@@ -113,9 +113,11 @@ def test_docs_are_served_offline(client: TestClient) -> None:
 def test_openapi_declares_every_answer(client: TestClient) -> None:
     doc = client.get("/openapi.json", headers=AUTH).json()
     predict_op = doc["paths"]["/predict"]["post"]
-    assert set(predict_op["responses"]) == {"200", "400", "401", "404", "413", "422"}
-    error = predict_op["responses"]["422"]["content"]["application/json"]["schema"]
-    assert error == {"$ref": "#/components/schemas/ErrorBody"}
+    assert set(predict_op["responses"]) == {"200", "400", "401", "404", "413", "422", "429"}
+    for code in ("422", "429"):  # a full queue's 429 too: Ray writes it, rayline's middleware makes it JSON
+        error = predict_op["responses"][code]["content"]["application/json"]["schema"]
+        assert error == {"$ref": "#/components/schemas/ErrorBody"}
+    assert predict_op["responses"]["429"]["headers"]["Retry-After"]["schema"] == {"type": "integer"}
     answer = doc["components"]["schemas"]["PredictResponse"]
     assert set(answer["required"]) == {"model", "predictions"}
     health = doc["paths"]["/healthz"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]

@@ -158,8 +158,14 @@ def test_other_errors_are_the_services_own_failure() -> None:
     assert context.code is None
 
 
-def test_a_full_queue_is_the_tables_overloaded_status() -> None:
-    """Ray Serve answers it, with the status the table gives (``config.overload_options``)."""
+def test_a_full_queue_is_the_tables_overloaded_status(client: TestClient) -> None:
+    """Ray Serve answers it, with the status the table gives (``config.overload_options``); the
+    OpenAPI document declares it, JSON with Retry-After, on every route that predicts."""
     options = overload_options(ServeSpec(retry_after_s=2))
     assert options["backpressure_config"] == {"status_code": 429, "retry_after_s": 2}
-    assert (OVERLOADED.http, OVERLOADED.grpc) == (429, "RESOURCE_EXHAUSTED")
+    assert (OVERLOADED.http, OVERLOADED.oip_rest, OVERLOADED.grpc) == (429, 429, "RESOURCE_EXHAUSTED")
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in ("/predict", "/explain", "/predict/stream", "/v2/models/{name}/infer"):
+        declared = paths[path]["post"]["responses"][str(OVERLOADED.http)]
+        assert declared["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorBody"}, path
+        assert declared["headers"]["Retry-After"]["schema"] == {"type": "integer"}, path

@@ -28,6 +28,7 @@ import re
 import tempfile
 from typing import Literal
 
+from rayline.serving._overload import CALLBACK, CALLBACK_ENV
 from rayline.serving.ports import free_port
 
 IngressMode = Literal["haproxy", "proxy", "direct"]
@@ -58,10 +59,13 @@ def ingress_env(mode: IngressMode, host: str, port: int) -> dict[str, str]:
 
     ``port`` is the service's own port, which the ports picked here must not take.
     """
+    # Ray's proxy and the replicas' own HTTP servers write a full queue's 429 as rayline's JSON
+    # error (``_overload``); a callback of the user's own wins (the 429 is then Ray's text).
+    overload = {CALLBACK_ENV: os.environ.get(CALLBACK_ENV, CALLBACK)}
     if mode == "proxy":
-        return {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "0", "RAY_SERVE_ENABLE_HA_PROXY": "0"}
+        return {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "0", "RAY_SERVE_ENABLE_HA_PROXY": "0", **overload}
     if mode == "direct":
-        return {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", "RAY_SERVE_ENABLE_HA_PROXY": "0"}
+        return {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", "RAY_SERVE_ENABLE_HA_PROXY": "0", **overload}
     # Short paths: HAProxy's socket paths must fit in a unix socket name (~107 bytes).
     folder = tempfile.mkdtemp(prefix="rl-hap-", dir="/tmp")
     loopback = host in ("127.0.0.1", "localhost", "::1")
@@ -84,6 +88,7 @@ def ingress_env(mode: IngressMode, host: str, port: int) -> dict[str, str]:
         "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_port("127.0.0.1", taken)),
         "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(free_port("127.0.0.1", taken)),
         _LOOPBACK_ENV: "1" if loopback else "",
+        **overload,
     }
     _write_error_pages(folder)
     # A user's own setting of these two wins.

@@ -210,7 +210,12 @@ class Health(BaseModel):
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {code: {"model": ErrorBody, "description": ERROR_STATUS[code]} for code in codes}
+    errors: dict[int | str, dict[str, Any]] = {
+        code: {"model": ErrorBody, "description": ERROR_STATUS[code]} for code in codes
+    }
+    if 429 in errors:  # written by Ray's servers, made JSON by ``_overload``
+        errors[429]["headers"] = {"Retry-After": RETRY_AFTER}
+    return errors
 
 
 ERROR_STATUS = {
@@ -219,7 +224,9 @@ ERROR_STATUS = {
     404: "the requested model is not a run this service may answer with",
     413: "the body is over serve.max_request_bytes",
     422: "the JSON does not match the request schema, or a value cannot be used (the field is named)",
+    429: "every replica is busy and its queue is full (serve.max_queued_requests): retry after Retry-After",
 }
+RETRY_AFTER = {"description": "seconds to wait before retrying (serve.retry_after_s)", "schema": {"type": "integer"}}
 DOCS_ASSETS = "/docs-assets"
 
 
@@ -311,7 +318,7 @@ def build_api(
         model=(str, Field(description="the run that answered")),
         predictions=(list[prediction], Field(description="one per input, in order")),
     )
-    codes = (400, 401, 404, 413, 422) if api_key is not None else (400, 404, 413, 422)
+    codes = (400, 401, 404, 413, 422, 429) if api_key is not None else (400, 404, 413, 422, 429)
     extra: dict[str, Any] = {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
     if api_key is not None:
         extra["security"] = [{"apiKey": []}]

@@ -67,7 +67,7 @@ def _error(err: RaylineError) -> JSONResponse:
 
 def add_routes(app: FastAPI, oip: OIPModel, errors: dict[int | str, dict[str, Any]]) -> None:
     """``errors``: the error answers to document on every route (the protocol's ``{"error": ...}``)."""
-    failing: dict[int | str, dict[str, Any]] = {c: errors[c] for c in errors if c in (400, 401, 404, 413)}
+    failing: dict[int | str, dict[str, Any]] = {c: errors[c] for c in errors if c in (400, 401, 404, 413, 429)}
 
     @app.get("/v2", tags=TAG, summary="Server metadata", responses=failing)
     async def server_metadata() -> dict[str, Any]:
