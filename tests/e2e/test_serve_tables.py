@@ -1,11 +1,13 @@
-"""`rayline serve` on a trained table model: a real subprocess, real HTTP, real Ray Serve."""
+"""`rayline serve` on a trained table model: a real subprocess, real HTTP, real Ray Serve.
+
+The models it serves are trained in this process (the library's train, in the module's
+RAYLINE_HOME): a `rayline train` process would prove nothing more here."""
 
 from __future__ import annotations
 
 import http.client
 import json
 import os
-import re
 import signal
 import subprocess
 import time
@@ -19,8 +21,9 @@ import numpy as np
 import pytest
 
 import oip
+from inprocess import new_home
 from rayline.serving.ports import free_port
-from service import SCRIPT, TAXI_RECORD, call, fuzz, serving
+from service import TAXI_RECORD, call, fuzz, serving
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 RECORD = TAXI_RECORD
@@ -28,8 +31,8 @@ SETS = ["--set", "data.rows=4000", "--set", "model.num_boost_round=15", "--set",
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    home = tmp_path_factory.mktemp("serve-home")
+def env(tmp_path_factory: pytest.TempPathFactory, empty_store: Path) -> dict[str, str]:
+    home = new_home(tmp_path_factory.mktemp("serve-home"))
     env = {**os.environ, "RAYLINE_HOME": str(home)}
     env.pop("RAY_ADDRESS", None)
     return env
@@ -42,23 +45,24 @@ def grpc_port() -> int:
 
 @pytest.fixture(scope="module")
 def service(env: dict[str, str], grpc_port: int) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    subprocess.run([str(SCRIPT), "train", str(EXAMPLES / "taxi.yaml"), *SETS], env=env, check=True, timeout=300)
+    train(env)
     args = [str(EXAMPLES / "taxi.yaml"), "--model", "best", *SETS, "--set", f"serve.grpc_port={grpc_port}"]
     with serving(args, env) as (url, proc):
         yield url, proc
 
 
+def train(env: dict[str, str], *sets: str) -> str:
+    """A taxi run of the served spec (its ``--set`` values and ``sets``), trained here in ``env``'s home; its run id."""
+    import rayline
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RAYLINE_HOME", env["RAYLINE_HOME"])
+        return rayline.train(rayline.load_spec(str(EXAMPLES / "taxi.yaml"), [*SETS[1::2], *sets])).run_id
+
+
 def train_another(env: dict[str, str], *, rounds: int) -> str:
     """Another taxi run of the served spec (``rounds`` boosting rounds); its run id."""
-    trained = subprocess.run(
-        [str(SCRIPT), "train", str(EXAMPLES / "taxi.yaml"), *SETS, "--set", f"model.num_boost_round={rounds}"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=300,
-    )
-    return re.search(r"run ([0-9a-f]{32})", trained.stdout).group(1)  # type: ignore[union-attr]
+    return train(env, f"model.num_boost_round={rounds}")
 
 
 def test_predict_good_records(service: tuple[str, Any]) -> None:
