@@ -82,3 +82,40 @@ def test_haproxy_answers_its_own_errors_in_json(monkeypatch: pytest.MonkeyPatch)
         assert "empty-response" in env["RAY_SERVE_HAPROXY_RETRY_ON"]  # predictions are replayed, not lost
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_haproxy_sheds_at_the_door(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each replica is sent at most what it holds; past that HAProxy answers the 429 itself, JSON with
+    Retry-After (gRPC: RESOURCE_EXHAUSTED), the same answer as a replica's own refusal."""
+    import json
+
+    from ray.serve._private import haproxy
+
+    from rayline.serving.config import shedding
+    from rayline.spec import ServeSpec
+
+    shed = shedding(ServeSpec(max_ongoing_requests=1, max_queued_requests=2, retry_after_s=2.5))
+    assert shed == (3, 3)  # Retry-After is rounded up, as Ray writes it
+    env = ingress_env("haproxy", "127.0.0.1", 8000, shed=shed)
+    folder = os.path.dirname(env["RAY_SERVE_HAPROXY_SOCKET_PATH"])
+    try:
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.setattr(haproxy, "HAPROXY_CONFIG_TEMPLATE", haproxy.HAPROXY_CONFIG_TEMPLATE)
+        haproxy_setup()
+        template = haproxy.HAPROXY_CONFIG_TEMPLATE
+        servers = [line for line in template.splitlines() if "server {{ server.name }}" in line and "observe" in line]
+        assert len(servers) == 2 and all(" check maxconn 3" in line for line in servers)  # replicas: HTTP, gRPC
+        full = "if { nbsrv gt 0 } { be_conn_free eq 0 }"
+        refuse = f"http-request return status 429 content-type application/json file {folder}/429.json"
+        assert f"{refuse} hdr Retry-After 3 {full}" in template
+        assert "hdr grpc-status 8 hdr grpc-message " in template and template.count(full) == 2
+        body = json.loads(Path(f"{folder}/429.json").read_text())
+        assert body == {
+            "error": "the service is at capacity: every replica is busy and its queue is full; retry after 3 s"
+        }
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    unshed = ingress_env("haproxy", "127.0.0.1", 8000)  # without ``shed``, only the replicas refuse
+    shutil.rmtree(os.path.dirname(unshed["RAY_SERVE_HAPROXY_SOCKET_PATH"]), ignore_errors=True)
+    assert unshed["RAYLINE_HAPROXY_SHED"] == ""

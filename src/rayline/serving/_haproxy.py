@@ -6,7 +6,13 @@
 - ``direct``: replicas listen on their own ports (30000+) for an external load balancer; the
   proxy keeps answering on --port.
 
-``haproxy_setup`` (a Ray worker setup hook) adjusts Ray 2.60's HAProxy template in two ways.
+``haproxy_setup`` (a Ray worker setup hook) adjusts Ray 2.60's HAProxy template in three ways.
+It sheds load at the door (``_shed_at_the_door``): each replica is sent at most what it holds
+(``serve.max_ongoing_requests`` + ``serve.max_queued_requests``) and a request finding every one
+full is answered 429 with ``Retry-After`` by HAProxy itself, as rayline's JSON error. Left to the
+replicas, a burst on new connections was not refused but answered one by one: a replica whose
+model computes on its event loop accepts one connection per turn of that loop (uvloop's accept;
+docs/serving.md), so the others waited in its listen queue, where no queue bound sees them.
 HAProxy's own answers (no replica ready: 503; a replica gone mid-request: 502; 504; the app not
 deployed yet while the model loads: 503 "starting") become JSON bodies like every other error,
 instead of Ray's text/plain 500 and 404. And Ray binds HAProxy's stats
@@ -28,11 +34,12 @@ import re
 import tempfile
 from typing import Literal
 
-from rayline.serving._overload import CALLBACK, CALLBACK_ENV
+from rayline.serving._overload import CALLBACK, CALLBACK_ENV, overloaded_body
 from rayline.serving.ports import free_port
 
 IngressMode = Literal["haproxy", "proxy", "direct"]
 _LOOPBACK_ENV = "RAYLINE_HAPROXY_PRIVATE"
+_SHED_ENV = "RAYLINE_HAPROXY_SHED"  # "<requests one replica holds> <Retry-After seconds>"
 # What HAProxy answers itself when no replica does; Ray's pages are a text/plain 500 for all three.
 ERROR_PAGES = {
     502: ("Bad Gateway", "a model replica closed the connection without answering; retry"),
@@ -41,7 +48,7 @@ ERROR_PAGES = {
 }
 
 
-def _write_error_pages(folder: str) -> None:
+def _write_error_pages(folder: str, retry_after: int) -> None:
     for code, (reason, message) in ERROR_PAGES.items():
         body = json.dumps({"error": message})
         head = (
@@ -52,12 +59,16 @@ def _write_error_pages(folder: str) -> None:
             fh.write(head + body)
     with open(f"{folder}/starting.json", "w") as fh:
         json.dump({"error": "the model is starting: no replica is ready yet; retry shortly"}, fh)
+    with open(f"{folder}/429.json", "wb") as fb:
+        fb.write(overloaded_body(str(retry_after)))
 
 
-def ingress_env(mode: IngressMode, host: str, port: int) -> dict[str, str]:
+def ingress_env(mode: IngressMode, host: str, port: int, *, shed: tuple[int, int] | None = None) -> dict[str, str]:
     """Environment for the Ray processes (set before Ray starts; Serve reads it at import).
 
-    ``port`` is the service's own port, which the ports picked here must not take.
+    ``port`` is the service's own port, which the ports picked here must not take. ``shed``: what
+    one replica holds and the Retry-After of a 429 (``config.shedding``), for HAProxy to refuse
+    what is beyond; None: the replicas alone refuse.
     """
     # Ray's proxy and the replicas' own HTTP servers write a full queue's 429 as rayline's JSON
     # error (``_overload``); a callback of the user's own wins (the 429 is then Ray's text).
@@ -88,9 +99,10 @@ def ingress_env(mode: IngressMode, host: str, port: int) -> dict[str, str]:
         "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_port("127.0.0.1", taken)),
         "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(free_port("127.0.0.1", taken)),
         _LOOPBACK_ENV: "1" if loopback else "",
+        _SHED_ENV: f"{shed[0]} {shed[1]}" if shed else "",
         **overload,
     }
-    _write_error_pages(folder)
+    _write_error_pages(folder, shed[1] if shed else 1)
     # A user's own setting of these two wins.
     defaults = {
         # Ray starts 4 HAProxy threads; on 2 cores they contend with the replicas they feed.
@@ -158,9 +170,47 @@ def haproxy_setup() -> None:
     if os.path.exists(f"{folder}/starting.json"):
         starting = f"    http-request return status 503 content-type application/json file {folder}/starting.json"
         template = default.sub(lambda m: f"{m.group(1)}{starting} hdr Retry-After 1\n", template, count=1)
+    if os.environ.get(_SHED_ENV):
+        template = _shed_at_the_door(template, folder, os.environ[_SHED_ENV])
     if os.environ.get(_LOOPBACK_ENV):
         template = _private_listeners(template, folder)
     setattr(haproxy, "HAPROXY_CONFIG_TEMPLATE", template)  # noqa: B010
+
+
+# Each replica's server line and the start of its backend: HTTP, then gRPC (HTTP/2 to the replicas).
+_HTTP = (
+    "{{ server.port }} check{% if config.observe_mark_down_enabled %}",
+    "    # Enable HTTP connection reuse for better performance\n    http-reuse always\n",
+)
+_GRPC = (
+    "{{ server.port }} proto h2 check{% if config.observe_mark_down_enabled %}",
+    "    mode http\n    log global\n    http-reuse always\n",
+)
+_FULL = "if { nbsrv gt 0 } { be_conn_free eq 0 }"  # replicas up, and not one free slot among them
+
+
+def _shed_at_the_door(template: str, folder: str, shed: str) -> str:
+    """At most ``capacity`` requests at once to each replica (``maxconn``); a request finding no
+    free slot on any replica gets the 429 with ``Retry-After`` (gRPC: RESOURCE_EXHAUSTED, code 8,
+    in a trailers-only answer as Ray's own gRPC refusals).
+
+    A Ray upgrade that moved these lines leaves the template as it is: the replicas still refuse
+    what finds their queue full, as with the other ingresses."""
+    capacity, retry_after = (int(part) for part in shed.split())
+    anchors = [*_HTTP, *_GRPC]
+    if any(template.count(a) != 1 for a in anchors) or not os.path.exists(f"{folder}/429.json"):
+        return template
+    message = json.loads(overloaded_body(str(retry_after)))["error"]
+    refusals = (
+        f"    http-request return status 429 content-type application/json file {folder}/429.json"
+        f" hdr Retry-After {retry_after} {_FULL}\n",
+        f"    http-request return status 200 content-type application/grpc hdr grpc-status 8"
+        f' hdr grpc-message "{message}" {_FULL}\n',
+    )
+    for (server, backend), refuse in zip((_HTTP, _GRPC), refusals, strict=True):
+        template = template.replace(server, server.replace(" check", f" check maxconn {capacity}"))
+        template = template.replace(backend, backend + refuse)
+    return template
 
 
 def _private_listeners(template: str, folder: str) -> str:

@@ -11,8 +11,9 @@ The first row an error is an instance of answers it (Ray re-raises a replica's `
 a class that is a ``DataError`` too). An error in no row is the service's own failure: 500 (gRPC
 INTERNAL) from each transport's catch-all. The protocol over REST answers 400 for bad content
 where rayline's routes answer 422, as the Open Inference Protocol asks. A full queue is refused
-by Ray Serve before rayline code runs (``config.overload_options`` gives it ``OVERLOADED``);
-the stream's own statuses (a line over the limit: 413, a body with no line: 400) are its own.
+before the app runs, by HAProxy at the door (``config.shedding``) or by Ray Serve
+(``config.overload_options`` gives it ``OVERLOADED``), as ``{"error": ...}`` (``_overload``) on
+every route; the stream's own statuses (a line over the limit: 413, a body with no line: 400) are its own.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ TABLE: tuple[tuple[type[RaylineError], Status], ...] = (
 )
 
 OVERLOADED = Status(http=429, oip_rest=429, grpc="RESOURCE_EXHAUSTED")
-"""A full queue (Ray Serve answers it, with ``Retry-After``; its gRPC code is Serve's own)."""
+"""A full queue (HAProxy or Ray Serve answers it, with ``Retry-After``; its gRPC code is Serve's own)."""
 
 ANSWERED: tuple[type[RaylineError], ...] = tuple(cls for cls, _ in TABLE)
 """The errors a transport answers from the table: ``except ANSWERED as err``."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from rayline.serving._statuses import OVERLOADED
@@ -14,14 +15,23 @@ def overload_options(serve: ServeSpec) -> dict[str, Any]:
 
     Past ``max_ongoing_requests`` in flight, a request waits in a queue of ``max_queued_requests``
     (per replica behind HAProxy and with direct ingress, per proxy with Serve's proxy); one that
-    finds it full is refused by Ray Serve at once, before any rayline code runs: HTTP 429 with
+    finds it full is refused by Ray Serve at once, before the app runs: HTTP 429 with
     ``Retry-After`` (Ray's default would be 503, which clients and balancers read as "down"), gRPC
-    RESOURCE_EXHAUSTED. Without a bound, Serve queues without end and a burst becomes a hang.
+    RESOURCE_EXHAUSTED; its body is rayline's JSON error (``_overload``). Without a bound, Serve
+    queues without end and a burst becomes a hang. Behind HAProxy the same bound is also kept at
+    the door (``shedding``).
     """
     return {
         "max_queued_requests": serve.max_queued_requests,
         "backpressure_config": {"status_code": OVERLOADED.http, "retry_after_s": serve.retry_after_s},
     }
+
+
+def shedding(serve: ServeSpec) -> tuple[int, int]:
+    """What one replica of the deployment taking HTTP holds (in flight + queued) and the
+    ``Retry-After`` seconds of a 429 (``retry_after_s`` rounded up, as Ray writes it): what the
+    HAProxy ingress refuses at the door (``_haproxy``), where Ray's count would miss a burst."""
+    return serve.max_ongoing_requests + serve.max_queued_requests, max(0, math.ceil(serve.retry_after_s))
 
 
 def deployment_options(serve: ServeSpec) -> dict[str, Any]:

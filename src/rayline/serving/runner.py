@@ -25,6 +25,7 @@ from rayline.registry import Registry, open_registry
 from rayline.serving._auth import Access
 from rayline.serving._haproxy import ingress_env, stop_haproxy
 from rayline.serving.app import application, resolve
+from rayline.serving.config import shedding
 from rayline.serving.oip import stubs
 from rayline.serving.ports import free_port
 from rayline.spec import Spec
@@ -155,7 +156,8 @@ def start(
             log.warning("Ray is already running in this process: serve.ingress=%s is not applied", spec.serve.ingress)
         else:
             added = {name: value for name, value in RAY_ONLY.items() if name not in os.environ}  # a user's own wins
-            os.environ.update({**ONE_LOOP, **added, **ingress_env(spec.serve.ingress, host, port)})
+            ingress = ingress_env(spec.serve.ingress, host, port, shed=shedding(spec.serve))
+            os.environ.update({**ONE_LOOP, **added, **ingress})
             hook = "rayline.serving._haproxy.haproxy_setup"
     elif port == 0 or grpc_port == 0:  # the proxies listen on the cluster's nodes, where no port can be checked here
         which = "serve.port" if port == 0 else "serve.grpc_port"
