@@ -1,7 +1,8 @@
 """`rayline serve` on trained image models: the fused deployment, batching, multiplexing, over HTTP.
 
-Two runs of examples/mnist.yaml (pointed at a small digit folder) are trained with the CLI; the
-service starts with the first and may be asked for the second per request.
+Two runs of examples/mnist.yaml (pointed at a small digit folder) are trained in this process
+(the library's train, in the module's RAYLINE_HOME); the service, a `rayline serve` process,
+starts with the first and may be asked for the second per request.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import base64
 import io
 import json
 import os
-import re
 import signal
 import subprocess
 import urllib.error
@@ -24,8 +24,9 @@ import pytest
 
 import imagesets
 import oip
+from inprocess import new_home
 from rayline.serving.ports import free_port
-from service import SCRIPT, call, fuzz, serving
+from service import call, fuzz, serving
 
 pytestmark = pytest.mark.slow
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -56,24 +57,21 @@ def grpc_port() -> int:
 
 @pytest.fixture(scope="module")
 def service(
-    tmp_path_factory: pytest.TempPathFactory, grpc_port: int
+    tmp_path_factory: pytest.TempPathFactory, grpc_port: int, empty_store: Path
 ) -> Iterator[tuple[str, list[str], subprocess.Popen[str]]]:
+    import rayline
+
     root = tmp_path_factory.mktemp("serve-images")
     source = imagesets.digits(root / "digits", per_class=30, classes=CLASSES)
-    env = {**os.environ, "RAYLINE_HOME": str(root / "home")}
+    env = {**os.environ, "RAYLINE_HOME": str(new_home(root / "home"))}
     env.pop("RAY_ADDRESS", None)
-    spec = [str(EXAMPLES / "mnist.yaml"), "--set", f"data.source={source}", "--set", "model.epochs=1"]
+    sets = [f"data.source={source}", "model.epochs=1"]
+    spec = [str(EXAMPLES / "mnist.yaml"), *(arg for value in sets for arg in ("--set", value))]
     runs = []
-    for lr in ("0.002", "0.0005"):
-        done = subprocess.run(
-            [str(SCRIPT), "train", *spec, "--set", f"model.lr={lr}"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=True,
-        )
-        runs.append(re.search(r"run ([0-9a-f]{32})", done.stdout).group(1))  # type: ignore[union-attr]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RAYLINE_HOME", env["RAYLINE_HOME"])
+        for lr in ("0.002", "0.0005"):
+            runs.append(rayline.train(rayline.load_spec(spec[0], [*sets, f"model.lr={lr}"])).run_id)
     # One replica: /healthz's batching counts are per replica.
     one = ["--set", "serve.autoscaling.initial_replicas=1", "--set", f"serve.grpc_port={grpc_port}"]
     with serving([*spec, *one, "--model", runs[0]], env) as (url, proc):
