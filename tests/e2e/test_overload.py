@@ -231,9 +231,13 @@ def test_open_inference_protocol_sheds_a_burst(service: tuple[str, int]) -> None
         finally:
             client.close()
 
-    statuses = sorted(a.status for a in burst(infer))
+    answers = burst(infer)
+    statuses = sorted(a.status for a in answers)
     assert set(statuses) <= {200, 429}, statuses
     assert statuses.count(200) >= 1 and statuses.count(429) >= BURST // 2, statuses
+    # HAProxy's refusal at the door says why; a replica's is Serve's own
+    why = {REFUSED["error"], "Request dropped due to backpressure"}
+    assert all(any(w in a.body.decode() for w in why) for a in answers if a.status == 429), answers
 
 
 def test_answers_again_once_the_burst_is_over(service: tuple[str, int]) -> None:
