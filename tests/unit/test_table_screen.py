@@ -60,6 +60,25 @@ def test_the_matrix_is_scaled_and_the_outputs_typed() -> None:
     assert out["predicted_label"].to_pylist() == [0, 1] and out["predicted_label"].type == pa.int64()
 
 
+def test_the_matrix_scales_every_column_type_in_float64() -> None:
+    """Read where it lies or cast, each column is scaled as training scales: in float64 (a
+    float32 column too), a null as NaN."""
+    layout = TableLayout(["f", "i", "u", "n"], "y", "binary", [0, 1], {}, {}, {"f": [0.07, 55.88], "u": [1.0, 3.0]})
+    batch = pa.record_batch(
+        {
+            "f": pa.array([0.1, 0.7], pa.float32()),
+            "i": pa.array([3, None], pa.int32()),
+            "u": pa.array([2, 3], pa.uint8()),
+            "n": pa.array([True, False]),
+        }
+    )
+    x = arrow_matrix(batch, layout)
+    f = np.array([0.1, 0.7], dtype=np.float32).astype(np.float64)
+    np.testing.assert_array_equal(x[:, 0], (f - 0.07) / (55.88 - 0.07))
+    np.testing.assert_array_equal(x[:, 1:], [[3.0, 0.5, 1.0], [np.nan, 1.0, 0.0]])
+    assert x.flags.c_contiguous
+
+
 def test_a_clean_batch_is_passed_through_and_every_float_width_is_screened() -> None:
     """What every batch pays (``fail`` screens too): a clean batch comes back as it is; a float32
     column's infinity and an integer column's null are found without a cast."""

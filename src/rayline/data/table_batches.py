@@ -112,24 +112,32 @@ def read_part(part: Part, batch_rows: int) -> Iterator[tuple[pa.RecordBatch, np.
 
 
 # ------------------------------------------------------------------------------ model input
-def _floats(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """A numeric column as float64 (nulls: NaN), copied at most once."""
-    if not pa.types.is_floating(column.type) or column.type != pa.float64():
+def _numbers(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A numeric column as numpy reads it: Arrow's own buffer where it can (float64; numbers
+    with no null, which the matrix's write turns into float64), else cast to float64 (nulls: NaN)."""
+    t = column.type
+    if t != pa.float64() and not ((pa.types.is_integer(t) or pa.types.is_floating(t)) and column.null_count == 0):
         column = pc.cast(column, pa.float64(), safe=False)
     values: np.ndarray = column.to_numpy(zero_copy_only=False)
     return values
 
 
 def arrow_matrix(batch: pa.RecordBatch, layout: TableLayout) -> np.ndarray:
-    """The scaled float64 model input of a batch whose features are all numeric: one copy."""
-    x = np.empty((batch.num_rows, len(layout.features)), dtype=np.float64, order="F")
+    """The scaled float64 model input of a batch whose features are all numeric: one copy.
+
+    Written in row order (xgboost and LightGBM read rows), each column straight into its place
+    and scaled there: building it in column order and then copying it into row order took about
+    three times as long (docs/benchmarks.md, "Where evaluate's time went")."""
+    x = np.empty((batch.num_rows, len(layout.features)), dtype=np.float64)
     for j, name in enumerate(layout.features):
-        x[:, j] = _floats(batch.column(name))
+        values = _numbers(batch.column(name))
         if name in layout.scaler:
             lo, hi = layout.scaler[name]
-            x[:, j] -= lo
+            np.subtract(values, lo, out=x[:, j], dtype=np.float64)  # in float64 (a float32 column too)
             x[:, j] /= (hi - lo) or 1.0
-    return np.ascontiguousarray(x)  # xgboost and LightGBM read rows: one more pass, not a copy kept
+        else:
+            x[:, j] = values
+    return x
 
 
 def arrow_outputs(raw: np.ndarray, layout: TableLayout) -> dict[str, pa.Array]:
