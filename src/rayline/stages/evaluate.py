@@ -48,6 +48,10 @@ from rayline.stages.tally import Tally, metrics_of, unknown_label
 
 _BINS = 10_000
 _EPS = 1e-15
+# Rows per Arrow batch when evaluating by parts, as the plain script reads them: evaluation keeps
+# no output, and xgboost's ``inplace_predict`` took about a quarter more CPU per row on the
+# predict path's 65,536-row batches (docs/benchmarks.md, "Where evaluate's time went").
+_TALLY_BATCH_ROWS = 262_144
 
 
 @dataclass
@@ -221,6 +225,7 @@ def evaluate(
         """By parts (tables): each batch reduced as it is predicted, on either engine."""
         plan = m.kind.plan_parts(spec, m.meta, source, label=target.label)  # type: ignore[attr-defined]
         settings = {**part_settings(spec, m, plan, None), "on_bad_row": "fail", "target": target}
+        settings["batch_rows"] = max(settings["batch_rows"], _TALLY_BATCH_ROWS)
         total = Tally()
         if local:
             predictor = parts.PartPredictor(checkpoint=str(m.checkpoint), cpus=runtime.local_cpus(), **settings)
