@@ -37,6 +37,9 @@ REPO = Path(__file__).resolve().parents[2]
 TAXI = str(REPO / "examples" / "taxi.yaml")
 # What a quiet command must not print: the raylets' notices and Ray's own log lines (C++ ones too).
 NOISE = ("(raylet)", "WARNING", ".cc:", "INFO worker.py", "Traceback")
+# A Ray Train run on the cluster: what it proves is where its workers and checkpoints go, not
+# the model, so 20 rounds (2 checkpoints, report_every 10), not the spec's 100.
+SMALL = ("--set", "data.rows=20000", "--set", "model.num_boost_round=20")
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +151,7 @@ def spread_run(cluster: LocalCluster, shared_home: Path) -> tuple[str, set[str]]
     """A taxi run trained by 2 Ray Train workers: (the command's output, the nodes they ran on)."""
     env = cluster_env(cluster, shared_home)
     before = actors(cluster, "RayTrainWorker")
-    out = rayline(env, "train", TAXI, "--set", "scaling.num_workers=2", "--set", "data.rows=20000")
+    out = rayline(env, "train", TAXI, "--set", "scaling.num_workers=2", *SMALL)
     return out, new_nodes(cluster, "RayTrainWorker", before)
 
 
@@ -283,6 +286,11 @@ def stalls(env: dict[str, str], *args: str) -> str:
     return done.stderr.strip().splitlines()[-1]
 
 
+# A short stall limit: nothing can start here, so no limit is too short to be reached, and each
+# second of it is a second of the suite (the defaults, 600 s and 300 s, are for real clusters).
+STALL_S = 5
+
+
 def test_a_run_a_busy_cluster_cannot_start_fails_once_nothing_moves(
     cluster: LocalCluster, env: dict[str, str], spread_run: tuple[str, set[str]]
 ) -> None:
@@ -292,22 +300,23 @@ def test_a_run_a_busy_cluster_cannot_start_fails_once_nothing_moves(
         start = time.monotonic()
         line = stalls(
             env, "train", TAXI, "--set", "scaling.num_workers=2", "--set", "data.rows=5000",
-            "--set", "train.stall_timeout_s=20",
+            "--set", f"train.stall_timeout_s={STALL_S}",
         )  # fmt: skip
-        assert "the Ray Train run made no progress for 20 s (nothing since it started)" in line, line
+        assert f"the Ray Train run made no progress for {STALL_S} s (nothing since it started)" in line, line
         assert "Ray has 1 of 4 CPUs free" in line and "train.stall_timeout_s" in line, line
         assert time.monotonic() - start < 120  # Ray Train alone gives up after 3 failed starts of 60 s
         line = stalls(
             env, "tune", TAXI, "--set", "data.rows=5000", "--set", "scaling.num_workers=1",
-            "--set", "tune.num_samples=2", "--set", "tune.max_concurrent=2", "--set", "train.stall_timeout_s=20",
+            "--set", "tune.num_samples=2", "--set", "tune.max_concurrent=2",
+            "--set", f"train.stall_timeout_s={STALL_S}",
         )  # fmt: skip
-        assert "the search made no progress for 20 s (nothing since it started)" in line, line
+        assert f"the search made no progress for {STALL_S} s (nothing since it started)" in line, line
     with busy(env, 2, 2):  # no CPU left: the prediction pool cannot start
         line = stalls(
             env, "predict", TAXI, "--model", run_of(spread_run), "--set", "data.rows=5000",
-            "--set", "predict.engine=ray", "--set", "predict.stall_timeout_s=15",
+            "--set", "predict.engine=ray", "--set", f"predict.stall_timeout_s={STALL_S}",
         )  # fmt: skip
-        assert "batch inference made no progress for 15 s" in line and "Ray has 0 of 4 CPUs free" in line, line
+        assert f"batch inference made no progress for {STALL_S} s" in line and "Ray has 0 of 4 CPUs free" in line, line
 
 
 def test_submit_runs_the_command_as_a_ray_job(cluster: LocalCluster, env: dict[str, str], shared_home: Path) -> None:
@@ -498,7 +507,7 @@ def test_ray_train_keeps_its_checkpoints_on_s3(
     checkpoint reaches the registry (the tracking server), and the pool predicts from it."""
     env = user_env(cluster, rayline_home, MLFLOW_TRACKING_URI=tracking, RAYLINE_STORAGE=f"s3://{BUCKET}/train")
     with watching("train/") as seen:
-        out = rayline(env, "train", TAXI, "--set", "scaling.num_workers=2", "--set", "data.rows=20000")
+        out = rayline(env, "train", TAXI, "--set", "scaling.num_workers=2", *SMALL)
     assert "(ray-train:2" in out, out
     assert any("/checkpoint_" in key for key in seen), sorted(seen)[:20]
     assert stored(s3, "train/") <= {"train/"}  # cleared once the run is registered (the prefix's marker stays)
