@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import yaml
 
+from inprocess import new_home
 from service import SCRIPT, serving
 
 pytestmark = pytest.mark.slow
@@ -70,7 +71,7 @@ def test_readme_quickstart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     starts = [c.split()[:2] for c in commands]
     assert starts == [["rayline", "init"], ["rayline", "run"], ["rayline", "serve"], ["curl", "-s"]], commands
     monkeypatch.chdir(tmp_path)  # the service's process starts here too
-    home = tmp_path / "home"
+    home = new_home(tmp_path / "home")  # its MLflow store migrated already (the first command's seconds)
     env = {**os.environ, "RAYLINE_HOME": str(home)}
     write_customers(tmp_path / "data.csv")
     port = free_port()
