@@ -1,6 +1,8 @@
 """docs/production.md, run command for command: promotion, canary, shadow, explanations, drift,
 and a running service following its alias. Every `rayline` command of the page's bash blocks is
-run here exactly as written (with the run ids for $A and $B), and nothing else is."""
+run here exactly as written (with the run ids for $A and $B), and nothing else is: `rayline serve`
+as a process of its own (a service, stopped with Ctrl-C), the others through the CLI's entry point
+in this process (tests/inprocess.py), which saves an interpreter and its imports per command."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from inprocess import rayline_here
 from service import SCRIPT, _printed, call, serving
 
 pytestmark = pytest.mark.slow
@@ -33,8 +36,8 @@ def doc_commands() -> list[str]:
 
 
 class Walk:
-    def __init__(self, cwd: Path, env: dict[str, str]) -> None:
-        self.cwd, self.env, self.ran = cwd, env, []
+    def __init__(self, cwd: Path, env: dict[str, str], capfd: pytest.CaptureFixture[str]) -> None:
+        self.cwd, self.env, self.capfd, self.ran = cwd, env, capfd, []
         self.runs: dict[str, str] = {}
 
     def argv(self, start: str) -> list[str]:
@@ -49,9 +52,12 @@ class Walk:
         return [str(SCRIPT), *shlex.split(command, comments=True)[1:]]
 
     def run(self, command: str, *, code: int = 0) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            self.argv(command), cwd=self.cwd, env=self.env, capture_output=True, text=True, timeout=600
-        )
+        """The page's command in this process, from the walk's folder; the file descriptors are
+        captured, so what C++ (xgboost) prints counts as a process's output would."""
+        args = self.argv(command)[1:]
+        with pytest.MonkeyPatch.context() as mp:
+            mp.chdir(self.cwd)
+            done = subprocess.CompletedProcess(args, *rayline_here(self.capfd, *args))
         assert done.returncode == code, f"{command}: exit {done.returncode}\n{done.stdout}\n{done.stderr}"
         return done
 
@@ -102,10 +108,10 @@ def scrape(url: str) -> str:
         return str(response.read().decode())
 
 
-def test_production_walkthrough(tmp_path: Path) -> None:
-    env = {**os.environ, "RAYLINE_HOME": str(tmp_path / "home")}
+def test_production_walkthrough(tmp_path: Path, rayline_home: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    env = {**os.environ, "RAYLINE_HOME": str(rayline_home)}
     (tmp_path / "examples").symlink_to(REPO / "examples")
-    walk = Walk(tmp_path, env)
+    walk = Walk(tmp_path, env, capfd)
     commands = doc_commands()
 
     # Two models of the same spec: a quick one ($A) and a full one ($B).
