@@ -1,5 +1,8 @@
 """Serving faults with real processes: a replica SIGKILLed under load, a model that cannot load,
-SIGTERM with requests in flight. docs/reliability.md records the figures these hold."""
+SIGTERM with requests in flight. docs/reliability.md records the figures these hold.
+
+The services are `rayline serve` processes; the models they serve are trained in this process
+(the library's train, in the module's RAYLINE_HOME), where a process would prove nothing more."""
 
 from __future__ import annotations
 
@@ -7,7 +10,6 @@ import contextlib
 import http.client
 import json
 import os
-import re
 import signal
 import subprocess
 import threading
@@ -20,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from inprocess import new_home
 from rayline.serving.ports import free_port
 from service import SCRIPT, TAXI_RECORD, call, serving
 
@@ -31,16 +34,20 @@ CLIENTS = 16
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    env = {**os.environ, "RAYLINE_HOME": str(tmp_path_factory.mktemp("faults-home"))}
+def env(tmp_path_factory: pytest.TempPathFactory, empty_store: Path) -> dict[str, str]:
+    env = {**os.environ, "RAYLINE_HOME": str(new_home(tmp_path_factory.mktemp("faults-home")))}
     env.pop("RAY_ADDRESS", None)
     return env
 
 
-def train(env: dict[str, str]) -> str:
-    done = subprocess.run([str(SCRIPT), "train", *SPEC], env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    return re.search(r"run ([0-9a-f]{32})", done.stdout).group(1)  # type: ignore[union-attr]
+def train(env: dict[str, str], args: list[str] = SPEC) -> str:
+    """The run id of ``args`` (a spec file and its ``--set`` pairs), trained here in ``env``'s home."""
+    import rayline
+
+    assert args[1::2] == ["--set"] * (len(args) // 2), args
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RAYLINE_HOME", env["RAYLINE_HOME"])
+        return rayline.train(rayline.load_spec(args[0], args[2::2])).run_id
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +94,13 @@ class Load:
                 ok, what = False, type(getattr(err, "reason", err)).__name__
             self.outcomes.append((start, time.monotonic(), ok, what))
 
+    def wait_answered(self, count: int, since: float = 0.0, timeout_s: float = 60) -> None:
+        """Until ``count`` requests sent at ``since`` or later were answered (or ``timeout_s``):
+        a window of so many requests, not of so many seconds, whatever the machine's pace."""
+        deadline = time.monotonic() + timeout_s
+        while sum(1 for o in list(self.outcomes) if o[0] >= since and o[2]) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+
     def __enter__(self) -> Load:
         self.threads = [threading.Thread(target=self._client, daemon=True) for _ in range(CLIENTS)]
         for thread in self.threads:
@@ -106,9 +120,7 @@ def image_service_args(env: dict[str, str], tmp_path_factory: pytest.TempPathFac
 
     source = imagesets.digits(tmp_path_factory.mktemp("digits"), per_class=30, classes=[3, 8])
     spec = [str(EXAMPLES / "mnist.yaml"), "--set", f"data.source={source}", "--set", "model.epochs=1"]
-    done = subprocess.run([str(SCRIPT), "train", *spec], env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    run = re.search(r"run ([0-9a-f]{32})", done.stdout).group(1)  # type: ignore[union-attr]
+    run = train(env, spec)
     return [*spec, "--model", run, "--set", "serve.autoscaling=null", "--set", "serve.num_replicas=2"]
 
 
@@ -130,7 +142,7 @@ def test_a_replica_killed_under_load(kind: str, env: dict[str, str], request: py
         before = replica_pids(proc.pid, kind)
         assert len(before) == 2, before
         with Load(url, body) as load:
-            time.sleep(5)
+            load.wait_answered(200)  # both replicas under load
             victim = min(before)
             os.kill(victim, signal.SIGKILL)
             killed_at = time.monotonic()
@@ -140,7 +152,7 @@ def test_a_replica_killed_under_load(kind: str, env: dict[str, str], request: py
                     break
                 time.sleep(0.25)
             back_after = time.monotonic() - killed_at
-            time.sleep(5)  # traffic on the replacement too
+            load.wait_answered(300, since=killed_at + back_after)  # traffic on the replacement too
         failed = [o for o in load.outcomes if not o[2]]
         total = len(load.outcomes)
         assert back_after < 30, f"two replicas again only after {back_after:.1f} s"
@@ -157,7 +169,7 @@ def test_sigterm_drains_the_requests_in_flight(env: dict[str, str], run_id: str)
     args = [*SPEC, "--model", run_id, "--set", "serve.num_replicas=2"]
     with serving(args, env) as (url, proc):
         with Load(url) as load:
-            time.sleep(3)
+            load.wait_answered(200)  # requests in flight on both replicas
             signalled = time.monotonic()
             proc.send_signal(signal.SIGTERM)
             code = proc.wait(timeout=90)
