@@ -37,9 +37,6 @@ REPO = Path(__file__).resolve().parents[2]
 TAXI = str(REPO / "examples" / "taxi.yaml")
 # What a quiet command must not print: the raylets' notices and Ray's own log lines (C++ ones too).
 NOISE = ("(raylet)", "WARNING", ".cc:", "INFO worker.py", "Traceback")
-# A Ray Train run on the cluster: what it proves is where its workers and checkpoints go, not
-# the model, so 20 rounds (2 checkpoints, report_every 10), not the spec's 100.
-SMALL = ("--set", "data.rows=20000", "--set", "model.num_boost_round=20")
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +148,7 @@ def spread_run(cluster: LocalCluster, shared_home: Path) -> tuple[str, set[str]]
     """A taxi run trained by 2 Ray Train workers: (the command's output, the nodes they ran on)."""
     env = cluster_env(cluster, shared_home)
     before = actors(cluster, "RayTrainWorker")
-    out = rayline(env, "train", TAXI, "--set", "scaling.num_workers=2", *SMALL)
+    out = rayline(env, "train", TAXI, "--set", "scaling.num_workers=2", "--set", "data.rows=20000")
     return out, new_nodes(cluster, "RayTrainWorker", before)
 
 
@@ -507,7 +504,7 @@ def test_ray_train_keeps_its_checkpoints_on_s3(
     checkpoint reaches the registry (the tracking server), and the pool predicts from it."""
     env = user_env(cluster, rayline_home, MLFLOW_TRACKING_URI=tracking, RAYLINE_STORAGE=f"s3://{BUCKET}/train")
     with watching("train/") as seen:
-        out = rayline(env, "train", TAXI, "--set", "scaling.num_workers=2", *SMALL)
+        out = rayline(env, "train", TAXI, "--set", "scaling.num_workers=2", "--set", "data.rows=20000")
     assert "(ray-train:2" in out, out
     assert any("/checkpoint_" in key for key in seen), sorted(seen)[:20]
     assert stored(s3, "train/") <= {"train/"}  # cleared once the run is registered (the prefix's marker stays)
