@@ -88,7 +88,7 @@ def serving(
         try:
             if call(f"{url}/healthz")[0] == 200:
                 break
-        except (urllib.error.URLError, ConnectionError):
+        except (urllib.error.URLError, ConnectionError, TimeoutError):  # a slow /healthz under load: ask again
             pass
         time.sleep(0.25)
     else:
