@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
+from plain_booster import load_raw, scaled_matrix
 
 BINS = 10_000
 EPS = 1e-15
@@ -36,33 +37,13 @@ def main() -> None:
     start = time.perf_counter()
     layout = json.loads((checkpoint / "meta.json").read_text())["layout"]
     features, scaler, classes, label = layout["features"], layout["scaler"], layout["classes"], layout["label"]
-    if (checkpoint / "model.ubj").exists():
-        import xgboost
-
-        booster = xgboost.Booster(model_file=str(checkpoint / "model.ubj"))
-        booster.set_param({"nthread": threads})
-
-        def raw(x: np.ndarray) -> np.ndarray:
-            return np.asarray(booster.inplace_predict(x))
-    else:
-        import lightgbm
-
-        lgb = lightgbm.Booster(model_file=str(next(checkpoint.glob("*.txt"))))
-
-        def raw(x: np.ndarray) -> np.ndarray:
-            return np.asarray(lgb.predict(x, num_threads=threads))
+    raw = load_raw(checkpoint, threads)
 
     rows, correct, logloss = 0, 0.0, 0.0
     confusion = np.zeros(4, dtype=np.int64)  # truth * 2 + predicted
     pos, neg = np.zeros(BINS, dtype=np.int64), np.zeros(BINS, dtype=np.int64)
     for batch in pq.ParquetFile(source).iter_batches(batch_size=batch_rows, columns=[*features, label]):
-        x = np.empty((batch.num_rows, len(features)), dtype=np.float64)
-        for j, name in enumerate(features):
-            col = batch.column(name).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
-            if name in scaler:
-                lo, hi = scaler[name]
-                col = (col - lo) / ((hi - lo) or 1.0)
-            x[:, j] = col
+        x = scaled_matrix(batch, features, scaler)
         p = raw(x).astype(np.float64)
         truth = batch.column(label).to_numpy(zero_copy_only=False)
         codes = np.full(len(truth), -1, dtype=np.int64)

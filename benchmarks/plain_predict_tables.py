@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from plain_booster import load_raw, scaled_matrix
 
 
 def main() -> None:
@@ -31,32 +32,12 @@ def main() -> None:
     meta = json.loads((checkpoint / "meta.json").read_text())
     layout = meta["layout"]
     features, scaler, classes = layout["features"], layout["scaler"], layout["classes"]
-    if (checkpoint / "model.ubj").exists():
-        import xgboost
-
-        booster = xgboost.Booster(model_file=str(checkpoint / "model.ubj"))
-        booster.set_param({"nthread": threads})
-
-        def raw(x: np.ndarray) -> np.ndarray:
-            return np.asarray(booster.inplace_predict(x))
-    else:
-        import lightgbm
-
-        lgb = lightgbm.Booster(model_file=str(next(checkpoint.glob("*.txt"))))
-
-        def raw(x: np.ndarray) -> np.ndarray:
-            return np.asarray(lgb.predict(x, num_threads=threads))
+    raw = load_raw(checkpoint, threads)
 
     rows = 0
     writer: pq.ParquetWriter | None = None
     for batch in pq.ParquetFile(source).iter_batches(batch_size=batch_rows):
-        x = np.empty((batch.num_rows, len(features)), dtype=np.float64)
-        for j, name in enumerate(features):
-            col = batch.column(name).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
-            if name in scaler:
-                lo, hi = scaler[name]
-                col = (col - lo) / ((hi - lo) or 1.0)
-            x[:, j] = col
+        x = scaled_matrix(batch, features, scaler)
         p = raw(x).astype(np.float64)
         label = np.where(p >= 0.5, classes[1], classes[0])
         table = pa.Table.from_batches([batch]).append_column("probability", pa.array(p))
