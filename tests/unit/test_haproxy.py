@@ -4,11 +4,29 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from rayline.serving._haproxy import haproxy_setup, ingress_env
+
+
+@contextmanager
+def configured(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> Iterator[str]:
+    """HAProxy's template rewritten by ``haproxy_setup`` under ``env``; yields the folder of its files."""
+    from ray.serve._private import haproxy
+
+    folder = os.path.dirname(env["RAY_SERVE_HAPROXY_SOCKET_PATH"])
+    try:
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.setattr(haproxy, "HAPROXY_CONFIG_TEMPLATE", haproxy.HAPROXY_CONFIG_TEMPLATE)
+        haproxy_setup()
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_proxy_and_direct_modes_turn_haproxy_off() -> None:
@@ -65,12 +83,7 @@ def test_haproxy_answers_its_own_errors_in_json(monkeypatch: pytest.MonkeyPatch)
     from ray.serve._private import haproxy
 
     env = ingress_env("haproxy", "127.0.0.1", 8000)
-    folder = os.path.dirname(env["RAY_SERVE_HAPROXY_SOCKET_PATH"])
-    try:
-        for key, value in env.items():
-            monkeypatch.setenv(key, value)
-        monkeypatch.setattr(haproxy, "HAPROXY_CONFIG_TEMPLATE", haproxy.HAPROXY_CONFIG_TEMPLATE)
-        haproxy_setup()
+    with configured(monkeypatch, env) as folder:
         for code in (502, 503, 504):
             assert f"errorfile {code} {folder}/{code}.http" in haproxy.HAPROXY_CONFIG_TEMPLATE
             head, body = Path(f"{folder}/{code}.http").read_bytes().decode().split("\r\n\r\n")
@@ -80,8 +93,6 @@ def test_haproxy_answers_its_own_errors_in_json(monkeypatch: pytest.MonkeyPatch)
         assert f"status 503 content-type application/json file {folder}/starting.json" in default
         assert json.loads(Path(f"{folder}/starting.json").read_text())["error"].startswith("the model is starting")
         assert "empty-response" in env["RAY_SERVE_HAPROXY_RETRY_ON"]  # predictions are replayed, not lost
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_haproxy_sheds_at_the_door(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -96,13 +107,7 @@ def test_haproxy_sheds_at_the_door(monkeypatch: pytest.MonkeyPatch) -> None:
 
     shed = shedding(ServeSpec(max_ongoing_requests=1, max_queued_requests=2, retry_after_s=2.5))
     assert shed == (3, 3)  # Retry-After is rounded up, as Ray writes it
-    env = ingress_env("haproxy", "127.0.0.1", 8000, shed=shed)
-    folder = os.path.dirname(env["RAY_SERVE_HAPROXY_SOCKET_PATH"])
-    try:
-        for key, value in env.items():
-            monkeypatch.setenv(key, value)
-        monkeypatch.setattr(haproxy, "HAPROXY_CONFIG_TEMPLATE", haproxy.HAPROXY_CONFIG_TEMPLATE)
-        haproxy_setup()
+    with configured(monkeypatch, ingress_env("haproxy", "127.0.0.1", 8000, shed=shed)) as folder:
         template = haproxy.HAPROXY_CONFIG_TEMPLATE
         servers = [line for line in template.splitlines() if "server {{ server.name }}" in line and "observe" in line]
         assert len(servers) == 2 and all(" check maxconn 3" in line for line in servers)  # replicas: HTTP, gRPC
@@ -114,8 +119,6 @@ def test_haproxy_sheds_at_the_door(monkeypatch: pytest.MonkeyPatch) -> None:
         assert body == {
             "error": "the service is at capacity: every replica is busy and its queue is full; retry after 3 s"
         }
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
     unshed = ingress_env("haproxy", "127.0.0.1", 8000)  # without ``shed``, only the replicas refuse
     shutil.rmtree(os.path.dirname(unshed["RAY_SERVE_HAPROXY_SOCKET_PATH"]), ignore_errors=True)
     assert unshed["RAYLINE_HAPROXY_SHED"] == ""
