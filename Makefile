@@ -27,8 +27,13 @@ demo: $(STAMP)
 		echo "serve mnist: $(BIN)/rayline serve examples/mnist.yaml --model best   (then open http://127.0.0.1:8000/)"; \
 	fi
 
+# Two pytest workers (pytest-xdist), each running whole files so that a module's service or
+# trained run is set up once (tests/conftest.py keeps the cluster tests in one worker): on 2 cores
+# the suite waits on Ray's and Serve's start-ups a third of the time when run one test at a time.
+TEST_WORKERS ?= 2
+
 test: $(STAMP) browser
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # The browser tests drive Debian's Chromium (Playwright's own browser download needs a network).
 # Installed when this runs as root with apt; otherwise those tests skip and say why.

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterator
+import signal
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,22 @@ os.environ["RAYLINE_FAMILIES"] = "tiny=rayline.testing.tiny_spec:TinyModelSpec"
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """Under pytest-xdist's ``--dist loadfile`` (``make test``), a file's tests run in one worker,
+    which sets up its module fixtures (a service, a trained run) once; the cluster tests run in one
+    worker too, one cluster at a time (several on a 2-core machine would starve each other)."""
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class OneWorkerForTheClusters(LoadFileScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return "tests/cluster" if nodeid.startswith("tests/cluster/") else super()._split_scope(nodeid)
+
+    return OneWorkerForTheClusters(config, log)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -53,7 +72,35 @@ def ray_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 
     resources = runtime.init()
     yield resources
-    runtime.shutdown()
+    _shutdown_with_deadline(runtime.shutdown)
+
+
+def _shutdown_with_deadline(shutdown: Callable[[], None], deadline_s: float = 60) -> None:
+    """``ray.shutdown()``, or, should it still wait after ``deadline_s``, the end of the Ray
+    processes this session started, which returns it.
+
+    Ray's shutdown can block for ever in a gRPC call without a deadline to its GCS while closing
+    the error subscriber (seen at the end of a suite run; ray-project/ray#44836): a whole CI run
+    would wait on it."""
+    stopping = threading.Thread(target=shutdown, name="ray-shutdown", daemon=True)
+    stopping.start()
+    stopping.join(deadline_s)
+    if not stopping.is_alive():
+        return
+    for pid in _children(os.getpid()):  # a local Ray's GCS, raylet and monitors are this process's children
+        with contextlib.suppress(ProcessLookupError, FileNotFoundError):  # ended meanwhile
+            os.kill(pid, signal.SIGKILL)
+    stopping.join(30)
+
+
+def _children(parent: int) -> list[int]:
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(ProcessLookupError, FileNotFoundError):  # ended meanwhile
+            # pid (comm) state ppid ...: comm may hold spaces, so split after its closing parenthesis
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                pids.append(int(stat.parent.name))
+    return pids
 
 
 @pytest.fixture
