@@ -136,12 +136,8 @@ class LocalCluster:
         marks = (str(self.root), self.address) if self.address else (str(self.root),)
         found = set()
         for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit():
-                continue
-            with contextlib.suppress(OSError):
-                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                if any(m in cmdline for m in marks):
-                    found.add(int(proc.name))
+            if proc.name.isdigit() and any(m in _cmdline(int(proc.name)) for m in marks):
+                found.add(int(proc.name))
         found.discard(os.getpid())
         return found
 
@@ -154,7 +150,7 @@ class LocalCluster:
                     alive = [n for n in json.load(reply)["data"]["summary"] if n["raylet"]["state"] == "ALIVE"]
                     if len(alive) >= self.nodes:
                         return
-            time.sleep(1)
+            time.sleep(0.25)
         raise RuntimeError(f"{self.nodes} Ray nodes were not alive within {timeout_s:.0f} s")
 
     def _get(self, path: str) -> dict:
@@ -175,7 +171,7 @@ class LocalCluster:
             with contextlib.suppress(OSError, KeyError, ValueError):
                 if self.cpus_in_use() == 0:
                     return
-            time.sleep(1)
+            time.sleep(0.25)
         raise AssertionError(f"the cluster was still busy {timeout_s:.0f} s after the test:\n{self.describe()}")
 
     def describe(self) -> str:
@@ -206,17 +202,36 @@ class LocalCluster:
         return "\n".join(lines)
 
     def stop(self) -> None:
-        """SIGTERM this cluster's processes, then SIGKILL what is left after 10 s."""
-        for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 0.0)):
-            pids = self._raylet_pids()
-            for pid in pids:
-                with contextlib.suppress(OSError):
-                    os.kill(pid, sig)
-            deadline = time.monotonic() + wait
-            while pids and time.monotonic() < deadline:
-                pids = {p for p in pids if Path(f"/proc/{p}").exists() and not _zombie(p)}
-                time.sleep(0.2)
+        """SIGTERM this cluster's processes in ``ray stop``'s order (the raylets, then the other
+        processes, then the GCS), then SIGKILL what is left. Raylets and GCS signalled at once each
+        wait for the other and were killed only after the whole grace period (10 s a cluster)."""
+        pids = self._raylet_pids()
+        commands = {pid: _cmdline(pid) for pid in pids}
+        raylets = {p for p in pids if "/raylet/raylet " in commands[p]}
+        gcs = {p for p in pids if "/gcs/gcs_server " in commands[p]}
+        for bucket in (raylets, pids - raylets - gcs, gcs):
+            _terminate(bucket, grace_s=10.0)
+        _terminate(self._raylet_pids(), grace_s=0.0)  # anything started meanwhile
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _cmdline(pid: int) -> str:
+    with contextlib.suppress(OSError):
+        return (Path(f"/proc/{pid}") / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    return ""
+
+
+def _terminate(pids: set[int], grace_s: float) -> None:
+    """SIGTERM ``pids``, and SIGKILL those still running after ``grace_s``."""
+    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 0.0)):
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while pids and time.monotonic() < deadline:
+            pids = {p for p in pids if Path(f"/proc/{p}").exists() and not _zombie(p)}
+            if pids:
+                time.sleep(0.1)
 
 
 def _zombie(pid: int) -> bool:
