@@ -15,13 +15,14 @@ import logging
 import os
 import re
 import select
+import shutil
 import signal
 import subprocess
 import sys
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ import pytest
 from local_cluster import LocalCluster, free_port
 
 import imagesets
+from inprocess import new_home
 from service import TAXI_RECORD, call
 
 pytestmark = pytest.mark.slow
@@ -127,9 +129,10 @@ def leaves_the_cluster_idle(cluster: LocalCluster) -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def shared_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One RAYLINE_HOME for the module: predict and serve use the run the train test registers."""
-    return tmp_path_factory.mktemp("cluster-home")
+def shared_home(tmp_path_factory: pytest.TempPathFactory, empty_store: Path) -> Path:
+    """One RAYLINE_HOME for the module: predict and serve use the run the train test registers.
+    Its MLflow store is migrated already, as every test's RAYLINE_HOME (tests/conftest.py)."""
+    return new_home(tmp_path_factory.mktemp("cluster-home"))
 
 
 def cluster_env(cluster: LocalCluster, home: Path) -> dict[str, str]:
@@ -207,7 +210,7 @@ def test_trials_share_the_cluster_and_keep_their_results_on_s3(
         )  # fmt: skip
     assert "2 trials" in out, out
     assert len(new_nodes(cluster, "RayTrainWorker", before)) == 2
-    assert any("/checkpoint_" in key for key in seen), sorted(seen)[:20]  # the trials' checkpoints
+    assert any("/checkpoint_" in key for key in seen), (sorted(seen)[:20], out)  # the trials' checkpoints
     assert stored(s3, "tune/") <= {"tune/"}  # the search's state is cleared once its runs are registered
 
 
@@ -244,33 +247,45 @@ def test_a_worker_no_node_can_hold_fails_at_once(cluster: LocalCluster, env: dic
     assert time.monotonic() - start < 30  # checked before the data is read: no wait for a node
 
 
-# What a busy cluster looks like to a new run: another driver's actors hold its CPUs.
+# What a busy cluster looks like to a new run: another driver's actors hold its CPUs. Each line
+# it reads names CPUs to hold besides those it holds, node by node; it answers once they are held.
 HOG = """
-import sys, time, ray
+import sys, ray
 ray.init()
-hold = [float(n) for n in sys.argv[1:]]
 @ray.remote
 class Holder:
     def ready(self): return True
-holders = [Holder.options(num_cpus=n, resources={f"node_{i}": 0.01}).remote() for i, n in enumerate(hold) if n]
-ray.get([h.ready.remote() for h in holders])
-print("holding", flush=True)
-time.sleep(900)
+held = []
+for line in sys.stdin:
+    more = [Holder.options(num_cpus=float(n), resources={f"node_{i}": 0.01}).remote()
+            for i, n in enumerate(line.split()) if float(n)]
+    ray.get([h.ready.remote() for h in more])
+    held += more
+    print("holding", flush=True)
 """
 
 
 @contextlib.contextmanager
-def busy(env: dict[str, str], *cpus: float) -> Iterator[None]:
-    """Another driver holding ``cpus[i]`` CPUs of node i until the block ends."""
+def another_driver(env: dict[str, str]) -> Iterator[Callable[..., None]]:
+    """Another driver of the cluster (one for the whole test: a driver start is seconds);
+    ``hold(*cpus)`` makes it hold ``cpus[i]`` more CPUs of node i until the block ends."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", HOG, *map(str, cpus)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, start_new_session=True,
+        [sys.executable, "-c", HOG],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+        start_new_session=True,
     )  # fmt: skip
-    try:
+    asks, answers = proc.stdin, proc.stdout
+    assert asks is not None and answers is not None
+
+    def hold(*cpus: float) -> None:
+        asks.write(" ".join(map(str, cpus)) + "\n")
+        asks.flush()
         # A run stopped for its stall must leave nothing reserved: the CPUs are free to take.
-        assert proc.stdout is not None and select.select([proc.stdout], [], [], 90)[0], "the CPUs were never free"
-        assert proc.stdout.readline().strip() == "holding"
-        yield
+        assert select.select([answers], [], [], 90)[0], "the CPUs were never free"
+        assert answers.readline().strip() == "holding"
+
+    try:
+        yield hold
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -293,7 +308,8 @@ def test_a_run_a_busy_cluster_cannot_start_fails_once_nothing_moves(
 ) -> None:
     """Not the hour of ``timeout_s``: no heartbeat from a worker or an actor for the stall limit
     ends the wait, in one line saying what stalled and what Ray's CPUs are doing."""
-    with busy(env, 2, 1):  # one CPU left: Ray Data's tasks run, 2 Train workers of 1.5 CPUs cannot start
+    with another_driver(env) as hold:
+        hold(2, 1)  # one CPU left: Ray Data's tasks run, 2 Train workers of 1.5 CPUs cannot start
         start = time.monotonic()
         line = stalls(
             env, "train", TAXI, "--set", "scaling.num_workers=2", "--set", "data.rows=5000",
@@ -308,7 +324,7 @@ def test_a_run_a_busy_cluster_cannot_start_fails_once_nothing_moves(
             "--set", f"train.stall_timeout_s={STALL_S}",
         )  # fmt: skip
         assert f"the search made no progress for {STALL_S} s (nothing since it started)" in line, line
-    with busy(env, 2, 2):  # no CPU left: the prediction pool cannot start
+        hold(0, 1)  # no CPU left: the prediction pool cannot start
         line = stalls(
             env, "predict", TAXI, "--model", run_of(spread_run), "--set", "data.rows=5000",
             "--set", "predict.engine=ray", "--set", f"predict.stall_timeout_s={STALL_S}",
@@ -363,7 +379,7 @@ def served(
             with contextlib.suppress(OSError):  # not listening yet
                 if call(f"http://127.0.0.1:{port}/healthz")[0] == 200:
                     break
-            time.sleep(1)
+            time.sleep(0.25)
         status, body = call(f"http://127.0.0.1:{port}/predict", RECORDS)
         assert status == 200 and len(body["predictions"]) == 3, body
         nodes = new_nodes(cluster, "ServeReplica", before)
@@ -415,7 +431,7 @@ def test_serve_deploy_of_the_printed_config_answers_as_rayline_serve(
                 status, body = call(f"http://127.0.0.1:{port}/predict", RECORDS)
                 if status == 200:
                     break
-            time.sleep(1)
+            time.sleep(0.25)
         assert status == 200, (status, body)
         assert body == served[0]  # the same run, the same predictions, to the last digit
     finally:
@@ -434,9 +450,11 @@ MLFLOW = Path(sys.executable).with_name("mlflow")
 
 
 @pytest.fixture(scope="module")
-def tracking(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``mlflow server``: a SQLite backend and artifacts it proxies, as a team would run it."""
+def tracking(tmp_path_factory: pytest.TempPathFactory, empty_store: Path) -> Iterator[str]:
+    """``mlflow server``: a SQLite backend and artifacts it proxies, as a team would run it. Its
+    database starts as a copy of a migrated empty store (the migrations are seconds of its start)."""
     root = tmp_path_factory.mktemp("mlflow")
+    shutil.copyfile(empty_store, root / "mlflow.db")
     port = free_port()
     log = (root / "server.log").open("wb")
     proc = subprocess.Popen(
