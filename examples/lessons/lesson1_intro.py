@@ -21,7 +21,9 @@ from rayline import runtime
 def main() -> None:
     args = arguments(__doc__ or "")
     # predict.engine=ray: the lesson's actor pool even where a small table would be predicted in-process.
+    # --smoke: a pool of one actor and one replica (each is a process that loads the model).
     smoke = ["data.rows=5000", "model.num_boost_round=10", "tune.num_samples=2"] if args.smoke else []
+    smoke += ["predict.concurrency=1", "serve.num_replicas=1"] if args.smoke else []
     spec = rayline.load_spec(str(EXAMPLES / "taxi.yaml"), [*smoke, "predict.engine=ray"])
     # Read + split (content-hash, reproducible) + train: in-process for small data, Ray Train for big.
     trained = rayline.train(spec)

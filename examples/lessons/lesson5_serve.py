@@ -73,28 +73,27 @@ def post(url: str, body: Any, headers: dict[str, str] | None = None) -> Any:
 def main() -> None:
     args = arguments(__doc__ or "")
     import rayline
-    from rayline import runtime
     from rayline.datasets import load_mnist
-    from rayline.serving.ports import free_port
     from rayline.serving.runner import shutdown
 
     folder = digits_folder(per_class=30 if args.smoke else None)
     overrides = [f"data.source={folder}", "model.epochs=1" if args.smoke else "model.epochs=3"]
-    spec = rayline.load_spec(str(EXAMPLES / "mnist.yaml"), overrides)
+    # --smoke: rayline's service starts with one replica (each loads the model in a process of its own).
+    one_replica = ["serve.autoscaling.initial_replicas=1"] if args.smoke else []
+    spec = rayline.load_spec(str(EXAMPLES / "mnist.yaml"), [*overrides, *one_replica])
     first = rayline.train(spec).run_id
     second = rayline.train(rayline.load_spec(str(EXAMPLES / "mnist.yaml"), [*overrides, "model.lr=0.0005"])).run_id
     digits, labels = load_mnist()
     image = digits[-1].tolist()
 
-    port = free_port()
-    runtime.init()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    checkpoint = str(rayline.open_registry().checkpoint_dir(first))
-    serve.run(Ingress.bind(Preprocessor.bind(), Classifier.bind(checkpoint)), name="lesson5", route_prefix="/")
-    print("by hand:", post(f"http://127.0.0.1:{port}/predict", {"image": image})["label"], "(truth", labels[-1], ")")
-    shutdown()
-
+    # One Ray and one Serve for both halves: rayline.serve starts them (Serve's HTTP ingress is
+    # chosen when Ray starts) with its service at "/"; the hand-built application is deployed
+    # beside it on the same Serve, at its own route prefix.
     service = rayline.serve(spec, model=first, port=0)  # 0: any free port
+    checkpoint = str(rayline.open_registry().checkpoint_dir(first))
+    serve.run(Ingress.bind(Preprocessor.bind(), Classifier.bind(checkpoint)), name="lesson5", route_prefix="/by-hand")
+    print("by hand:", post(f"{service.url}/by-hand/predict", {"image": image})["label"], "(truth", labels[-1], ")")
+
     print("rayline:", post(f"{service.url}/predict", {"image": [image]})["predictions"][0]["label"])
     multiplexed = post(f"{service.url}/predict", {"image": [image]}, {"serve_multiplexed_model_id": second})
     print("rayline, model", multiplexed["model"][:8], "by header:", multiplexed["predictions"][0]["label"])
