@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +11,10 @@ import pandas as pd
 import pytest
 
 import imagesets
+from inprocess import own_home
 from rayline.errors import DataError
 from rayline.registry import open_registry
+from rayline.spec import Spec
 from rayline.stages.evaluate import evaluate
 from rayline.stages.predict import predict
 from rayline.stages.report import build_report
@@ -18,6 +22,33 @@ from rayline.stages.train import train
 from rayline.stages.tune import tune
 
 pytestmark = pytest.mark.slow
+
+
+@dataclass(frozen=True)
+class TwoDigits:
+    home: Path
+    spec: Spec
+    run_id: str
+    broken: Path  # 0/ and 1/, three digits each, and 1/broken.png, which is not an image
+
+
+@pytest.fixture(scope="module")
+def two_digits(ray_session: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoDigits]:
+    """One two-class digits model (0 and 1) for the tests that only predict or evaluate with it."""
+    root = tmp_path_factory.mktemp("two-digits")
+    with own_home(root) as home:
+        spec = imagesets.spec_for(imagesets.digits(root / "digits", per_class=8, classes=[0, 1]), name="two")
+        run_id = train(spec).run_id
+        broken = imagesets.digits(root / "other", per_class=3, classes=[0, 1])
+        (broken / "1" / "broken.png").write_bytes(b"not a png at all")
+        yield TwoDigits(home, spec, run_id, broken)
+
+
+@pytest.fixture
+def two(two_digits: TwoDigits, monkeypatch: pytest.MonkeyPatch) -> TwoDigits:
+    """The module's model, its registry this test's."""
+    monkeypatch.setenv("RAYLINE_HOME", str(two_digits.home))
+    return two_digits
 
 
 def test_tune_images_asha(ray_session: object, tmp_path: Path) -> None:
@@ -104,60 +135,43 @@ def test_predict_and_evaluate_images(ray_session: object, tmp_path: Path) -> Non
     assert explicit.rows == 12 and pd.read_parquet(target)["path"].str.startswith(str(other)).all()
 
 
-def test_evaluate_rejects_unknown_classes(ray_session: object, tmp_path: Path) -> None:
-    source = imagesets.digits(tmp_path / "digits", per_class=8, classes=[0, 1])
-    spec = imagesets.spec_for(source, name="two")
-    trained = train(spec)
+def test_evaluate_rejects_unknown_classes(two: TwoDigits, tmp_path: Path) -> None:
     strange = imagesets.digits(tmp_path / "strange", per_class=3, classes=[0, 5])
     with pytest.raises(DataError, match=r"label '5' \(str\) is not one of the model's classes \('0', '1': str\)"):
-        evaluate(spec, model=trained.run_id, input=str(strange))
+        evaluate(two.spec, model=two.run_id, input=str(strange))
 
 
-def broken_input(tmp_path: Path, engine: str) -> tuple[object, str, Path]:
-    """A trained two-class model and an input folder with one file that is not an image."""
-    spec = imagesets.spec_for(
-        imagesets.digits(tmp_path / "digits", per_class=6, classes=[0, 1]),
-        name="broken",
-        model={"epochs": 1},
-        predict={"engine": engine},
-    )
-    trained = train(spec)
-    other = imagesets.digits(tmp_path / "other", per_class=3, classes=[0, 1])
-    (other / "1" / "broken.png").write_bytes(b"not a png at all")
-    return spec, trained.run_id, other
+def on_engine(spec: Spec, engine: str, **predict: object) -> Spec:
+    return spec.model_copy(update={"predict": spec.predict.model_copy(update={"engine": engine, **predict})})
 
 
 # Separate tests: pytest keeps the failed pipeline's logged error, and with it its actor, until the test ends.
 @pytest.mark.parametrize("engine", ["local", "ray"])
-def test_predict_undecodable_file_fails(ray_session: object, tmp_path: Path, engine: str) -> None:
-    spec, run_id, other = broken_input(tmp_path, engine)
+def test_predict_undecodable_file_fails(two: TwoDigits, tmp_path: Path, engine: str) -> None:
     target = tmp_path / "out" / "p.parquet"
     with pytest.raises(DataError, match=r"broken\.png: not a decodable image"):
-        predict(spec, model=run_id, input=str(other), output=str(target))  # type: ignore[arg-type]
+        predict(on_engine(two.spec, engine), model=two.run_id, input=str(two.broken), output=str(target))
     assert not target.exists() and (not target.parent.exists() or list(target.parent.iterdir()) == [])
 
 
 @pytest.mark.parametrize("engine", ["local", "ray"])
-def test_predict_undecodable_file_skipped_on_request(ray_session: object, tmp_path: Path, engine: str) -> None:
-    spec, run_id, other = broken_input(tmp_path, engine)
-    skipping = spec.model_copy(update={"data": spec.data.model_copy(update={"on_bad_file": "skip"})})  # type: ignore[attr-defined]
+def test_predict_undecodable_file_skipped_on_request(two: TwoDigits, tmp_path: Path, engine: str) -> None:
+    spec = on_engine(two.spec, engine)
+    skipping = spec.model_copy(update={"data": spec.data.model_copy(update={"on_bad_file": "skip"})})
     target = tmp_path / "out" / "p.parquet"
-    result = predict(skipping, model=run_id, input=str(other), output=str(target))
+    result = predict(skipping, model=two.run_id, input=str(two.broken), output=str(target))
     assert result.engine == engine and result.rows == 6
     assert not pd.read_parquet(target)["path"].str.endswith("broken.png").any()
 
 
-def test_bfloat16_predictions_match_float32(ray_session: object, tmp_path: Path) -> None:
+def test_bfloat16_predictions_match_float32(two: TwoDigits, tmp_path: Path) -> None:
     """``predict.precision: bfloat16`` (in process and on the actor pool) stays close to float32."""
-    source = imagesets.digits(tmp_path / "digits", per_class=15, classes=[3, 5, 8])
-    spec = imagesets.spec_for(source, name="bf16", model={"epochs": 2})
-    trained = train(spec)
 
     def probabilities(precision: str, engine: str) -> np.ndarray:
-        options = spec.predict.model_copy(update={"precision": precision, "engine": engine})
         result = predict(
-            spec.model_copy(update={"predict": options}),
-            model=trained.run_id,
+            on_engine(two.spec, engine, precision=precision),
+            model=two.run_id,
+            input=two.spec.data.source,  # all 16 training digits, not only the validation split's few
             output=str(tmp_path / f"{precision}-{engine}.parquet"),
         )
         out = pd.read_parquet(result.output).sort_values("path")
