@@ -461,6 +461,8 @@ def tracking(tmp_path_factory: pytest.TempPathFactory, empty_store: Path) -> Ite
         [str(MLFLOW), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
          "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
          "--workers", "1"],
+        # No job runner (a process of its own, for MLflow's server-side jobs): rayline sends none.
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
