@@ -35,8 +35,10 @@ class Served:
 def stop_serve() -> None:
     from ray import serve
 
-    # Release every Serve actor, and Serve's port and route "/": the next rayline.serve in this
-    # Ray starts Serve again. Later tests in this Ray size their actor pools by free CPUs.
+    # Release every Serve actor, and Serve's port and route "/". Service.stop() (the application
+    # only) is not enough for the next test's rayline.serve: it refuses the port Serve still holds,
+    # and Serve keeps listening on its first port whatever port a later serve.start names.
+    # Later tests in this Ray size their actor pools by free CPUs.
     serve.shutdown()
 
 
