@@ -3,7 +3,8 @@
 First the lesson's API by hand: a preprocessor deployment and a classifier deployment composed
 with handles behind a FastAPI ingress, with fractional CPUs and an autoscaling config. Then the
 same with rayline, which adds dynamic request batching, model multiplexing by run id, request
-validation and the /docs page:
+validation and the /docs page. Both run on one Serve (the hand-built application at /by-hand,
+rayline's service at /), which ``rayline.serve`` starts:
 
     python examples/lessons/lesson5_serve.py [--smoke]
 """
