@@ -57,7 +57,7 @@ def main() -> None:
     runtime.init()
     images, labels = load_mnist()
     if args.smoke:
-        images, labels = images[::10], labels[::10]
+        images, labels = images[::20], labels[::20]
     epochs = 1 if args.smoke else 3
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(train_mnist, images=images, labels=labels), {"cpu": 1}),

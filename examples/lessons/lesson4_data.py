@@ -50,7 +50,7 @@ def main() -> None:
     import rayline
     from rayline import runtime
 
-    folder = digits_folder(per_class=30 if args.smoke else None)
+    folder = digits_folder(per_class=20 if args.smoke else None)
     epochs = "model.epochs=1" if args.smoke else "model.epochs=3"
     spec = rayline.load_spec(str(EXAMPLES / "mnist.yaml"), [f"data.source={folder}", epochs])
     run = rayline.train(spec)

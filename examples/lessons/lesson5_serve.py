@@ -77,7 +77,7 @@ def main() -> None:
     from rayline.datasets import load_mnist
     from rayline.serving.runner import shutdown
 
-    folder = digits_folder(per_class=30 if args.smoke else None)
+    folder = digits_folder(per_class=20 if args.smoke else None)
     overrides = [f"data.source={folder}", "model.epochs=1" if args.smoke else "model.epochs=3"]
     # --smoke: rayline's service starts with one replica (each loads the model in a process of its own).
     one_replica = ["serve.autoscaling.initial_replicas=1"] if args.smoke else []
