@@ -151,7 +151,9 @@ def _scheduler(spec: Spec, family: Family) -> Any:
 
     if spec.tune.scheduler == "fifo":
         return FIFOScheduler()
-    max_t = family.reports(spec)
+    # One more than the reports: a trial on Ray Train reports its model's checkpoint once more after
+    # its last forwarded report, and a trial at max_t is stopped before it could.
+    max_t = family.reports(spec) + 1
     return ASHAScheduler(time_attr="training_iteration", max_t=max_t, grace_period=1, reduction_factor=2)
 
 
