@@ -254,7 +254,15 @@ def init(*, quiet: bool | None = None, setup_hook: str | None = None) -> Resourc
             # Workers inherit the driver's environment; rayline's paths must stay absolute there.
             # A Tune trial starts Ray Train runs of its own: it needs the controller's poll too.
             "runtime_env": {
-                "env_vars": _worker_env({"RAYLINE_HOME": str(home()), TRAIN_POLL_ENV: os.environ[TRAIN_POLL_ENV]})
+                "env_vars": _worker_env(
+                    {
+                        "RAYLINE_HOME": str(home()),
+                        TRAIN_POLL_ENV: os.environ[TRAIN_POLL_ENV],
+                        # A Tune trial on another node starts Ray Train runs that keep their
+                        # checkpoints where the driver's do.
+                        **({"RAYLINE_STORAGE": storage_path()} if os.environ.get("RAYLINE_STORAGE") else {}),
+                    }
+                )
             },
         }
         if setup_hook:
