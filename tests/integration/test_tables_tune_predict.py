@@ -11,6 +11,7 @@ import pyarrow.dataset as pads
 import pytest
 
 import tablesets
+from rayline import runtime
 from rayline.data import get_kind
 from rayline.families import get_family
 from rayline.registry import open_registry
@@ -269,6 +270,8 @@ def test_tune_launches_ray_train_per_trial_for_big_data(
     assert best.run_id == result.best_run_id
     assert "valid_loss" in best.metrics
     assert (registry.checkpoint_dir(best.run_id) / "model.ubj").is_file()
+    # Registered: the search's state and the trials' Ray Train runs are gone from the storage.
+    assert sorted(p.name for p in Path(runtime.storage_path()).iterdir()) == []
 
 
 def test_binary_evaluation_agrees_between_engines(ray_session: object, tmp_path: Path) -> None:

@@ -124,10 +124,13 @@ def _train_trial(
         ray.tune.report(dict(result.metrics or {}), checkpoint=result.checkpoint)
 
 
-def trial_run_name() -> str:
-    import ray.tune
+def trial_run_name(trial_id: str | None = None) -> str:
+    """The Ray Train run of a trial (this process's trial unless ``trial_id`` names one)."""
+    if trial_id is None:
+        import ray.tune
 
-    return f"trial-{ray.tune.get_context().get_trial_id()}"
+        trial_id = ray.tune.get_context().get_trial_id()
+    return f"trial-{trial_id}"
 
 
 def trial_concurrency(spec: Spec, resources: runtime.Resources, local: bool) -> tuple[int, float]:
@@ -289,8 +292,11 @@ def tune(
     warm.join()
     result = register(spec, family, data, grid, best, registry, time.perf_counter() - start)
     result.resumed = resumed
-    # Registered: a later --resume must not register this search a second time.
+    # Registered: a later --resume must not register this search a second time; the trials' own
+    # Ray Train runs (the big-data path) go with it.
     clear_storage(name)
+    for trial_id in {(grid[i].metrics or {}).get("trial_id") for i in range(len(grid))} - {None}:
+        clear_storage(trial_run_name(trial_id))
     return result
 
 
