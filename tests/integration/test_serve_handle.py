@@ -32,16 +32,6 @@ class Served:
     offline: pd.DataFrame  # rayline.predict's rows for the model served (the batch path)
 
 
-def stop_serve() -> None:
-    from ray import serve
-
-    # Release every Serve actor, and Serve's port and route "/". Service.stop() (the application
-    # only) is not enough for the next test's rayline.serve: it refuses the port Serve still holds,
-    # and Serve keeps listening on its first port whatever port a later serve.start names.
-    # Later tests in this Ray size their actor pools by free CPUs.
-    serve.shutdown()
-
-
 @pytest.fixture(scope="class")
 def binary(ray_session: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """One binary table model, trained, batch-predicted and served once for the class's tests,
@@ -56,7 +46,8 @@ def binary(ray_session: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         try:
             yield Served(service, offline)
         finally:
-            stop_serve()
+            # Serve with it: the next test's rayline.serve gets a new port (Serve would keep this one).
+            service.stop()
 
 
 def assert_serves_what_batch_predict_writes(kind: tablesets.Kind, url: str, offline: pd.DataFrame) -> None:
@@ -160,7 +151,7 @@ def test_any_table_serves_what_batch_predict_writes(
     try:
         assert_serves_what_batch_predict_writes(kind, svc.url, offline)
     finally:
-        stop_serve()
+        svc.stop()
 
 
 def test_deployment_options_from_spec() -> None:
@@ -247,7 +238,7 @@ def test_image_handle_predicts_like_http(digits: Digits, monkeypatch: pytest.Mon
         with pytest.raises(Exception, match=r"image\.0\.pixels\.0\n.*at least 28 items"):
             service.handle.predict.remote([[[1, 2], [3, 4]]]).result(timeout_s=60)
     finally:
-        stop_serve()
+        service.stop()
 
 
 def test_every_image_model_replica_serves(digits: Digits, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -292,7 +283,7 @@ def test_every_image_model_replica_serves(digits: Digits, monkeypatch: pytest.Mo
             assert all(len(c.result(timeout_s=60)) == 1 for c in calls)
         assert serving_replicas() == 2
     finally:
-        stop_serve()
+        service.stop()
 
 
 def test_image_model_serves_in_bfloat16(digits: Digits, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -308,7 +299,7 @@ def test_image_model_serves_in_bfloat16(digits: Digits, monkeypatch: pytest.Monk
     try:
         served = service.handle.predict.remote([image.tolist() for image in images]).result(timeout_s=60)
     finally:
-        stop_serve()
+        service.stop()
     reduced = np.array([[p["probabilities"][c] for c in ("2", "6")] for p in served])
     assert not np.array_equal(reduced, exact)
     np.testing.assert_allclose(reduced, exact, atol=0.05)

@@ -15,7 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -52,11 +52,29 @@ class Service:
     handle: Any
     grpc_address: str | None = None  # host:port of the Open Inference Protocol over gRPC
     metrics_url: str | None = None  # this node's Prometheus endpoint (Ray's metrics, rayline's among them)
+    # Serve was started for this service: stopping the service stops it too, freeing its port and
+    # route "/" for the next rayline.serve (Serve keeps its first port whatever a later start names).
+    owns_serve: bool = field(default=False, repr=False)
 
     def stop(self) -> None:
         from ray import serve
 
         serve.delete(self.name)
+        if self.owns_serve:
+            serve.shutdown()
+
+
+def serve_running() -> bool:
+    """Whether Ray Serve runs in this process's Ray (a controller exists)."""
+    import ray
+
+    if not ray.is_initialized():
+        return False
+    try:
+        ray.get_actor("SERVE_CONTROLLER_ACTOR", namespace="serve")
+    except ValueError:
+        return False
+    return True
 
 
 def _check_port(host: str, port: int, hint: str = "pick another --port") -> None:
@@ -184,6 +202,7 @@ def start(
                     hint=f"name another model for the {role}",
                 )
     grpc = {"port": grpc_port, "grpc_servicer_functions": [stubs.SERVICER]} if grpc_port is not None else None
+    owns_serve = not serve_running()
     try:
         serve.start(http_options={"host": host, "port": port}, grpc_options=grpc)
     except Exception as err:  # e.g. HAProxy failing to start, raised from its manager actor
@@ -210,6 +229,7 @@ def start(
         handle=handle,
         grpc_address=grpc_address,
         metrics_url=_metrics_url(),
+        owns_serve=owns_serve,
     )
 
 

@@ -143,18 +143,6 @@ def _serving_spec(spec: Spec) -> Spec:
     return spec.model_copy(update={"serve": spec.serve.model_copy(update=update)})
 
 
-def _serve_running() -> bool:
-    import ray
-
-    if not ray.is_initialized():
-        return False
-    try:
-        ray.get_actor("SERVE_CONTROLLER_ACTOR", namespace="serve")
-    except ValueError:
-        return False
-    return True
-
-
 def verify(
     spec: Spec,
     *,
@@ -234,11 +222,8 @@ def _run_served(
     run: Callable[[str, Callable[[], pd.DataFrame | None]], None],
 ) -> None:
     """One service for the HTTP and protocol paths; stopped after (Serve too, when verify started it)."""
-    from ray import serve
-
     from rayline.serving.runner import start
 
-    serving = _serve_running()
     service = start(_serving_spec(spec), model=m.record.run_id, registry=registry)
     try:
         if "http" in chosen:
@@ -249,9 +234,7 @@ def _run_served(
             assert service.grpc_address is not None
             run("grpc", lambda: ways.oip_grpc(service.grpc_address or "", spec.name, m, rows))
     finally:
-        service.stop()
-        if not serving:
-            serve.shutdown()  # its proxies' ports and the replica's CPUs, for what runs next on this Ray
+        service.stop()  # and Serve, when it started it: its ports and the replica's CPUs are free again
 
 
 def _judge(
