@@ -28,3 +28,18 @@ def test_skips_ports_in_use_and_says_when_none_is_left() -> None:
         assert free_port("127.0.0.1", set(everything_else)) == other
         with pytest.raises(ServeError, match=r"no free port on 127\.0\.0\.1"):
             free_port("127.0.0.1", everything_else | {other})
+
+
+def test_picks_do_not_follow_the_global_random_seed() -> None:
+    """Two processes that seeded ``random`` alike (a training run, a library) still pick apart."""
+    import random
+
+    state = random.getstate()
+    try:
+        random.seed(0)
+        first = [free_port() for _ in range(3)]
+        random.seed(0)
+        again = [free_port() for _ in range(3)]
+    finally:
+        random.setstate(state)
+    assert first != again

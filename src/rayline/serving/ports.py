@@ -8,6 +8,9 @@ import socket
 from rayline.errors import ServeError
 
 _RANGE = range(20000, 30000)
+# Not the global generator: a library or a training run seeding it would give two processes
+# starting at once the same picks (seen: two test workers, one gRPC port).
+_PICK = random.SystemRandom()
 
 
 def free_port(host: str = "127.0.0.1", avoid: set[int] | None = None) -> int:
@@ -19,7 +22,7 @@ def free_port(host: str = "127.0.0.1", avoid: set[int] | None = None) -> int:
     The port picked is added to `avoid`, so that several picks differ.
     """
     avoid = set() if avoid is None else avoid
-    for port in random.sample(_RANGE, len(_RANGE)):  # random: two services starting together differ
+    for port in _PICK.sample(_RANGE, len(_RANGE)):  # random: two services starting together differ
         if port in avoid:
             continue
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
