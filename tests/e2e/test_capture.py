@@ -75,6 +75,13 @@ class Load:
             thread.join(timeout=60)
 
 
+def replicas_written(folder: Path) -> set[str]:
+    """The replicas whose capture files are complete in ``folder`` so far."""
+    if not folder.is_dir() or not capture_files(str(folder)):
+        return set()
+    return set(read_capture(str(folder)).column("replica").to_pylist())
+
+
 def test_a_capture_survives_a_replica_killed_under_load(tmp_path: Path) -> None:
     env = {**os.environ, "RAYLINE_HOME": str(tmp_path / "home")}
     env.pop("RAY_ADDRESS", None)
@@ -92,7 +99,11 @@ def test_a_capture_survives_a_replica_killed_under_load(tmp_path: Path) -> None:
         victims = replica_pids(proc.pid)
         assert len(victims) == 2, victims
         with Load(url) as load:
-            time.sleep(3)
+            # The kill once both replicas have written files (the victim's earlier rows must survive
+            # it); a fixed wait was too short when another test shared the cores.
+            deadline = time.monotonic() + 60
+            while len(replicas_written(folder)) < 2 and time.monotonic() < deadline:
+                time.sleep(0.25)
             os.kill(min(victims), signal.SIGKILL)
             killed_at = time.monotonic()
             time.sleep(4)
