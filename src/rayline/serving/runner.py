@@ -64,7 +64,7 @@ class Service:
             serve.shutdown()
 
 
-def serve_running() -> bool:
+def _serve_running() -> bool:
     """Whether Ray Serve runs in this process's Ray (a controller exists)."""
     import ray
 
@@ -202,7 +202,7 @@ def start(
                     hint=f"name another model for the {role}",
                 )
     grpc = {"port": grpc_port, "grpc_servicer_functions": [stubs.SERVICER]} if grpc_port is not None else None
-    owns_serve = not serve_running()
+    owns_serve = not _serve_running()
     try:
         serve.start(http_options={"host": host, "port": port}, grpc_options=grpc)
     except Exception as err:  # e.g. HAProxy failing to start, raised from its manager actor
